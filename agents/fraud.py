@@ -1,0 +1,360 @@
+"""Fraud detection: one decision per transaction, from live features and online models.
+
+Data flows one way::
+
+    transactions (key card_id)
+      -> card_stage:      card features            -> fraud-card-features (key merchant_id)
+      -> merchant_stage:  merchant features, score -> fraud-decisions (key tx_id)
+                          traffic samples          -> fraud-training (1 partition)
+    fraud-decisions + fraud-labels (key tx_id)
+      -> label_join_stage: point-in-time join      -> fraud-training, fraud-merchant-labels
+    fraud-training
+      -> learner_stage:   learn, measure           -> fraud-model-snapshots (compacted)
+    fraud-model-snapshots -> every worker hot-swaps the scoring model
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+
+from faust.web import Request, Response, View
+
+from app import codecs
+from app.contracts import parse_fraud_label, parse_transaction
+from app.dead_letters import send_dead_letter, valid_records
+from app.faust_app import app
+from app.settings import settings
+from app.views import json_response
+from models.fraud import FraudModel
+from models.learner import MODEL_NAME, FraudLearner
+from models.snapshots import Snapshot, SnapshotSubscriber
+from tables import label_join as join
+from tables.card_features import DuplicateTransaction, add_transaction, card_features_at, card_log
+from tables.fraud import card_activity, label_join, merchant_activity
+from tables.merchant_features import MerchantActivity
+from tables.windows import DAY
+
+logger = logging.getLogger(__name__)
+
+# --- topics ------------------------------------------------------------------------------
+
+PARTITIONS = settings.topic_partitions
+
+
+def _topic(*names: str, **options: Any):
+    """A topic this app declares (creates when missing) with the configured partitions."""
+    options.setdefault("partitions", PARTITIONS)
+    return app.topic(*(settings.topic_name(name) for name in names), internal=True, **options)
+
+
+transactions_topic = _topic("transactions", key_type=bytes, value_serializer="raw")
+labels_topic = _topic("fraud-labels", key_type=bytes, value_serializer="raw")
+card_features_topic = _topic("fraud-card-features", key_type=str)
+merchant_labels_topic = _topic("fraud-merchant-labels", key_type=str)
+merchant_inputs = _topic("fraud-card-features", "fraud-merchant-labels", key_type=str)
+decisions_topic = _topic("fraud-decisions", key_type=str)
+join_inputs = _topic("fraud-decisions", "fraud-labels", key_type=bytes, value_serializer="raw")
+training_topic = _topic("fraud-training", key_type=str, partitions=1)
+snapshots_topic = _topic(
+    "fraud-model-snapshots",
+    key_type=str,
+    value_serializer="raw",
+    partitions=1,
+    config={"cleanup.policy": "compact", "max.message.bytes": str(16 * 2**20)},
+)
+
+snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
+
+TRAFFIC_SAMPLE_RATE = 0.2
+LABEL_TTL = settings.fraud_label_ttl_days * DAY
+
+
+def _sampled(tx_id: str, rate: float) -> bool:
+    """Deterministic per-transaction sampling, so that a replay samples the same ones."""
+    return zlib.crc32(tx_id.encode()) < rate * 2**32
+
+
+def decide(score: float) -> str:
+    """``block``, ``review`` or ``approve`` for a score, by the configured thresholds."""
+    if score >= settings.fraud_block_threshold:
+        return "block"
+    if score >= settings.fraud_review_threshold:
+        return "review"
+    return "approve"
+
+
+def time_features(ts: float) -> dict[str, float]:
+    """Hour of day (UTC) and weekend flag of an event time."""
+    moment = datetime.fromtimestamp(ts, tz=UTC)
+    return {
+        "hour": moment.hour + moment.minute / 60.0,
+        "weekend": 1.0 if moment.weekday() >= 5 else 0.0,
+    }
+
+
+class _ScoringModel:
+    """The newest model snapshot this worker has, swapped in as snapshots arrive."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.model = FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate)
+
+    def current(self) -> FraudModel:
+        snapshot = snapshots.latest.get(MODEL_NAME)
+        if snapshot is not None and snapshot.version != self.version:
+            self.model, self.version = snapshot.model, snapshot.version
+        return self.model
+
+
+scoring = _ScoringModel()
+
+
+# --- agents ------------------------------------------------------------------------------
+
+
+@app.task
+async def follow_model_snapshots() -> None:
+    """Keep this worker's scoring model at the newest snapshot (a compacted topic, not an agent)."""
+    await snapshots_topic.maybe_declare()
+    await snapshots.run()
+
+
+@app.agent(transactions_topic)
+async def card_stage(stream):
+    """Validate transactions, update the card's log, forward card features by merchant."""
+    async for tx, event in valid_records(stream, {transactions_topic.get_topic_name(): parse_transaction}):
+        log = card_log(card_activity.get(tx.card_id))
+        try:
+            features = add_transaction(
+                log,
+                tx_id=tx.tx_id,
+                ts=tx.ts,
+                amount=tx.amount,
+                merchant_id=tx.merchant_id,
+                country=tx.country,
+            )
+        except DuplicateTransaction as exc:
+            await send_dead_letter(event, str(exc))
+            continue
+        card_activity[tx.card_id] = log.to_state()
+        await card_features_topic.send(
+            key=tx.merchant_id,
+            value={
+                "tx": {
+                    "tx_id": tx.tx_id,
+                    "card_id": tx.card_id,
+                    "merchant_id": tx.merchant_id,
+                    "amount": tx.amount,
+                    "ts": tx.ts,
+                    "channel": tx.channel,
+                },
+                "card_features": features,
+                "received_at": event.message.timestamp,
+            },
+        )
+
+
+@app.agent(merchant_inputs)
+async def merchant_stage(stream):
+    """Add merchant and time features, score, and publish exactly one decision per transaction."""
+    async for event in stream.events():
+        record = event.value
+        merchant_id = event.key
+        merchant = MerchantActivity(merchant_activity.get(merchant_id))
+        if event.message.topic == merchant_labels_topic.get_topic_name():
+            merchant.add_label(record["label_ts"], record["is_fraud"])
+            merchant_activity[merchant_id] = merchant.to_state()
+            continue
+        tx = record["tx"]
+        features = {
+            "amount": tx["amount"],
+            "online": 1.0 if tx["channel"] == "online" else 0.0,
+            **time_features(tx["ts"]),
+            **record["card_features"],
+            **merchant.add_transaction(tx["ts"], tx["amount"]),
+        }
+        merchant_activity[merchant_id] = merchant.to_state()
+        model = scoring.current()
+        result = model.score(features)
+        decided_at = time.time()
+        await decisions_topic.send(
+            key=tx["tx_id"],
+            value={
+                "tx_id": tx["tx_id"],
+                "card_id": tx["card_id"],
+                "merchant_id": merchant_id,
+                "score": result.score,
+                "decision": decide(result.score),
+                "reasons": result.reasons,
+                "model_version": scoring.version,
+                "p_fraud": result.p_fraud,
+                "anomaly": result.anomaly,
+                "features": features,
+                "event_ts": tx["ts"],
+                "decided_at": decided_at,
+                "latency_ms": decided_at * 1000.0 - record["received_at"],
+            },
+        )
+        if _sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
+            await training_topic.send(key=MODEL_NAME, value={"kind": "traffic", "features": features})
+
+
+_join_watermarks: dict[int, float] = {}
+
+
+@app.agent(join_inputs)
+async def label_join_stage(stream):
+    """Join each label with the features its transaction was scored with."""
+    parsers = {
+        labels_topic.get_topic_name(): parse_fraud_label,
+        decisions_topic.get_topic_name(): _decision_fields,
+    }
+    async for arrival, event in valid_records(stream, parsers):
+        message = event.message
+        if message.topic == labels_topic.get_topic_name():
+            tx_id = arrival.tx_id
+            label = {"is_fraud": arrival.is_fraud, "ts": arrival.ts}
+            entry, outputs = join.on_label(label_join.get(tx_id), tx_id, label)
+            arrival_ts = arrival.ts
+        else:
+            tx_id = arrival["tx_id"]
+            learn = arrival["decision_label_sampled"]
+            entry, outputs = join.on_decision(label_join.get(tx_id), tx_id, arrival["held"], learn)
+            arrival_ts = arrival["held"]["event_ts"]
+        _join_watermarks[message.partition] = max(
+            _join_watermarks.get(message.partition, arrival_ts), arrival_ts
+        )
+        if entry is None:
+            label_join.pop(tx_id, None)
+        else:
+            label_join[tx_id] = entry
+        await _publish_training(outputs)
+
+
+def _decision_fields(key: bytes | None, value: bytes | None) -> dict[str, Any]:
+    decision = codecs.loads(value)
+    tx_id = decision["tx_id"]
+    return {
+        "tx_id": tx_id,
+        # Legitimate transactions are learned from by a deterministic sample (frauds always).
+        "decision_label_sampled": _sampled(tx_id, settings.fraud_legit_sample_rate),
+        "held": {
+            "features": decision["features"],
+            "score": decision["score"],
+            "event_ts": decision["event_ts"],
+            "merchant_id": decision["merchant_id"],
+        },
+    }
+
+
+async def _publish_training(outputs: list[dict[str, Any]]) -> None:
+    for output in outputs:
+        if output["kind"] == "labelled":
+            await merchant_labels_topic.send(
+                key=output["merchant_id"],
+                value={"label_ts": output["label_ts"], "is_fraud": output["is_fraud"]},
+            )
+        await training_topic.send(key=MODEL_NAME, value=output)
+
+
+@app.timer(interval=30.0)
+async def expire_label_join() -> None:
+    """Drop join entries older than the label TTL behind event time, and count them."""
+    if not _join_watermarks:
+        return
+    watermark = min(_join_watermarks.values())
+    expired: list[tuple[str, dict[str, Any] | None, list[dict[str, Any]]]] = []
+    for tx_id, entry in list(label_join.items()):
+        new_entry, outputs = join.on_expiry(entry, tx_id, watermark, LABEL_TTL)
+        if new_entry is None:
+            expired.append((tx_id, new_entry, outputs))
+    for tx_id, _, outputs in expired:
+        label_join.pop(tx_id, None)
+        await _publish_training(outputs)
+
+
+class _LearnerState:
+    learner: FraudLearner | None = None
+    last_snapshot_at: float = 0.0
+    unsnapshotted: int = 0
+
+
+learner_state = _LearnerState()
+
+
+@app.agent(training_topic)
+async def learner_stage(stream):
+    """The one learner: apply training records in order, publish versioned snapshots."""
+    await snapshots.caught_up.wait()
+    restored = snapshots.latest.get(MODEL_NAME)
+    if restored is not None:
+        learner = FraudLearner.from_snapshot(copy.deepcopy(restored))
+    else:
+        learner = FraudLearner(FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate))
+    learner_state.learner = learner
+    async for event in stream.events():
+        offset = event.message.offset
+        if offset <= learner.training_offset:
+            continue  # already in the restored snapshot
+        learner.apply(event.value)
+        learner_state.unsnapshotted += 1
+        due = time.monotonic() - learner_state.last_snapshot_at > 5.0
+        if learner_state.unsnapshotted >= settings.fraud_snapshot_every or due:
+            await _publish_snapshot(learner, offset)
+
+
+async def _publish_snapshot(learner: FraudLearner, offset: int) -> None:
+    snapshot = learner.snapshot(offset)
+    await snapshots_topic.send(key=MODEL_NAME, value=snapshot.encode())
+    learner_state.unsnapshotted = 0
+    learner_state.last_snapshot_at = time.monotonic()
+
+
+# --- views -------------------------------------------------------------------------------
+
+
+@app.page("/fraud/cards/{card_id}/")
+@app.table_route(table=card_activity, match_info="card_id")
+async def card_view(web: View, request: Request, card_id: str) -> Response:
+    """The card's live features as of its newest transaction."""
+    state = card_activity.get(card_id)
+    if state is None:
+        return json_response(web, {"error": f"unknown card {card_id!r}"}, status=404)
+    log = card_log(state)
+    return json_response(
+        web,
+        {
+            "card_id": card_id,
+            "transactions_kept": len(log.ts),
+            "newest_ts": log.newest,
+            "features": card_features_at(log, len(log.ts) - 1),
+        },
+    )
+
+
+@app.page("/fraud/merchants/{merchant_id}/")
+@app.table_route(table=merchant_activity, match_info="merchant_id")
+async def merchant_view(web: View, request: Request, merchant_id: str) -> Response:
+    """The merchant's live activity and fraud-rate features as of its newest bucket."""
+    state = merchant_activity.get(merchant_id)
+    if state is None:
+        return json_response(web, {"error": f"unknown merchant {merchant_id!r}"}, status=404)
+    merchant = MerchantActivity(state)
+    newest_day = max((row[0] for row in state["days"]), default=0)
+    ts = (newest_day + 1) * DAY - 1
+    return json_response(web, {"merchant_id": merchant_id, "features": merchant.features_at(ts, 0.0)})
+
+
+@app.page("/fraud/model/")
+async def model_view(web: View, request: Request) -> Response:
+    """The newest model snapshot's version, counts and progressive metrics."""
+    snapshot: Snapshot | None = snapshots.latest.get(MODEL_NAME)
+    if snapshot is None:
+        return json_response(web, {"model_version": 0, "status": "no snapshot yet (cold start)"})
+    learner = FraudLearner.from_snapshot(snapshot)
+    return json_response(web, {**learner.report(), "created_at": snapshot.created_at})

@@ -1,0 +1,1 @@
+"""Custom ``faust -A app <command>`` commands."""

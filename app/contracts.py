@@ -1,0 +1,147 @@
+"""Event contracts of the input topics: parse raw Kafka records or say exactly why not.
+
+Parsers take the record's key and value bytes and return a typed event, or
+raise :class:`~app.dead_letters.InvalidRecord` with a reason fit for the
+``dead-letters`` topic.  Unknown extra fields are ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.dead_letters import InvalidRecord
+
+# Epoch seconds beyond this (year 5138) are almost surely milliseconds.
+_MAX_EPOCH_SECONDS = 1e11
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    tx_id: str
+    card_id: str
+    merchant_id: str
+    amount: float
+    ts: float
+    currency: str | None = None
+    country: str | None = None
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FraudLabel:
+    tx_id: str
+    is_fraud: bool
+    ts: float
+
+
+def parse_timestamp(value: Any) -> float:
+    """Epoch seconds from epoch seconds or an ISO-8601 string (naive means UTC).
+
+    >>> parse_timestamp("2026-01-01T00:00:00Z"), parse_timestamp(1767225600)
+    (1767225600.0, 1767225600.0)
+    >>> parse_timestamp("yesterday")
+    Traceback (most recent call last):
+    ...
+    app.dead_letters.InvalidRecord: ts: not an ISO-8601 timestamp: 'yesterday'
+    """
+    if isinstance(value, bool):
+        raise InvalidRecord(f"ts: expected epoch seconds or ISO-8601 string, got {value!r}")
+    if isinstance(value, int | float):
+        ts = float(value)
+        if not math.isfinite(ts) or ts < 0:
+            raise InvalidRecord(f"ts: epoch seconds must be finite and >= 0, got {value!r}")
+        if ts > _MAX_EPOCH_SECONDS:
+            raise InvalidRecord(f"ts: {value!r} is too large for epoch seconds (milliseconds?)")
+        return ts
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidRecord(f"ts: not an ISO-8601 timestamp: {value!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    raise InvalidRecord(f"ts: expected epoch seconds or ISO-8601 string, got {type(value).__name__}")
+
+
+def parse_transaction(key: bytes | None, value: bytes | None) -> Transaction:
+    """A :class:`Transaction` from a ``transactions`` record keyed by its ``card_id``.
+
+    >>> tx = parse_transaction(b"c1", b'{"tx_id":"t1","card_id":"c1","merchant_id":"m1",'
+    ...                        b'"amount":12.5,"ts":0,"note":"ignored"}')
+    >>> tx.tx_id, tx.amount, tx.ts, tx.country
+    ('t1', 12.5, 0.0, None)
+    """
+    payload = _json_object(value)
+    card_id = _required_str(payload, "card_id")
+    _check_key(key, card_id, "card_id")
+    amount = payload.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        raise InvalidRecord(f"amount: expected a number, got {_describe(amount)}")
+    if not math.isfinite(amount) or amount < 0:
+        raise InvalidRecord(f"amount: must be finite and >= 0, got {amount!r}")
+    return Transaction(
+        tx_id=_required_str(payload, "tx_id"),
+        card_id=card_id,
+        merchant_id=_required_str(payload, "merchant_id"),
+        amount=float(amount),
+        ts=parse_timestamp(payload.get("ts")),
+        currency=_optional_str(payload, "currency"),
+        country=_optional_str(payload, "country"),
+        channel=_optional_str(payload, "channel"),
+    )
+
+
+def parse_fraud_label(key: bytes | None, value: bytes | None) -> FraudLabel:
+    """A :class:`FraudLabel` from a ``fraud-labels`` record keyed by its ``tx_id``.
+
+    >>> parse_fraud_label(b"t1", b'{"tx_id":"t1","is_fraud":true,"ts":"2026-01-08T00:00:00+00:00"}')
+    FraudLabel(tx_id='t1', is_fraud=True, ts=1767830400.0)
+    """
+    payload = _json_object(value)
+    tx_id = _required_str(payload, "tx_id")
+    _check_key(key, tx_id, "tx_id")
+    is_fraud = payload.get("is_fraud")
+    if not isinstance(is_fraud, bool):
+        raise InvalidRecord(f"is_fraud: expected true or false, got {_describe(is_fraud)}")
+    return FraudLabel(tx_id=tx_id, is_fraud=is_fraud, ts=parse_timestamp(payload.get("ts")))
+
+
+def _json_object(value: bytes | None) -> dict[str, Any]:
+    if value is None:
+        raise InvalidRecord("value: missing (null record)")
+    try:
+        payload = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"value: not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InvalidRecord(f"value: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _required_str(payload: dict[str, Any], field: str) -> str:
+    value = payload.get(field)
+    if not isinstance(value, str) or not value:
+        raise InvalidRecord(f"{field}: expected a non-empty string, got {_describe(value)}")
+    return value
+
+
+def _optional_str(payload: dict[str, Any], field: str) -> str | None:
+    value = payload.get(field)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRecord(f"{field}: expected a string, got {_describe(value)}")
+    return value
+
+
+def _check_key(key: bytes | None, expected: str, field: str) -> None:
+    if key is None or key.decode("utf-8", errors="replace") != expected:
+        raise InvalidRecord(f"key: expected the record's {field} {expected!r}, got {key!r}")
+
+
+def _describe(value: Any) -> str:
+    return "nothing (missing)" if value is None else f"{type(value).__name__} {value!r}"

@@ -1,0 +1,115 @@
+"""Dead letters: records that cannot be parsed or validated, kept with the reason.
+
+A pipeline never crashes on bad input and never drops it silently: its agent
+reads raw bytes through :func:`valid_records`, which yields what parses and
+sends everything else to the ``dead-letters`` topic with the source topic,
+partition, offset, the error and the original bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from faust import StreamT
+from faust.types import EventT
+
+from app.faust_app import app
+from app.settings import settings
+
+dead_letters_topic = app.topic(
+    settings.topic_name("dead-letters"),
+    key_type=str,
+    internal=True,
+    partitions=settings.topic_partitions,
+)
+
+
+@app.task
+async def declare_dead_letters_topic() -> None:
+    """Create ``dead-letters`` at startup: no agent consumes it, so Faust would not."""
+    await dead_letters_topic.maybe_declare()
+
+
+class InvalidRecord(ValueError):
+    """A record that breaks its topic's contract; the message says how."""
+
+
+def dead_letter(
+    *,
+    source_topic: str,
+    partition: int | None,
+    offset: int | None,
+    error: str,
+    key: bytes | None,
+    value: bytes | None,
+) -> dict[str, object]:
+    """The dead-letter payload for one rejected record.
+
+    >>> letter = dead_letter(source_topic="transactions", partition=3, offset=17,
+    ...                      error="bad JSON", key=b"card-1", value=b"{oops")
+    >>> letter["value_text"], letter["value_base64"]
+    ('{oops', 'e29vcHM=')
+    """
+    return {
+        "source_topic": source_topic,
+        "partition": partition,
+        "offset": offset,
+        "error": error,
+        "key_text": _as_text(key),
+        "key_base64": _as_base64(key),
+        "value_text": _as_text(value),
+        "value_base64": _as_base64(value),
+        "rejected_at": time.time(),
+    }
+
+
+async def send_dead_letter(event: EventT, error: str) -> None:
+    """Publish ``event``'s original bytes to ``dead-letters`` with ``error``."""
+    message = event.message
+    letter = dead_letter(
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        error=error,
+        key=_raw(message.key),
+        value=_raw(message.value),
+    )
+    await dead_letters_topic.send(key=message.topic, value=letter)
+
+
+async def valid_records(
+    stream: StreamT, parsers: Mapping[str, Callable[[bytes | None, bytes | None], Any]]
+) -> AsyncIterator[tuple[Any, EventT]]:
+    """Yield ``(parsed record, event)``; dead-letter the records their parser rejects.
+
+    ``parsers`` maps each source topic to a function of the record's key and
+    value bytes that raises :class:`InvalidRecord` (or any ``ValueError``,
+    ``TypeError`` or ``KeyError``) for a record that breaks the contract.
+    """
+    async for event in stream.events():
+        message = event.message
+        try:
+            record = parsers[message.topic](_raw(message.key), _raw(message.value))
+        except (ValueError, TypeError, KeyError) as exc:
+            await send_dead_letter(event, f"{type(exc).__name__}: {exc}")
+            continue
+        yield record, event
+
+
+def _raw(data: object) -> bytes | None:
+    if data is None or isinstance(data, bytes):
+        return data
+    return str(data).encode()
+
+
+def _as_text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def _as_base64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")

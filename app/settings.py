@@ -1,0 +1,91 @@
+"""Settings read once from environment variables, with defaults for a laptop.
+
+Every variable is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a worker needs to know about its environment.
+
+    >>> Settings.from_env({"EDDY_TOPIC_PARTITIONS": "4"}).topic_partitions
+    4
+    """
+
+    broker: str = "kafka://127.0.0.1:9092"
+    app_id: str = "eddy"
+    store: str = "rocksdb://"
+    rocksdb_block_cache_mb: int = 64
+    topic_prefix: str = ""
+    topic_partitions: int = 8
+    processing_guarantee: str = "at_least_once"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: str = "info"
+    fraud_review_threshold: float = 0.5
+    fraud_block_threshold: float = 0.85
+    fraud_label_ttl_days: float = 35.0
+    fraud_snapshot_every: int = 2_000
+    fraud_legit_sample_rate: float = 0.25
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+
+        def get(name: str, default: object) -> str:
+            return env.get(name, str(default))
+
+        return cls(
+            broker=get("KAFKA_BROKER", defaults.broker),
+            app_id=get("EDDY_APP_ID", defaults.app_id),
+            store=get("EDDY_STORE", defaults.store),
+            rocksdb_block_cache_mb=int(get("EDDY_ROCKSDB_BLOCK_CACHE_MB", defaults.rocksdb_block_cache_mb)),
+            topic_prefix=get("EDDY_TOPIC_PREFIX", defaults.topic_prefix),
+            topic_partitions=int(get("EDDY_TOPIC_PARTITIONS", defaults.topic_partitions)),
+            processing_guarantee=get("EDDY_PROCESSING_GUARANTEE", defaults.processing_guarantee),
+            web_host=get("EDDY_WEB_HOST", defaults.web_host),
+            web_port=int(get("EDDY_WEB_PORT", defaults.web_port)),
+            log_level=get("EDDY_LOG_LEVEL", defaults.log_level),
+            fraud_review_threshold=float(get("EDDY_FRAUD_REVIEW_THRESHOLD", defaults.fraud_review_threshold)),
+            fraud_block_threshold=float(get("EDDY_FRAUD_BLOCK_THRESHOLD", defaults.fraud_block_threshold)),
+            fraud_label_ttl_days=float(get("EDDY_FRAUD_LABEL_TTL_DAYS", defaults.fraud_label_ttl_days)),
+            fraud_snapshot_every=int(get("EDDY_FRAUD_SNAPSHOT_EVERY", defaults.fraud_snapshot_every)),
+            fraud_legit_sample_rate=float(
+                get("EDDY_FRAUD_LEGIT_SAMPLE_RATE", defaults.fraud_legit_sample_rate)
+            ),
+        )
+
+    def topic_name(self, name: str) -> str:
+        """The Kafka name of one of eddy's topics: ``name`` behind the configured prefix.
+
+        >>> Settings(topic_prefix="staging.").topic_name("transactions")
+        'staging.transactions'
+        """
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port[,host:port]`` for plain Kafka clients (``KAFKA_BROKER`` without scheme).
+
+        >>> Settings(broker="kafka://a:9092;kafka://b:9092").kafka_bootstrap
+        'a:9092,b:9092'
+        """
+        return ",".join(url.split("://", 1)[-1] for url in self.broker.replace(";", ",").split(","))
+
+    @property
+    def table_options(self) -> dict[str, object]:
+        """Options for every RocksDB-backed table: the rocksdict driver and a bounded block cache."""
+        if not self.store.startswith("rocksdb:"):
+            return {}
+        # A fresh dict per table: Faust's RocksDB store pops keys out of the dict it is given.
+        return {"driver": "rocksdict", "block_cache_size": self.rocksdb_block_cache_mb * 2**20}
+
+
+settings = Settings.from_env()

@@ -1,0 +1,1 @@
+"""Synthetic event streams for demos, tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""Online River models, their metrics and their versioned snapshots."""

@@ -1,0 +1,89 @@
+"""The single logical fraud learner: labelled examples and traffic samples in, snapshots out.
+
+Every worker scores with the newest snapshot; only the learner learns, so
+scaling out never splits learning into fragments.  Its input is one totally
+ordered stream (a one-partition topic) of training records:
+
+* ``{"kind": "labelled", "features", "score", "is_fraud", "learn", ...}`` - a
+  transaction's label joined with the features it was scored with.  ``score``
+  feeds the progressive metrics; ``learn`` says whether this example is in the
+  sample the classifier learns from (all frauds, a share of the legitimate).
+* ``{"kind": "traffic", "features"}`` - an unlabelled sample of live traffic
+  for the anomaly detector and the feature scaler.
+* ``{"kind": "expired_decision" | "expired_label" | "duplicate_label" | ...}``
+  - bookkeeping of the label join, counted so that it is visible.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from models.fraud import FraudModel
+from models.metrics import ScorerMetrics
+from models.snapshots import Snapshot
+
+MODEL_NAME = "fraud"
+
+
+class FraudLearner:
+    """Applies training records in order to one :class:`FraudModel` and its metrics.
+
+    >>> learner = FraudLearner(FraudModel())
+    >>> learner.apply({"kind": "labelled", "features": {"amount": 5.0}, "score": 0.1,
+    ...                "is_fraud": False, "learn": True})
+    >>> learner.apply({"kind": "expired_label", "tx_id": "t9"})
+    >>> learner.counts["labelled"], learner.counts["expired_label"], learner.metrics.labels
+    (1, 1, 1)
+    """
+
+    def __init__(self, model: FraudModel, metrics: ScorerMetrics | None = None) -> None:
+        self.model = model
+        self.metrics = metrics or ScorerMetrics()
+        self.counts: Counter[str] = Counter()
+        self.version = 0
+        self.training_offset = -1
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> FraudLearner:
+        learner = cls(snapshot.model, snapshot.state["metrics"])
+        learner.counts = Counter(snapshot.state["counts"])
+        learner.version = snapshot.version
+        learner.training_offset = snapshot.training_offset
+        return learner
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Learn from, or count, one training record."""
+        kind = record["kind"]
+        self.counts[kind] += 1
+        if kind == "labelled":
+            is_fraud = bool(record["is_fraud"])
+            self.metrics.update(is_fraud, float(record["score"]))
+            if record["learn"]:
+                self.model.learn(record["features"], is_fraud)
+                self.counts["learned"] += 1
+        elif kind == "traffic":
+            self.model.observe(record["features"])
+
+    def snapshot(self, training_offset: int) -> Snapshot:
+        """A new version of the model and metrics, as of ``training_offset``."""
+        self.version += 1
+        self.training_offset = training_offset
+        return Snapshot(
+            name=MODEL_NAME,
+            version=self.version,
+            model=self.model,
+            training_offset=training_offset,
+            state={"metrics": self.metrics, "counts": dict(self.counts)},
+        )
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "model_version": self.version,
+            "training_offset": self.training_offset,
+            "counts": dict(self.counts),
+            "frauds_learned": self.model.frauds_learned,
+            "legit_learned": self.model.legit_learned,
+            "traffic_observed": self.model.observed,
+            "metrics": self.metrics.report(),
+        }

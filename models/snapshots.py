@@ -1,0 +1,133 @@
+"""Versioned model snapshots on a compacted Kafka topic, hot-swapped by every worker.
+
+One learner publishes ``Snapshot`` records (keyed by model name) to a
+compacted topic; every worker runs a :class:`SnapshotSubscriber` that reads
+the topic from the start and keeps the newest snapshot per model.  Snapshots
+survive restarts because the topic keeps the latest record of each key.
+
+Pickles can break across River versions, so a snapshot records the format and
+the River version it was made with and is refused when they do not match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import river
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+
+
+class IncompatibleSnapshot(ValueError):
+    """A snapshot made by another snapshot format or River version."""
+
+
+@dataclass
+class Snapshot:
+    """A model's state at one version, with where its learner had got to."""
+
+    name: str
+    version: int
+    model: Any
+    training_offset: int = -1
+    state: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    river_version: str = river.__version__
+    format: int = SNAPSHOT_FORMAT
+
+    def encode(self) -> bytes:
+        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), level=1)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Snapshot:
+        """Decode a snapshot; raise :class:`IncompatibleSnapshot` when it cannot be trusted."""
+        snapshot = pickle.loads(zlib.decompress(data))
+        if not isinstance(snapshot, cls) or snapshot.format != SNAPSHOT_FORMAT:
+            raise IncompatibleSnapshot("unknown snapshot format")
+        if snapshot.river_version != river.__version__:
+            raise IncompatibleSnapshot(
+                f"made with river {snapshot.river_version}, running {river.__version__}"
+            )
+        return snapshot
+
+
+class SnapshotSubscriber:
+    """Follows a compacted snapshot topic and keeps the newest snapshot of each model.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        Kafka bootstrap servers, ``host:port``.
+    topic
+        The snapshot topic (one partition).
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.latest: dict[str, Snapshot] = {}
+        self.caught_up = asyncio.Event()
+        self.refused = 0
+
+    async def run(self, retry_after: float = 1.0) -> None:
+        """Read the topic forever; ``caught_up`` is set once the backlog is read.
+
+        Connection or metadata errors (the topic may not exist yet) are retried.
+        """
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("snapshot subscriber on %s: %s; retrying", self.topic, exc)
+                await asyncio.sleep(retry_after)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=16 * 2**20,
+            fetch_max_bytes=64 * 2**20,
+        )
+        await consumer.start()
+        try:
+            partition = TopicPartition(self.topic, 0)
+            if self.topic not in await consumer.topics():
+                raise LookupError(f"topic {self.topic} does not exist yet")
+            consumer.assign([partition])
+            await consumer.seek_to_beginning(partition)
+            end = (await consumer.end_offsets([partition]))[partition]
+            if end == 0:
+                self.caught_up.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500)
+                for record in batches.get(partition, []):
+                    self._accept(record.value)
+                    if record.offset + 1 >= end:
+                        self.caught_up.set()
+        finally:
+            await consumer.stop()
+
+    def _accept(self, data: bytes | None) -> None:
+        if data is None:
+            return
+        try:
+            snapshot = Snapshot.decode(data)
+        except Exception as exc:  # a bad snapshot must not stop the worker from scoring
+            self.refused += 1
+            logger.warning("refused a model snapshot on %s: %s", self.topic, exc)
+            return
+        current = self.latest.get(snapshot.name)
+        if current is None or snapshot.version > current.version:
+            self.latest[snapshot.name] = snapshot

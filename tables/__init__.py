@@ -1,0 +1,1 @@
+"""Faust tables and the feature logic they hold."""

@@ -1,0 +1,85 @@
+"""Point-in-time correct join of fraud labels with the features a transaction was scored with.
+
+One table entry per ``tx_id`` holds whichever side arrived first:
+
+* ``{"decision": {...}}`` - the transaction was scored; its label is awaited.
+* ``{"label": {...}}`` - the label came before its transaction; it is held.
+* ``{"matched": ts}`` - both met; kept a while to recognise duplicate labels.
+
+The functions here are pure: they take the current entry and an arrival and
+return the new entry (``None`` deletes it) and the training records to emit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tables.windows import DAY
+
+Entry = dict[str, Any] | None
+Outcome = tuple[Entry, list[dict[str, Any]]]
+
+MATCHED_RETENTION = 3 * DAY
+
+
+def on_decision(entry: Entry, tx_id: str, decision: dict[str, Any], learn: bool) -> Outcome:
+    """A decision arrived: hold it, or join it with the label that came first.
+
+    >>> entry, out = on_decision(None, "t1", {"features": {}, "score": 0.2, "event_ts": 5.0,
+    ...                                        "merchant_id": "m1"}, learn=True)
+    >>> sorted(entry), out
+    (['decision'], [])
+    """
+    if entry is None:
+        return {"decision": {**decision, "learn": learn}}, []
+    if "label" in entry:
+        label = entry["label"]
+        return {"matched": label["ts"]}, [_labelled(tx_id, decision, label, learn)]
+    return entry, [{"kind": "duplicate_decision", "tx_id": tx_id}]
+
+
+def on_label(entry: Entry, tx_id: str, label: dict[str, Any]) -> Outcome:
+    """A label arrived: join it with its decision, or hold it until the decision comes.
+
+    A second label for the same transaction is counted as a duplicate; the first wins.
+    """
+    if entry is None:
+        return {"label": label}, []
+    if "decision" in entry:
+        decision = entry["decision"]
+        return {"matched": label["ts"]}, [_labelled(tx_id, decision, label, decision["learn"])]
+    return entry, [{"kind": "duplicate_label", "tx_id": tx_id, "is_fraud": label["is_fraud"]}]
+
+
+def on_expiry(entry: dict[str, Any], tx_id: str, watermark: float, ttl: float) -> Outcome:
+    """Expire an entry older than its retention behind the event-time ``watermark``.
+
+    >>> on_expiry({"label": {"is_fraud": True, "ts": 0.0}}, "t1", watermark=100.0, ttl=50.0)
+    (None, [{'kind': 'expired_label', 'tx_id': 't1', 'is_fraud': True}])
+    """
+    if "matched" in entry:
+        expired = entry["matched"] < watermark - min(ttl, MATCHED_RETENTION)
+        return (None if expired else entry), []
+    if "decision" in entry:
+        if entry["decision"]["event_ts"] < watermark - ttl:
+            return None, [{"kind": "expired_decision", "tx_id": tx_id}]
+        return entry, []
+    label = entry["label"]
+    if label["ts"] < watermark - ttl:
+        return None, [{"kind": "expired_label", "tx_id": tx_id, "is_fraud": label["is_fraud"]}]
+    return entry, []
+
+
+def _labelled(tx_id: str, decision: dict[str, Any], label: dict[str, Any], learn: bool) -> dict[str, Any]:
+    return {
+        "kind": "labelled",
+        "tx_id": tx_id,
+        "merchant_id": decision["merchant_id"],
+        "features": decision["features"],
+        "score": decision["score"],
+        "event_ts": decision["event_ts"],
+        "label_ts": label["ts"],
+        "is_fraud": label["is_fraud"],
+        # Every fraud is learned from; legitimate transactions only when sampled.
+        "learn": learn or bool(label["is_fraud"]),
+    }

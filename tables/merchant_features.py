@@ -1,0 +1,91 @@
+"""Live features of a merchant, over aligned event-time buckets.
+
+Merchants see many transactions, so they are counted per bucket (minutes for
+the last hour, hours for the last day, days for the last month) instead of one
+entry per transaction.  A window of ``n`` buckets at time ``ts`` holds the
+buckets ``(bucket(ts) - n, bucket(ts)]``.
+
+Fraud rates count labels by the event time at which the label arrived, so a
+transaction only sees truth that was known when it happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tables.windows import DAY, HOUR, MINUTE, BucketCounts
+
+# (state key, bucket width, buckets kept); the feature horizons below use these.
+_MINUTES = ("minutes", MINUTE, 60)
+_HOURS = ("hours", HOUR, 24)
+_DAYS = ("days", DAY, 30)
+_LABEL_DAYS = ("label_days", DAY, 30)
+
+# feature suffix -> (granularity, buckets in the window)
+ACTIVITY_HORIZONS = {
+    "1h": (_MINUTES, 60),
+    "24h": (_HOURS, 24),
+    "7d": (_DAYS, 7),
+    "30d": (_DAYS, 30),
+}
+FRAUD_RATE_HORIZONS = {"7d": 7, "30d": 30}
+
+# Prior for the smoothed fraud rate: as if every merchant had PRIOR_LABELS labels at PRIOR_RATE.
+PRIOR_RATE = 0.01
+PRIOR_LABELS = 20.0
+
+
+class MerchantActivity:
+    """Transaction counts and amounts, and received labels, of one merchant."""
+
+    __slots__ = ("_activity", "labels")
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        state = state or {}
+        self._activity = {
+            key: BucketCounts.from_state(state.get(key), width, keep, fields=2)
+            for key, width, keep in (_MINUTES, _HOURS, _DAYS)
+        }
+        key, width, keep = _LABEL_DAYS
+        self.labels = BucketCounts.from_state(state.get(key), width, keep, fields=2)
+
+    def to_state(self) -> dict[str, Any]:
+        state = {key: counts.to_state() for key, counts in self._activity.items()}
+        state[_LABEL_DAYS[0]] = self.labels.to_state()
+        return state
+
+    def add_transaction(self, ts: float, amount: float) -> dict[str, float]:
+        """Count a transaction and return the merchant's features including it.
+
+        >>> merchant = MerchantActivity()
+        >>> _ = merchant.add_transaction(0.0, 10.0)
+        >>> features = merchant.add_transaction(30.0, 20.0)
+        >>> features["merchant_count_1h"], features["merchant_amount_mean_30d"]
+        (2, 15.0)
+        """
+        for counts in self._activity.values():
+            counts.add(ts, (1, amount))
+        return self.features_at(ts, amount)
+
+    def add_label(self, label_ts: float, is_fraud: bool) -> None:
+        """Count a label that arrived at event time ``label_ts``."""
+        self.labels.add(label_ts, (1, 1 if is_fraud else 0))
+
+    def features_at(self, ts: float, amount: float) -> dict[str, float]:
+        features: dict[str, float] = {}
+        for name, ((key, _, _), n_buckets) in ACTIVITY_HORIZONS.items():
+            count, total = self._activity[key].window_sums(ts, n_buckets)
+            features[f"merchant_count_{name}"] = count
+            if name == "30d":
+                mean = total / count if count else amount
+                features["merchant_amount_mean_30d"] = mean
+                features["merchant_amount_ratio"] = (amount + 1.0) / (mean + 1.0)
+        hourly_rate = features["merchant_count_30d"] / (30 * 24)
+        features["merchant_burst_1h"] = features["merchant_count_1h"] / (hourly_rate + 1.0)
+        for name, n_days in FRAUD_RATE_HORIZONS.items():
+            labels, frauds = self.labels.window_sums(ts, n_days)
+            features[f"merchant_labels_{name}"] = labels
+            features[f"merchant_fraud_rate_{name}"] = (frauds + PRIOR_RATE * PRIOR_LABELS) / (
+                labels + PRIOR_LABELS
+            )
+        return features

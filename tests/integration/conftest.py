@@ -1,0 +1,42 @@
+"""A real Kafka broker for the integration tests: started by the project, or reused."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import LocalKafka
+from tests.integration.kafka_helpers import Worker
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a broker: $KAFKA_BROKER when set, else the local one (started if down)."""
+    if os.environ.get("KAFKA_BROKER"):
+        yield os.environ["KAFKA_BROKER"].split("://", 1)[-1]
+        return
+    kafka = LocalKafka.from_env()
+    started = kafka.start()
+    try:
+        yield kafka.bootstrap
+    finally:
+        if started:
+            kafka.stop()
+
+
+@pytest.fixture
+def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator:
+    """Start real workers with isolated topics; all are stopped when the test ends."""
+    workers: list[Worker] = []
+
+    def start(**kwargs) -> Worker:
+        worker = Worker(kafka_bootstrap, tmp_path / f"worker-{len(workers)}", **kwargs)
+        workers.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -1,0 +1,136 @@
+"""Helpers for tests that talk to a real broker: topics, producing, reading, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from app.worker_process import start_worker, stop_worker
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[Any]], bool],
+    timeout: float,
+    settle: float = 0.0,
+    decode: bool = True,
+) -> list[Any]:
+    """Read ``topic`` from the start until ``until(records)`` holds, then ``settle`` seconds more."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    done_at: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=200)
+            for batch in batches.values():
+                for record in batch:
+                    records.append((record.key, orjson.loads(record.value)) if decode else record)
+            if done_at is None and until(records):
+                done_at = time.monotonic()
+            if done_at is not None and time.monotonic() - done_at >= settle:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+@dataclass
+class Worker:
+    """A real ``faust -A app worker`` subprocess with its own topics and state."""
+
+    bootstrap: str
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}-")
+    web_port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BROKER": f"kafka://{self.bootstrap}",
+            "EDDY_TOPIC_PREFIX": self.prefix,
+            "EDDY_APP_ID": f"eddy-{self.prefix.rstrip('-')}",
+            "EDDY_TOPIC_PARTITIONS": "4",
+            **self.extra_env,
+        }
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def start(self) -> Worker:
+        self.process = start_worker(self.workdir, web_port=self.web_port, env=self.env)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process and self.process.poll() is None, self.log_tail()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"worker did not answer on its web port\n{self.log_tail()}")
+
+    def get_json(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
+                return r.status, orjson.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            stop_worker(self.process, sig)
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.workdir / "worker.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

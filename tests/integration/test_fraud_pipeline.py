@@ -1,0 +1,122 @@
+"""The fraud pipeline end to end: a real worker process, a real broker."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import orjson
+
+from app.simulation.producer import ensure_topics, produce_events
+from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
+from tests.integration.kafka_helpers import read_topic, run, send_raw
+
+SMALL_STREAM = TransactionStreamConfig(seed=3, n_cards=120, n_merchants=40, days=20.0)
+
+BAD_TRANSACTIONS = [
+    (b"card-x", b"{not json", "not valid UTF-8 JSON"),
+    (b"card-x", b'{"tx_id":"b1","card_id":"card-x","amount":3,"ts":0}', "merchant_id"),
+    (
+        b"card-x",
+        b'{"tx_id":"b2","card_id":"card-x","merchant_id":"m","amount":-1,"ts":0}',
+        "amount",
+    ),
+    (
+        b"card-x",
+        b'{"tx_id":"b3","card_id":"card-x","merchant_id":"m","amount":"5","ts":0}',
+        "amount",
+    ),
+    (
+        b"card-x",
+        b'{"tx_id":"b4","card_id":"card-x","merchant_id":"m","amount":5,"ts":"soon"}',
+        "ts",
+    ),
+    (b"card-y", b'{"tx_id":"b5","card_id":"card-x","merchant_id":"m","amount":5,"ts":0}', "key"),
+    (b"card-x", b"[1,2]", "JSON object"),
+    (b"card-x", None, "missing"),
+]
+BAD_LABELS = [
+    (b"t-1", b'{"tx_id":"t-1","is_fraud":"yes","ts":0}', "is_fraud"),
+    (b"t-2", b"\xff\xfe", "JSON"),
+]
+
+
+def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_lettered(
+    worker_factory,
+):
+    worker = worker_factory()
+    worker.wait_ready()
+    events = list(generate_transaction_stream(SMALL_STREAM))
+    transactions = [e for e in events if e.topic == "transactions"]
+    duplicate = transactions[5]
+
+    run(ensure_topics(worker.bootstrap, [worker.topic("transactions"), worker.topic("fraud-labels")], 4))
+    run(produce_events(events, worker.bootstrap, topic_prefix=worker.prefix))
+    run(
+        send_raw(
+            worker.bootstrap,
+            worker.topic("transactions"),
+            [(k, v) for k, v, _ in BAD_TRANSACTIONS]
+            + [(duplicate.key.encode(), orjson.dumps(duplicate.value))],
+        )
+    )
+    run(send_raw(worker.bootstrap, worker.topic("fraud-labels"), [(k, v) for k, v, _ in BAD_LABELS]))
+
+    decisions = run(
+        read_topic(
+            worker.bootstrap,
+            worker.topic("fraud-decisions"),
+            until=lambda records: len(records) >= len(transactions),
+            timeout=120,
+            settle=3.0,
+        )
+    )
+    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    assert set(per_tx) == {tx.value["tx_id"] for tx in transactions}, worker.log_tail()
+    assert max(per_tx.values()) == 1
+    for key, value in decisions:
+        assert key.decode() == value["tx_id"]
+        assert 0.0 <= value["score"] <= 1.0
+        assert value["decision"] in {"approve", "review", "block"}
+        assert {"card_count_1h", "merchant_count_24h", "hour"} <= set(value["features"])
+        assert value["latency_ms"] >= 0
+
+    expected_letters = len(BAD_TRANSACTIONS) + 1 + len(BAD_LABELS)
+    letters = run(
+        read_topic(
+            worker.bootstrap,
+            worker.topic("dead-letters"),
+            until=lambda records: len(records) >= expected_letters,
+            timeout=60,
+            settle=2.0,
+        )
+    )
+    assert len(letters) == expected_letters
+    errors = sorted(value["error"] for _, value in letters)
+    for _, _, reason in BAD_TRANSACTIONS + BAD_LABELS:
+        assert any(reason in error for error in errors), (reason, errors)
+    assert any("duplicate tx_id" in error for error in errors)
+    by_offset = {(v["source_topic"], v["offset"]): v for _, v in letters}
+    first_bad = by_offset[
+        (
+            worker.topic("transactions"),
+            min(
+                v["offset"]
+                for v in by_offset.values()
+                if v["source_topic"] == worker.topic("transactions")
+                and v["partition"] is not None
+                and v["value_text"] == "{not json"
+            ),
+        )
+    ]
+    assert first_bad["value_base64"] == "e25vdCBqc29u"  # the original bytes, untouched
+
+    # The worker kept going: the learner saw the labels and published a model.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status, model = worker.get_json("/fraud/model/")
+        if status == 200 and model.get("counts", {}).get("labelled", 0) > 0:
+            break
+        time.sleep(1)
+    assert model["model_version"] >= 1, model
+    assert model["metrics"]["labels"] > 0
