@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import zlib
-from datetime import UTC, datetime
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -31,12 +29,13 @@ from app.faust_app import app
 from app.settings import settings
 from app.views import json_response
 from models.fraud import FraudModel
-from models.learner import MODEL_NAME, FraudLearner
-from models.snapshots import Snapshot, SnapshotSubscriber
+from models.learner import MODEL_NAME, TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
+from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range
 from tables import label_join as join
 from tables.card_features import DuplicateTransaction, add_transaction, card_features_at, card_log
 from tables.fraud import card_activity, label_join, merchant_activity
 from tables.merchant_features import MerchantActivity
+from tables.transaction_features import transaction_features
 from tables.windows import DAY
 
 logger = logging.getLogger(__name__)
@@ -70,13 +69,8 @@ snapshots_topic = _topic(
 
 snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
 
-TRAFFIC_SAMPLE_RATE = 0.2
 LABEL_TTL = settings.fraud_label_ttl_days * DAY
-
-
-def _sampled(tx_id: str, rate: float) -> bool:
-    """Deterministic per-transaction sampling, so that a replay samples the same ones."""
-    return zlib.crc32(tx_id.encode()) < rate * 2**32
+SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while labels flow
 
 
 def decide(score: float) -> str:
@@ -86,15 +80,6 @@ def decide(score: float) -> str:
     if score >= settings.fraud_review_threshold:
         return "review"
     return "approve"
-
-
-def time_features(ts: float) -> dict[str, float]:
-    """Hour of day (UTC) and weekend flag of an event time."""
-    moment = datetime.fromtimestamp(ts, tz=UTC)
-    return {
-        "hour": moment.hour + moment.minute / 60.0,
-        "weekend": 1.0 if moment.weekday() >= 5 else 0.0,
-    }
 
 
 class _ScoringModel:
@@ -141,6 +126,10 @@ async def card_stage(stream):
         except DuplicateTransaction as exc:
             await send_dead_letter(event, str(exc))
             continue
+        except Exception as exc:  # a bug must cost one record (kept, with the reason), not the worker
+            logger.exception("card features failed for %s", tx.tx_id)
+            await send_dead_letter(event, f"card features failed: {exc!r}")
+            continue
         card_activity[tx.card_id] = log.to_state()
         await card_features_topic.send(
             key=tx.merchant_id,
@@ -171,13 +160,13 @@ async def merchant_stage(stream):
             merchant_activity[merchant_id] = merchant.to_state()
             continue
         tx = record["tx"]
-        features = {
-            "amount": tx["amount"],
-            "online": 1.0 if tx["channel"] == "online" else 0.0,
-            **time_features(tx["ts"]),
-            **record["card_features"],
-            **merchant.add_transaction(tx["ts"], tx["amount"]),
-        }
+        features = transaction_features(
+            amount=tx["amount"],
+            ts=tx["ts"],
+            channel=tx["channel"],
+            card_features=record["card_features"],
+            merchant_features=merchant.add_transaction(tx["ts"], tx["amount"]),
+        )
         merchant_activity[merchant_id] = merchant.to_state()
         model = scoring.current()
         result = model.score(features)
@@ -197,10 +186,10 @@ async def merchant_stage(stream):
                 "features": features,
                 "event_ts": tx["ts"],
                 "decided_at": decided_at,
-                "latency_ms": decided_at * 1000.0 - record["received_at"],
+                "latency_ms": (decided_at - record["received_at"]) * 1000.0,
             },
         )
-        if _sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
+        if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
             await training_topic.send(key=MODEL_NAME, value={"kind": "traffic", "features": features})
 
 
@@ -242,7 +231,7 @@ def _decision_fields(key: bytes | None, value: bytes | None) -> dict[str, Any]:
     return {
         "tx_id": tx_id,
         # Legitimate transactions are learned from by a deterministic sample (frauds always).
-        "decision_label_sampled": _sampled(tx_id, settings.fraud_legit_sample_rate),
+        "decision_label_sampled": sampled(tx_id, settings.fraud_legit_sample_rate),
         "held": {
             "features": decision["features"],
             "score": decision["score"],
@@ -280,7 +269,6 @@ async def expire_label_join() -> None:
 
 class _LearnerState:
     learner: FraudLearner | None = None
-    last_snapshot_at: float = 0.0
     unsnapshotted: int = 0
 
 
@@ -301,18 +289,40 @@ async def learner_stage(stream):
         offset = event.message.offset
         if offset <= learner.training_offset:
             continue  # already in the restored snapshot
+        if offset > learner.training_offset + 1:
+            # Learned after the last snapshot, then lost in a restart: learn it again.
+            await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
         learner.apply(event.value)
+        learner.training_offset = offset
         learner_state.unsnapshotted += 1
-        due = time.monotonic() - learner_state.last_snapshot_at > 5.0
-        if learner_state.unsnapshotted >= settings.fraud_snapshot_every or due:
+        if learner_state.unsnapshotted >= settings.fraud_snapshot_every:
             await _publish_snapshot(learner, offset)
+
+
+@app.timer(interval=SNAPSHOT_INTERVAL)
+async def publish_pending_snapshot() -> None:
+    """Publish what the learner learned since its last snapshot, at least every few seconds."""
+    learner = learner_state.learner
+    if learner is not None and learner_state.unsnapshotted:
+        await _publish_snapshot(learner, learner.training_offset)
+
+
+async def _replay_training(learner: FraudLearner, partition: int, start: int, stop: int) -> None:
+    replayed = 0
+    async for offset, value in read_partition_range(
+        settings.kafka_bootstrap, training_topic.get_topic_name(), partition, start, stop
+    ):
+        learner.apply(codecs.loads(value))
+        learner.training_offset = offset
+        replayed += 1
+    learner.counts["replayed_after_restart"] += replayed
+    logger.info("learner replayed %d training records (offsets %d..%d)", replayed, start, stop - 1)
 
 
 async def _publish_snapshot(learner: FraudLearner, offset: int) -> None:
     snapshot = learner.snapshot(offset)
     await snapshots_topic.send(key=MODEL_NAME, value=snapshot.encode())
     learner_state.unsnapshotted = 0
-    learner_state.last_snapshot_at = time.monotonic()
 
 
 # --- views -------------------------------------------------------------------------------

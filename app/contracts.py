@@ -52,12 +52,10 @@ def parse_timestamp(value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidRecord(f"ts: expected epoch seconds or ISO-8601 string, got {value!r}")
     if isinstance(value, int | float):
-        ts = float(value)
-        if not math.isfinite(ts) or ts < 0:
-            raise InvalidRecord(f"ts: epoch seconds must be finite and >= 0, got {value!r}")
-        if ts > _MAX_EPOCH_SECONDS:
-            raise InvalidRecord(f"ts: {value!r} is too large for epoch seconds (milliseconds?)")
-        return ts
+        try:
+            return _epoch_in_range(float(value), value)
+        except OverflowError:
+            raise InvalidRecord(f"ts: {value!r} is too large for epoch seconds") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -65,8 +63,16 @@ def parse_timestamp(value: Any) -> float:
             raise InvalidRecord(f"ts: not an ISO-8601 timestamp: {value!r}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
+        return _epoch_in_range(parsed.timestamp(), value)
     raise InvalidRecord(f"ts: expected epoch seconds or ISO-8601 string, got {type(value).__name__}")
+
+
+def _epoch_in_range(ts: float, original: Any) -> float:
+    if not math.isfinite(ts) or ts < 0:
+        raise InvalidRecord(f"ts: must be finite and not before 1970, got {original!r}")
+    if ts > _MAX_EPOCH_SECONDS:
+        raise InvalidRecord(f"ts: {original!r} is too large for epoch seconds (milliseconds?)")
+    return ts
 
 
 def parse_transaction(key: bytes | None, value: bytes | None) -> Transaction:

@@ -30,7 +30,7 @@ def _banner(bootstrap: str) -> None:
         f"  worker log : {WORKDIR / 'worker.log'}\n"
         f"  web        : {url}/  {url}/fraud/model/  {url}/fraud/cards/card-0001/\n"
         f"  topics     : {names}\n"
-        f"  watch      : .venv/bin/faust -A app tail {settings.topic_name('fraud-decisions')}\n"
+        f"  watch      : .venv/bin/faust -A app tail fraud-decisions --from-end\n"
         f"  feed       : simulated card transactions at {FEED_RATE:.0f} events/s\n"
         "Ctrl-C stops the feed, the worker and the broker this command started.\n",
         flush=True,

@@ -18,6 +18,7 @@ def start_worker(
     web_port: int,
     web_host: str = "127.0.0.1",
     log_level: str = "info",
+    loop: str = "aio",
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen:
     """A worker with its state in ``workdir/data`` and its log in ``workdir/worker.log``.
@@ -27,7 +28,7 @@ def start_worker(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "faust", "-A", "app", "--datadir", str(workdir / "data"),
+        sys.executable, "-m", "faust", "-A", "app", "--loop", loop, "--datadir", str(workdir / "data"),
         "worker", "-l", log_level, "--web-host", web_host, "--web-port", str(web_port),
     ]  # fmt: skip
     with open(workdir / "worker.log", "ab") as log:

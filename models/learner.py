@@ -16,6 +16,7 @@ ordered stream (a one-partition topic) of training records:
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from typing import Any
 
@@ -24,6 +25,16 @@ from models.metrics import ScorerMetrics
 from models.snapshots import Snapshot
 
 MODEL_NAME = "fraud"
+TRAFFIC_SAMPLE_RATE = 0.2
+
+
+def sampled(tx_id: str, rate: float) -> bool:
+    """Deterministic per-transaction sampling, so that a replay samples the same transactions.
+
+    >>> sampled("tx-1", 1.0), sampled("tx-1", 0.0)
+    (True, False)
+    """
+    return zlib.crc32(tx_id.encode()) < rate * 2**32
 
 
 class FraudLearner:

@@ -16,6 +16,7 @@ import logging
 import pickle
 import time
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,3 +132,33 @@ class SnapshotSubscriber:
         current = self.latest.get(snapshot.name)
         if current is None or snapshot.version > current.version:
             self.latest[snapshot.name] = snapshot
+
+
+async def read_partition_range(
+    bootstrap_servers: str, topic: str, partition: int, start: int, stop: int
+) -> AsyncIterator[tuple[int, bytes | None]]:
+    """Yield ``(offset, value)`` of records ``start <= offset < stop`` of one partition.
+
+    A restored learner replays with this what it had learned after its last
+    snapshot and before a restart, so that no training record is lost.
+    """
+    if start >= stop:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        position = start
+        while position < stop:
+            batches = await consumer.getmany(tp, timeout_ms=1_000)
+            for record in batches.get(tp, []):
+                if record.offset >= stop:
+                    return
+                position = record.offset + 1
+                yield record.offset, record.value
+    finally:
+        await consumer.stop()

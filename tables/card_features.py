@@ -51,7 +51,9 @@ def add_transaction(
     if tx_id in log.column("tx"):
         raise DuplicateTransaction(f"duplicate tx_id {tx_id!r} for this card")
     index = log.insert(ts, (amount, merchant_id, tx_id, country))
-    return card_features_at(log, index)
+    features = card_features_at(log, index)
+    log.expire()
+    return features
 
 
 def card_features_at(log: EventLog, index: int) -> dict[str, float]:

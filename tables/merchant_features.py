@@ -15,11 +15,14 @@ from typing import Any
 
 from tables.windows import DAY, HOUR, MINUTE, BucketCounts
 
-# (state key, bucket width, buckets kept); the feature horizons below use these.
-_MINUTES = ("minutes", MINUTE, 60)
-_HOURS = ("hours", HOUR, 24)
-_DAYS = ("days", DAY, 30)
-_LABEL_DAYS = ("label_days", DAY, 30)
+# (state key, bucket width, buckets kept); the feature horizons below use these.  Each keeps
+# more than its longest window, so that a late event still finds its whole window: up to an
+# hour late for the 1-hour window, a day for the 24-hour one, 7 days for the monthly ones.
+_MINUTES = ("minutes", MINUTE, 120)
+_HOURS = ("hours", HOUR, 48)
+_DAYS = ("days", DAY, 37)
+_LABEL_DAYS = ("label_days", DAY, 37)
+BUCKETS_KEPT = {key: keep for key, _, keep in (_MINUTES, _HOURS, _DAYS, _LABEL_DAYS)}
 
 # feature suffix -> (granularity, buckets in the window)
 ACTIVITY_HORIZONS = {

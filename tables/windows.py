@@ -49,7 +49,9 @@ class EventLog:
     >>> for ts, amount in [(1.0, 5.0), (3.0, 7.0), (2.0, 1.0), (20.0, 2.0)]:
     ...     _ = log.insert(ts, (amount,))
     >>> log.ts, log.column("amount")
-    ([20.0], [2.0])
+    ([1.0, 2.0, 3.0, 20.0], [5.0, 1.0, 7.0, 2.0])
+    >>> log.expire(), log.ts
+    (3, [20.0])
     """
 
     __slots__ = ("_columns", "_names", "retention", "ts")
@@ -84,14 +86,14 @@ class EventLog:
     def insert(self, ts: float, values: Sequence[Any]) -> int:
         """Add an event after any others with the same timestamp; return its index.
 
-        Events older than ``retention`` behind the newest are dropped first, so the
-        returned index is valid for the log as it is after the call.
+        Nothing is expired here, so that an event older than the retention still
+        gets its own window: call :meth:`expire` once it has been read.
         """
         index = bisect_right(self.ts, ts)
         self.ts.insert(index, ts)
         for column, value in zip(self._columns, values, strict=True):
             column.insert(index, value)
-        return index - self._expire()
+        return index
 
     def window(self, end_index: int, horizon: float) -> range:
         """Indexes of events in ``(ts[end_index] - horizon, ts[end_index]]`` up to ``end_index``.
@@ -102,9 +104,11 @@ class EventLog:
         start = bisect_right(self.ts, self.ts[end_index] - horizon, 0, end_index + 1)
         return range(start, end_index + 1)
 
-    def _expire(self) -> int:
-        cutoff = self.ts[-1] - self.retention
-        dropped = bisect_right(self.ts, cutoff)
+    def expire(self) -> int:
+        """Drop events more than ``retention`` behind the newest; return how many."""
+        if not self.ts:
+            return 0
+        dropped = bisect_right(self.ts, self.ts[-1] - self.retention)
         if dropped:
             del self.ts[:dropped]
             for column in self._columns:

@@ -46,14 +46,16 @@ async def produce_events(
     *,
     topic_prefix: str = "",
     rate: float | None = None,
+    speedup: float | None = None,
     total: int | None = None,
     progress: bool = False,
     linger_ms: int = 5,
 ) -> Counter[str]:
     """Send every event (anything with ``topic``, ``key``, ``value``) and return counts per topic.
 
-    ``rate`` is in events per second (``None``: as fast as the broker takes them).
-    Order is kept per topic and key: one producer, idempotent, in-flight ordering.
+    ``rate`` is in events per second; ``speedup`` paces by the events' ``event_time``
+    instead (event-time seconds per wall-clock second); with neither, events go as
+    fast as the broker takes them.  Order is kept per topic and key: one idempotent producer.
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -65,13 +67,18 @@ async def produce_events(
     counts: Counter[str] = Counter()
     bar = tqdm(total=total, unit="ev", disable=not progress, smoothing=0.05)
     started = time.monotonic()
+    first_event_time: float | None = None
     pending: list[asyncio.Future] = []
     try:
         for sent, event in enumerate(events):
+            due: float | None = None
             if rate:
-                ahead = sent / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+                due = sent / rate
+            elif speedup:
+                first_event_time = event.event_time if first_event_time is None else first_event_time
+                due = (event.event_time - first_event_time) / speedup
+            if due is not None and due > time.monotonic() - started:
+                await asyncio.sleep(due - (time.monotonic() - started))
             pending.append(
                 await producer.send(
                     f"{topic_prefix}{event.topic}",

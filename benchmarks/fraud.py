@@ -1,0 +1,256 @@
+"""Fraud pipeline benchmarks: feature/model cost in process, worker throughput, latency under load.
+
+``make bench`` (``python -m benchmarks.fraud``) runs all three against the local
+broker (started if needed) and appends the results to BENCHMARKS.md.
+
+1. In process: median cost per transaction of each step (card features,
+   merchant features, scoring, learning) over a simulated stream.
+2. Throughput: a backlog of transactions (and their labels) is produced first;
+   one worker process then works through it.  tx/s = decisions / (append time of
+   the last decision - append time of the first).
+3. Latency: a warm worker gets transactions at a fixed offered load; latency is
+   each decision's ``latency_ms`` (transaction appended to Kafka -> decision made).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
+from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
+from app.worker_process import start_worker, stop_worker
+from broker import LocalKafka
+from models.evaluation import InProcessFraudPipeline
+
+RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+PARTITIONS = 8
+
+
+def in_process_costs(n_transactions: int) -> dict[str, float]:
+    """Median microseconds per transaction for each step, from one in-process replay."""
+    pipeline = InProcessFraudPipeline()
+    events = generate_transaction_stream(TransactionStreamConfig(seed=11, n_cards=3_000, days=60))
+    per_tx: list[float] = []
+    per_label: list[float] = []
+    for event in events:
+        started = time.perf_counter()
+        if event.topic == "transactions":
+            pipeline.transaction(event.value)
+            per_tx.append(time.perf_counter() - started)
+            if len(per_tx) >= n_transactions:
+                break
+        else:
+            pipeline.label(event.value)
+            per_label.append(time.perf_counter() - started)
+    model = pipeline.learner.model
+    features = pipeline.transaction(
+        {"tx_id": "probe", "card_id": "card-0001", "merchant_id": "m-0001", "amount": 20.0, "ts": 1.78e9}
+    )[1]
+    score_times = []
+    for _ in range(2_000):
+        started = time.perf_counter()
+        model.score(features)
+        score_times.append(time.perf_counter() - started)
+    learn_times = []
+    for _ in range(2_000):
+        started = time.perf_counter()
+        model.learn(features, False)
+        learn_times.append(time.perf_counter() - started)
+    return {
+        "transactions": len(per_tx),
+        "transaction_us_median": statistics.median(per_tx) * 1e6,
+        "transaction_us_p99": _quantile(per_tx, 0.99) * 1e6,
+        "label_us_median": statistics.median(per_label) * 1e6 if per_label else float("nan"),
+        "score_us_median": statistics.median(score_times) * 1e6,
+        "learn_us_median": statistics.median(learn_times) * 1e6,
+    }
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _read_decisions(bootstrap: str, topic: str, expected: int, timeout: float) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def _worker_env(bootstrap: str, prefix: str) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "KAFKA_BROKER": f"kafka://{bootstrap}",
+        "EDDY_TOPIC_PREFIX": prefix,
+        "EDDY_APP_ID": f"eddy-bench-{prefix.rstrip('-')}",
+        "EDDY_TOPIC_PARTITIONS": str(PARTITIONS),
+    }
+
+
+def _transactions(n: int, seed: int, with_labels: bool) -> list[Any]:
+    config = TransactionStreamConfig(seed=seed, n_cards=max(500, n // 60), days=90)
+    events = []
+    n_tx = 0
+    for event in generate_transaction_stream(config):
+        if event.topic == "transactions":
+            if n_tx == n:
+                break
+            n_tx += 1
+        elif not with_labels:
+            continue
+        events.append(event)
+    return events
+
+
+def throughput(bootstrap: str, workdir: Path, n_transactions: int) -> dict[str, float]:
+    """One worker on a backlog of ``n_transactions`` transactions and their labels."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}-"
+    events = _transactions(n_transactions, seed=21, with_labels=True)
+    topics = [f"{prefix}transactions", f"{prefix}fraud-labels"]
+    asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
+    asyncio.run(produce_events(events, bootstrap, topic_prefix=prefix))
+    worker = start_worker(workdir / "throughput", web_port=_free_port(), env=_worker_env(bootstrap, prefix))
+    try:
+        records = asyncio.run(
+            _read_decisions(bootstrap, f"{prefix}fraud-decisions", n_transactions, timeout=1_800)
+        )
+    finally:
+        stop_worker(worker)
+    stamps = sorted(record.timestamp for record in records)
+    seconds = (stamps[-1] - stamps[0]) / 1000.0
+    return {
+        "transactions": n_transactions,
+        "labels": sum(1 for e in events if e.topic == "fraud-labels"),
+        "decisions": len(records),
+        "seconds": seconds,
+        "tx_per_second": (len(records) - 1) / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[str, float]:
+    """Decision latency percentiles of a warm worker at ``rate`` transactions per second."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}-"
+    n = int(rate * seconds)
+    warmup = _transactions(2_000, seed=31, with_labels=False)
+    measured = _transactions(n + 2_000, seed=32, with_labels=False)[2_000:]
+    topics = [f"{prefix}transactions", f"{prefix}fraud-labels"]
+    asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
+    worker = start_worker(workdir / "latency", web_port=_free_port(), env=_worker_env(bootstrap, prefix))
+    try:
+        asyncio.run(produce_events(warmup, bootstrap, topic_prefix=prefix))
+        asyncio.run(_read_decisions(bootstrap, f"{prefix}fraud-decisions", len(warmup), timeout=300))
+        renamed = [OutgoingEvent(e.topic, e.key, e.value) for e in measured]
+        asyncio.run(produce_events(renamed, bootstrap, topic_prefix=prefix, rate=rate, linger_ms=0))
+        records = asyncio.run(
+            _read_decisions(bootstrap, f"{prefix}fraud-decisions", len(warmup) + n, timeout=300)
+        )
+    finally:
+        stop_worker(worker)
+    import orjson
+
+    latencies = [orjson.loads(r.value)["latency_ms"] for r in records[len(warmup) :]]
+    latencies = sorted(latencies)
+    return {
+        "offered_tx_per_second": rate,
+        "transactions": len(latencies),
+        "p50_ms": _quantile(latencies, 0.50),
+        "p95_ms": _quantile(latencies, 0.95),
+        "p99_ms": _quantile(latencies, 0.99),
+        "max_ms": latencies[-1],
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _markdown(command: str, costs: dict, through: dict, lat: dict) -> str:
+    when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    rows = [
+        f"\n## Fraud pipeline — {when}\n",
+        f"Command: `{command}`; machine: {cpu} cores, Python {platform.python_version()}, "
+        "shared and noisy (one run; medians and ratios within it).\n",
+        "| measure | value |",
+        "|---|---|",
+        f"| in-process cost per transaction, median (features + score + traffic sample) "
+        f"| {costs['transaction_us_median']:.0f} µs (p99 {costs['transaction_us_p99']:.0f} µs) |",
+        f"| in-process cost per label, median (join + learn + metrics) | {costs['label_us_median']:.0f} µs |",
+        f"| model score, median | {costs['score_us_median']:.0f} µs |",
+        f"| model learn, median | {costs['learn_us_median']:.0f} µs |",
+        f"| one worker, backlog of {through['transactions']} tx + {through['labels']} labels "
+        f"| **{through['tx_per_second']:.0f} tx/s** ({through['seconds']:.1f} s) |",
+        f"| latency at {lat['offered_tx_per_second']:.0f} tx/s offered, {lat['transactions']} tx "
+        f"| p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, **p99 {lat['p99_ms']:.1f} ms**, "
+        f"max {lat['max_ms']:.1f} ms |",
+        "",
+    ]
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--transactions", type=int, default=60_000, help="backlog for the throughput run")
+    parser.add_argument("--rate", type=float, default=2_000, help="offered tx/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+
+    kafka = LocalKafka.from_env()
+    started = kafka.start()
+    try:
+        costs = in_process_costs(50_000)
+        print("in process:", costs, flush=True)
+        with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
+            through = throughput(kafka.bootstrap, Path(tmp), args.transactions)
+            print("throughput:", through, flush=True)
+            lat = latency(kafka.bootstrap, Path(tmp), args.rate, args.seconds)
+            print("latency:", lat, flush=True)
+    finally:
+        if started:
+            kafka.stop()
+    command = "make bench  # python -m benchmarks.fraud " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    report = _markdown(command.strip(), costs, through, lat)
+    print(report)
+    if not args.no_write:
+        if not RESULTS.exists():
+            RESULTS.write_text("# Benchmarks\n\nResults of `make bench`, newest last.\n")
+        with RESULTS.open("a") as out:
+            out.write(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Tests of the input contracts: every bad record raises InvalidRecord naming what is wrong."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from app.contracts import FraudLabel, Transaction, parse_fraud_label, parse_timestamp, parse_transaction
+from app.dead_letters import InvalidRecord
+
+JAN_1_2026 = 1_767_225_600.0
+
+VALID_TX = {
+    "tx_id": "t1",
+    "card_id": "c1",
+    "merchant_id": "m1",
+    "amount": 12.5,
+    "ts": JAN_1_2026,
+    "currency": "EUR",
+    "country": "FR",
+    "channel": "web",
+}
+VALID_LABEL = {"tx_id": "t1", "is_fraud": True, "ts": JAN_1_2026}
+MISSING = object()
+
+
+def tx_bytes(**changes) -> bytes:
+    payload = {**VALID_TX, **changes}
+    return orjson.dumps({k: v for k, v in payload.items() if v is not MISSING})
+
+
+def label_bytes(**changes) -> bytes:
+    payload = {**VALID_LABEL, **changes}
+    return orjson.dumps({k: v for k, v in payload.items() if v is not MISSING})
+
+
+# --- valid records -----------------------------------------------------------------------
+
+
+def test_valid_transaction_parses_every_field():
+    assert parse_transaction(b"c1", tx_bytes()) == Transaction(
+        tx_id="t1",
+        card_id="c1",
+        merchant_id="m1",
+        amount=12.5,
+        ts=JAN_1_2026,
+        currency="EUR",
+        country="FR",
+        channel="web",
+    )
+
+
+def test_transaction_optional_fields_may_be_missing_or_null_and_extra_fields_are_ignored():
+    value = tx_bytes(currency=MISSING, country=None, channel=MISSING, note="x", nested={"a": [1]})
+    tx = parse_transaction(b"c1", value)
+    assert (tx.currency, tx.country, tx.channel) == (None, None, None)
+    assert not hasattr(tx, "note")
+
+
+def test_transaction_integer_and_zero_amounts_become_floats():
+    tx = parse_transaction(b"c1", tx_bytes(amount=0))
+    assert tx.amount == 0.0
+    assert isinstance(tx.amount, float)
+    assert parse_transaction(b"c1", tx_bytes(amount=7)).amount == 7.0
+
+
+def test_valid_label_parses_and_ignores_extra_fields():
+    assert parse_fraud_label(b"t1", label_bytes(source="chargeback")) == FraudLabel(
+        tx_id="t1", is_fraud=True, ts=JAN_1_2026
+    )
+    assert parse_fraud_label(b"t1", label_bytes(is_fraud=False)).is_fraud is False
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", JAN_1_2026),
+        ("2026-01-01T00:00:00+00:00", JAN_1_2026),
+        ("2026-01-01T02:00:00+02:00", JAN_1_2026),
+        ("2025-12-31T19:00:00-05:00", JAN_1_2026),
+        ("2026-01-01T00:00:00", JAN_1_2026),  # naive means UTC
+        ("2026-01-01 00:00:00", JAN_1_2026),
+        ("2026-01-01T00:00:01.5Z", JAN_1_2026 + 1.5),
+        ("2026-01-01", JAN_1_2026),
+        (JAN_1_2026, JAN_1_2026),
+        (1_767_225_600, JAN_1_2026),
+        (1_767_225_600.25, JAN_1_2026 + 0.25),
+        (0, 0.0),
+        (0.0, 0.0),
+    ],
+)
+def test_parse_timestamp_gives_epoch_seconds(value, expected):
+    got = parse_timestamp(value)
+    assert isinstance(got, float)
+    assert got == expected
+
+
+def test_naive_iso_timestamp_is_utc_whatever_the_local_timezone(monkeypatch):
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_timestamp("2026-01-01T00:00:00") == JAN_1_2026
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_iso_and_epoch_timestamps_in_a_record_agree():
+    iso = parse_transaction(b"c1", tx_bytes(ts="2026-01-01T00:00:00Z")).ts
+    epoch = parse_transaction(b"c1", tx_bytes(ts=1_767_225_600)).ts
+    assert iso == epoch == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+# --- invalid records ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        (b"c1", None, "value"),
+        (b"c1", b"{oops", "value"),
+        (b"c1", b"", "value"),
+        (b"c1", b"\xff\xfe", "value"),
+        (b"c1", b"[1, 2]", "value"),
+        (b"c1", b'"a string"', "value"),
+        (b"c1", b"null", "value"),
+        (b"c1", b"42", "value"),
+        (b"c1", tx_bytes(card_id=MISSING), "card_id"),
+        (b"c1", tx_bytes(card_id=""), "card_id"),
+        (b"c1", tx_bytes(card_id=1), "card_id"),
+        (b"c1", tx_bytes(card_id=None), "card_id"),
+        (b"c1", tx_bytes(tx_id=MISSING), "tx_id"),
+        (b"c1", tx_bytes(tx_id=""), "tx_id"),
+        (b"c1", tx_bytes(tx_id=17), "tx_id"),
+        (b"c1", tx_bytes(tx_id=["t1"]), "tx_id"),
+        (b"c1", tx_bytes(merchant_id=MISSING), "merchant_id"),
+        (b"c1", tx_bytes(merchant_id=""), "merchant_id"),
+        (b"c1", tx_bytes(merchant_id=3.5), "merchant_id"),
+        (b"c1", tx_bytes(amount=MISSING), "amount"),
+        (b"c1", tx_bytes(amount=None), "amount"),
+        (b"c1", tx_bytes(amount="12.5"), "amount"),
+        (b"c1", tx_bytes(amount=True), "amount"),
+        (b"c1", tx_bytes(amount=False), "amount"),
+        (b"c1", tx_bytes(amount=-0.01), "amount"),
+        (b"c1", tx_bytes(amount=-1), "amount"),
+        (b"c1", tx_bytes(amount=[1]), "amount"),
+        (b"c1", tx_bytes(ts=MISSING), "ts"),
+        (b"c1", tx_bytes(ts=None), "ts"),
+        (b"c1", tx_bytes(ts="yesterday"), "ts"),
+        (b"c1", tx_bytes(ts="2026-13-01T00:00:00Z"), "ts"),
+        (b"c1", tx_bytes(ts=""), "ts"),
+        (b"c1", tx_bytes(ts=True), "ts"),
+        (b"c1", tx_bytes(ts=False), "ts"),
+        (b"c1", tx_bytes(ts=-1), "ts"),
+        (b"c1", tx_bytes(ts=-0.5), "ts"),
+        (b"c1", tx_bytes(ts=1_767_225_600_000), "ts"),  # milliseconds
+        (b"c1", tx_bytes(ts=[JAN_1_2026]), "ts"),
+        (b"c1", tx_bytes(ts={"s": 1}), "ts"),
+        (b"c1", tx_bytes(currency=1), "currency"),
+        (b"c1", tx_bytes(country=["FR"]), "country"),
+        (b"c1", tx_bytes(channel=True), "channel"),
+        (b"c2", tx_bytes(), "key"),
+        (None, tx_bytes(), "key"),
+        (b"", tx_bytes(), "key"),
+    ],
+)
+def test_invalid_transaction_raises_invalid_record_naming_the_field(key, value, field):
+    with pytest.raises(InvalidRecord) as raised:
+        parse_transaction(key, value)
+    assert str(raised.value).startswith(f"{field}:"), str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "raw_amount",
+    [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"],
+)
+def test_nan_or_infinite_amount_is_rejected_as_invalid_record(raw_amount):
+    # JSON has no NaN/Infinity; whatever the decoder does with them the record must be rejected.
+    value = b'{"tx_id":"t1","card_id":"c1","merchant_id":"m1","ts":0,"amount":' + raw_amount + b"}"
+    with pytest.raises(InvalidRecord) as raised:
+        parse_transaction(b"c1", value)
+    assert str(raised.value).split(":")[0] in {"value", "amount"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        (b"t1", None, "value"),
+        (b"t1", b"not json", "value"),
+        (b"t1", b"[]", "value"),
+        (b"t1", label_bytes(tx_id=MISSING), "tx_id"),
+        (b"t1", label_bytes(tx_id=""), "tx_id"),
+        (b"t1", label_bytes(tx_id=1), "tx_id"),
+        (b"t1", label_bytes(is_fraud=MISSING), "is_fraud"),
+        (b"t1", label_bytes(is_fraud=None), "is_fraud"),
+        (b"t1", label_bytes(is_fraud=1), "is_fraud"),
+        (b"t1", label_bytes(is_fraud=0), "is_fraud"),
+        (b"t1", label_bytes(is_fraud="true"), "is_fraud"),
+        (b"t1", label_bytes(ts=MISSING), "ts"),
+        (b"t1", label_bytes(ts="soon"), "ts"),
+        (b"t1", label_bytes(ts=True), "ts"),
+        (b"t1", label_bytes(ts=-5), "ts"),
+        (b"t1", label_bytes(ts=1_767_225_600_000.0), "ts"),
+        (b"t2", label_bytes(), "key"),
+        (None, label_bytes(), "key"),
+    ],
+)
+def test_invalid_label_raises_invalid_record_naming_the_field(key, value, field):
+    with pytest.raises(InvalidRecord) as raised:
+        parse_fraud_label(key, value)
+    assert str(raised.value).startswith(f"{field}:"), str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        True,
+        False,
+        None,
+        -1,
+        -1e-9,
+        math.nan,
+        math.inf,
+        -math.inf,
+        1e12,
+        "",
+        "yesterday",
+        "12:00",
+        [],
+        {},
+        b"0",
+    ],
+)
+def test_parse_timestamp_rejects_non_timestamps_with_a_ts_message(value):
+    with pytest.raises(InvalidRecord, match=r"^ts: "):
+        parse_timestamp(value)
+
+
+def test_parse_timestamp_rejects_an_integer_too_large_for_a_float_as_invalid_record():
+    with pytest.raises(InvalidRecord, match=r"^ts: "):
+        parse_timestamp(10**400)
+
+
+def test_parse_timestamp_rejects_iso_timestamp_before_the_epoch_like_a_negative_number():
+    with pytest.raises(InvalidRecord, match=r"^ts: "):
+        parse_timestamp("1969-12-31T23:59:59Z")
+
+
+def test_invalid_record_message_quotes_the_offending_value():
+    with pytest.raises(InvalidRecord, match="-3"):
+        parse_transaction(b"c1", tx_bytes(amount=-3))
+    with pytest.raises(InvalidRecord, match="missing"):
+        parse_transaction(b"c1", tx_bytes(merchant_id=MISSING))
+    with pytest.raises(InvalidRecord, match=r"b'c2'"):
+        parse_transaction(b"c2", tx_bytes())
