@@ -43,6 +43,9 @@ lint: $(STAMP)  ## ruff
 bench: $(STAMP)  ## throughput and latency benchmarks; appends to BENCHMARKS.md
 	$(PY) -m benchmarks.fraud
 
+compare: $(STAMP)  ## batch vs event-driven comparison report into docs/comparison
+	$(PY) -m app.comparison --out docs/comparison
+
 lock: $(STAMP)  ## re-pin constraints.txt from the current .venv
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
