@@ -86,6 +86,18 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(chunks)
 
 
+def _random_cluster_id() -> str:
+    """A Kafka cluster id: base64url of a random UUID, never starting with "-".
+
+    Kafka's own ``Uuid.randomUuid`` also avoids the leading dash: command-line
+    parsers take ``-t -abc`` for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -248,7 +260,7 @@ class LocalKafka:
     def _format_storage(self, config: Path) -> None:
         if (self.home / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _random_cluster_id()
         subprocess.run(
             [
                 *self._java(),

@@ -32,8 +32,10 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator:
     """Start real workers with isolated topics; all are stopped when the test ends."""
     workers: list[Worker] = []
 
-    def start(**kwargs) -> Worker:
-        worker = Worker(kafka_bootstrap, tmp_path / f"worker-{len(workers)}", **kwargs)
+    def start(workdir_of: Worker | None = None, **kwargs) -> Worker:
+        """A new worker; ``prefix=`` joins another's app, ``workdir_of=`` restarts on its state."""
+        workdir = workdir_of.workdir if workdir_of else tmp_path / f"worker-{len(workers)}"
+        worker = Worker(kafka_bootstrap, workdir, **kwargs)
         workers.append(worker)
         return worker.start()
 

@@ -48,6 +48,7 @@ async def read_topic(
     timeout: float,
     settle: float = 0.0,
     decode: bool = True,
+    isolation_level: str = "read_uncommitted",
 ) -> list[Any]:
     """Read ``topic`` from the start until ``until(records)`` holds, then ``settle`` seconds more."""
     consumer = AIOKafkaConsumer(
@@ -56,6 +57,7 @@ async def read_topic(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        isolation_level=isolation_level,
     )
     await consumer.start()
     records: list[Any] = []
