@@ -4,10 +4,11 @@ Data flows one way::
 
     transactions (key card_id)
       -> card_stage:      card features            -> fraud-card-features (key merchant_id)
-      -> merchant_stage:  merchant features, score -> fraud-decisions (key tx_id)
+      -> merchant_stage:  merchant features, score -> fraud-scored (key tx_id)
                           traffic samples          -> fraud-training (1 partition)
-    fraud-decisions + fraud-labels (key tx_id)
-      -> label_join_stage: point-in-time join      -> fraud-training, fraud-merchant-labels
+    fraud-scored + fraud-labels (key tx_id)
+      -> label_join_stage: first score of a tx     -> fraud-decisions (key tx_id), exactly one per tx
+                           point-in-time join      -> fraud-training, fraud-merchant-labels
     fraud-training
       -> learner_stage:   learn, measure           -> fraud-model-snapshots (compacted)
     fraud-model-snapshots -> every worker hot-swaps the scoring model
@@ -25,14 +26,20 @@ from faust.web import Request, Response, View
 from app import codecs
 from app.contracts import parse_fraud_label, parse_transaction
 from app.dead_letters import send_dead_letter, valid_records
-from app.faust_app import app
+from app.faust_app import app, declared_at_startup, producer_knows_partitions
 from app.settings import settings
 from app.views import json_response
 from models.fraud import FraudModel
 from models.learner import MODEL_NAME, TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
 from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range
 from tables import label_join as join
-from tables.card_features import DuplicateTransaction, add_transaction, card_features_at, card_log
+from tables.card_features import (
+    ConflictingTransaction,
+    add_transaction,
+    card_features_at,
+    card_log,
+    redelivered_features,
+)
 from tables.fraud import card_activity, label_join, merchant_activity
 from tables.merchant_features import MerchantActivity
 from tables.transaction_features import transaction_features
@@ -56,15 +63,18 @@ labels_topic = _topic("fraud-labels", key_type=bytes, value_serializer="raw")
 card_features_topic = _topic("fraud-card-features", key_type=str)
 merchant_labels_topic = _topic("fraud-merchant-labels", key_type=str)
 merchant_inputs = _topic("fraud-card-features", "fraud-merchant-labels", key_type=str)
-decisions_topic = _topic("fraud-decisions", key_type=str)
-join_inputs = _topic("fraud-decisions", "fraud-labels", key_type=bytes, value_serializer="raw")
+scored_topic = _topic("fraud-scored", key_type=str)
+decisions_topic = declared_at_startup(_topic("fraud-decisions", key_type=str))
+join_inputs = _topic("fraud-scored", "fraud-labels", key_type=bytes, value_serializer="raw")
 training_topic = _topic("fraud-training", key_type=str, partitions=1)
-snapshots_topic = _topic(
-    "fraud-model-snapshots",
-    key_type=str,
-    value_serializer="raw",
-    partitions=1,
-    config={"cleanup.policy": "compact", "max.message.bytes": str(16 * 2**20)},
+snapshots_topic = declared_at_startup(
+    _topic(
+        "fraud-model-snapshots",
+        key_type=str,
+        value_serializer="raw",
+        partitions=1,
+        config={"cleanup.policy": "compact", "max.message.bytes": str(16 * 2**20)},
+    )
 )
 
 snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
@@ -105,7 +115,6 @@ scoring = _ScoringModel()
 @app.task
 async def follow_model_snapshots() -> None:
     """Keep this worker's scoring model at the newest snapshot (a compacted topic, not an agent)."""
-    await snapshots_topic.maybe_declare()
     await snapshots.run()
 
 
@@ -115,22 +124,29 @@ async def card_stage(stream):
     async for tx, event in valid_records(stream, {transactions_topic.get_topic_name(): parse_transaction}):
         log = card_log(card_activity.get(tx.card_id))
         try:
-            features = add_transaction(
-                log,
-                tx_id=tx.tx_id,
-                ts=tx.ts,
-                amount=tx.amount,
-                merchant_id=tx.merchant_id,
-                country=tx.country,
-            )
-        except DuplicateTransaction as exc:
+            if tx.tx_id in log.column("tx"):
+                # Delivered again (rebalance, restart, producer retry): forward, don't count.
+                # The join stage publishes one decision per tx_id whatever arrives twice.
+                features = redelivered_features(
+                    log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id
+                )
+            else:
+                features = add_transaction(
+                    log,
+                    tx_id=tx.tx_id,
+                    ts=tx.ts,
+                    amount=tx.amount,
+                    merchant_id=tx.merchant_id,
+                    country=tx.country,
+                )
+                card_activity.set(tx.card_id, log.to_state())
+        except ConflictingTransaction as exc:
             await send_dead_letter(event, str(exc))
             continue
         except Exception as exc:  # a bug must cost one record (kept, with the reason), not the worker
             logger.exception("card features failed for %s", tx.tx_id)
             await send_dead_letter(event, f"card features failed: {exc!r}")
             continue
-        card_activity[tx.card_id] = log.to_state()
         await card_features_topic.send(
             key=tx.merchant_id,
             value={
@@ -150,14 +166,14 @@ async def card_stage(stream):
 
 @app.agent(merchant_inputs)
 async def merchant_stage(stream):
-    """Add merchant and time features, score, and publish exactly one decision per transaction."""
+    """Add merchant and time features and score; the join stage turns scores into decisions."""
     async for event in stream.events():
         record = event.value
         merchant_id = event.key
         merchant = MerchantActivity(merchant_activity.get(merchant_id))
         if event.message.topic == merchant_labels_topic.get_topic_name():
             merchant.add_label(record["label_ts"], record["is_fraud"])
-            merchant_activity[merchant_id] = merchant.to_state()
+            merchant_activity.set(merchant_id, merchant.to_state())
             continue
         tx = record["tx"]
         features = transaction_features(
@@ -167,11 +183,10 @@ async def merchant_stage(stream):
             card_features=record["card_features"],
             merchant_features=merchant.add_transaction(tx["ts"], tx["amount"]),
         )
-        merchant_activity[merchant_id] = merchant.to_state()
+        merchant_activity.set(merchant_id, merchant.to_state())
         model = scoring.current()
         result = model.score(features)
-        decided_at = time.time()
-        await decisions_topic.send(
+        await scored_topic.send(
             key=tx["tx_id"],
             value={
                 "tx_id": tx["tx_id"],
@@ -185,8 +200,7 @@ async def merchant_stage(stream):
                 "anomaly": result.anomaly,
                 "features": features,
                 "event_ts": tx["ts"],
-                "decided_at": decided_at,
-                "latency_ms": (decided_at - record["received_at"]) * 1000.0,
+                "received_at": record["received_at"],
             },
         )
         if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
@@ -199,12 +213,14 @@ _join_watermarks: dict[int, float] = {}
 @app.agent(join_inputs)
 async def label_join_stage(stream):
     """Join each label with the features its transaction was scored with."""
+    await producer_knows_partitions(label_join.table.changelog_topic.get_topic_name())
     parsers = {
         labels_topic.get_topic_name(): parse_fraud_label,
-        decisions_topic.get_topic_name(): _decision_fields,
+        scored_topic.get_topic_name(): _scored_fields,
     }
     async for arrival, event in valid_records(stream, parsers):
         message = event.message
+        decision = None
         if message.topic == labels_topic.get_topic_name():
             tx_id = arrival.tx_id
             label = {"is_fraud": arrival.is_fraud, "ts": arrival.ts}
@@ -215,21 +231,37 @@ async def label_join_stage(stream):
             learn = arrival["decision_label_sampled"]
             entry, outputs = join.on_decision(label_join.get(tx_id), tx_id, arrival["held"], learn)
             arrival_ts = arrival["held"]["event_ts"]
+            if not any(output["kind"] == "duplicate_decision" for output in outputs):
+                decision = _published(arrival["decision"])
         _join_watermarks[message.partition] = max(
             _join_watermarks.get(message.partition, arrival_ts), arrival_ts
         )
+        # The entry is written before anything is sent: a redelivery after a rebalance
+        # then finds it in the restored table and is not decided a second time.
         if entry is None:
-            label_join.pop(tx_id, None)
+            label_join.delete(tx_id)
         else:
-            label_join[tx_id] = entry
+            label_join.set(tx_id, entry)
+        if decision is not None:
+            await decisions_topic.send(key=tx_id, value=decision)
         await _publish_training(outputs)
 
 
-def _decision_fields(key: bytes | None, value: bytes | None) -> dict[str, Any]:
+def _published(scored: dict[str, Any]) -> dict[str, Any]:
+    """The public decision: the score with when it was decided and how long that took."""
+    decision = dict(scored)
+    received_at = decision.pop("received_at")
+    decision["decided_at"] = time.time()
+    decision["latency_ms"] = (decision["decided_at"] - received_at) * 1000.0
+    return decision
+
+
+def _scored_fields(key: bytes | None, value: bytes | None) -> dict[str, Any]:
     decision = codecs.loads(value)
     tx_id = decision["tx_id"]
     return {
         "tx_id": tx_id,
+        "decision": decision,
         # Legitimate transactions are learned from by a deterministic sample (frauds always).
         "decision_label_sampled": sampled(tx_id, settings.fraud_legit_sample_rate),
         "held": {
@@ -258,12 +290,12 @@ async def expire_label_join() -> None:
         return
     watermark = min(_join_watermarks.values())
     expired: list[tuple[str, dict[str, Any] | None, list[dict[str, Any]]]] = []
-    for tx_id, entry in list(label_join.items()):
+    for tx_id, entry in label_join.items():
         new_entry, outputs = join.on_expiry(entry, tx_id, watermark, LABEL_TTL)
         if new_entry is None:
             expired.append((tx_id, new_entry, outputs))
     for tx_id, _, outputs in expired:
-        label_join.pop(tx_id, None)
+        label_join.delete(tx_id)
         await _publish_training(outputs)
 
 
@@ -277,26 +309,45 @@ learner_state = _LearnerState()
 
 @app.agent(training_topic)
 async def learner_stage(stream):
-    """The one learner: apply training records in order, publish versioned snapshots."""
-    await snapshots.caught_up.wait()
-    restored = snapshots.latest.get(MODEL_NAME)
-    if restored is not None:
-        learner = FraudLearner.from_snapshot(copy.deepcopy(restored))
-    else:
-        learner = FraudLearner(FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate))
-    learner_state.learner = learner
+    """The one learner: apply training records in order, publish versioned snapshots.
+
+    The learner is rebuilt from the newest snapshot whenever this worker (re)gains the
+    training partition, then replays what that snapshot had not seen: whichever worker
+    learned last, learning continues exactly where the log says it stopped.
+    """
     async for event in stream.events():
+        learner = learner_state.learner
+        if learner is None:
+            learner = learner_state.learner = await _restored_learner()
         offset = event.message.offset
         if offset <= learner.training_offset:
             continue  # already in the restored snapshot
         if offset > learner.training_offset + 1:
-            # Learned after the last snapshot, then lost in a restart: learn it again.
             await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
         learner.apply(event.value)
         learner.training_offset = offset
         learner_state.unsnapshotted += 1
         if learner_state.unsnapshotted >= settings.fraud_snapshot_every:
-            await _publish_snapshot(learner, offset)
+            await _publish_snapshot(learner)
+
+
+async def _restored_learner() -> FraudLearner:
+    await snapshots.caught_up.wait()
+    restored = snapshots.latest.get(MODEL_NAME)
+    if restored is None:
+        return FraudLearner(FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate))
+    return FraudLearner.from_snapshot(copy.deepcopy(restored))
+
+
+@app.on_partitions_revoked.connect
+async def hand_over_learner(app_: Any, revoked: set, **kwargs: Any) -> None:
+    """When the training partition leaves this worker, publish what it learned and let go."""
+    learner = learner_state.learner
+    if learner is None or not any(tp.topic == training_topic.get_topic_name() for tp in revoked):
+        return
+    if learner_state.unsnapshotted:
+        await _publish_snapshot(learner)
+    learner_state.learner = None
 
 
 @app.timer(interval=SNAPSHOT_INTERVAL)
@@ -304,7 +355,7 @@ async def publish_pending_snapshot() -> None:
     """Publish what the learner learned since its last snapshot, at least every few seconds."""
     learner = learner_state.learner
     if learner is not None and learner_state.unsnapshotted:
-        await _publish_snapshot(learner, learner.training_offset)
+        await _publish_snapshot(learner)
 
 
 async def _replay_training(learner: FraudLearner, partition: int, start: int, stop: int) -> None:
@@ -319,8 +370,8 @@ async def _replay_training(learner: FraudLearner, partition: int, start: int, st
     logger.info("learner replayed %d training records (offsets %d..%d)", replayed, start, stop - 1)
 
 
-async def _publish_snapshot(learner: FraudLearner, offset: int) -> None:
-    snapshot = learner.snapshot(offset)
+async def _publish_snapshot(learner: FraudLearner) -> None:
+    snapshot = learner.snapshot()
     await snapshots_topic.send(key=MODEL_NAME, value=snapshot.encode())
     learner_state.unsnapshotted = 0
 
@@ -329,7 +380,7 @@ async def _publish_snapshot(learner: FraudLearner, offset: int) -> None:
 
 
 @app.page("/fraud/cards/{card_id}/")
-@app.table_route(table=card_activity, match_info="card_id")
+@app.table_route(table=card_activity.table, match_info="card_id")
 async def card_view(web: View, request: Request, card_id: str) -> Response:
     """The card's live features as of its newest transaction."""
     state = card_activity.get(card_id)
@@ -348,7 +399,7 @@ async def card_view(web: View, request: Request, card_id: str) -> Response:
 
 
 @app.page("/fraud/merchants/{merchant_id}/")
-@app.table_route(table=merchant_activity, match_info="merchant_id")
+@app.table_route(table=merchant_activity.table, match_info="merchant_id")
 async def merchant_view(web: View, request: Request, merchant_id: str) -> Response:
     """The merchant's live activity and fraud-rate features as of its newest bucket."""
     state = merchant_activity.get(merchant_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,22 @@ def _epoch(value: str | None) -> float | None:
         return None
     moment = datetime.fromisoformat(value)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+async def _produce(
+    events: Iterable[Any], topics: Iterable[str], *, total: int, progress: bool, **pace: float | None
+) -> Counter[str]:
+    """Create the (prefixed) topics if missing, then produce ``events`` with ``rate``/``speedup``."""
+    names = [settings.topic_name(topic) for topic in topics]
+    await ensure_topics(settings.kafka_bootstrap, names, settings.topic_partitions)
+    return await produce_events(
+        events,
+        settings.kafka_bootstrap,
+        topic_prefix=settings.topic_prefix,
+        total=total,
+        progress=progress,
+        **pace,
+    )
 
 
 @app.command(
@@ -66,17 +84,7 @@ async def simulate(
         label_delay_days=label_delay_days,
         limit=limit,
     )
-    names = [settings.topic_name(topic) for topic in topics]
-    await ensure_topics(settings.kafka_bootstrap, names, settings.topic_partitions)
-    counts = await produce_events(
-        events,
-        settings.kafka_bootstrap,
-        topic_prefix=settings.topic_prefix,
-        rate=rate,
-        speedup=speedup,
-        total=total,
-        progress=progress,
-    )
+    counts = await _produce(events, topics, total=total, rate=rate, speedup=speedup, progress=progress)
     self.say(f"produced {dict(counts)}")
 
 
@@ -92,16 +100,8 @@ async def replay(
 ) -> None:
     """Replay PATH into Kafka in file order: JSON Lines of {"topic","key","value"}, or CSV rows."""
     events = files.read_events(Path(path), topic=topic, key_field=key_field)
-    names = sorted({settings.topic_name(event.topic) for event in events})
-    await ensure_topics(settings.kafka_bootstrap, names, settings.topic_partitions)
-    counts = await produce_events(
-        events,
-        settings.kafka_bootstrap,
-        topic_prefix=settings.topic_prefix,
-        rate=rate,
-        total=len(events),
-        progress=progress,
-    )
+    topics = {event.topic for event in events}
+    counts = await _produce(events, topics, total=len(events), rate=rate, progress=progress)
     self.say(f"replayed {dict(counts)}")
 
 

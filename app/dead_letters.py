@@ -16,21 +16,17 @@ from typing import Any
 from faust import StreamT
 from faust.types import EventT
 
-from app.faust_app import app
+from app.faust_app import app, declared_at_startup
 from app.settings import settings
 
-dead_letters_topic = app.topic(
-    settings.topic_name("dead-letters"),
-    key_type=str,
-    internal=True,
-    partitions=settings.topic_partitions,
+dead_letters_topic = declared_at_startup(
+    app.topic(
+        settings.topic_name("dead-letters"),
+        key_type=str,
+        internal=True,
+        partitions=settings.topic_partitions,
+    )
 )
-
-
-@app.task
-async def declare_dead_letters_topic() -> None:
-    """Create ``dead-letters`` at startup: no agent consumes it, so Faust would not."""
-    await dead_letters_topic.maybe_declare()
 
 
 class InvalidRecord(ValueError):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import faust
+from faust.types import TopicT
 
-from app import codecs
+from app import codecs, faust_fixes  # noqa: F401  (installs the fixes)
 from app.settings import settings
 
 app = faust.App(
@@ -27,3 +28,28 @@ app = faust.App(
     broker_commit_interval=1.0,
     table_standby_replicas=0,
 )
+
+
+def declared_at_startup(topic: TopicT) -> TopicT:
+    """Create ``topic`` (if missing) when a worker starts.
+
+    Faust creates the topics its agents consume; output-only topics (decisions,
+    dead letters, snapshots) would otherwise exist only once something is sent.
+    """
+
+    async def declare() -> None:
+        await topic.maybe_declare()
+
+    app.task(declare)
+    return topic
+
+
+async def producer_knows_partitions(topic_name: str) -> None:
+    """Wait until the producer has metadata for ``topic_name``.
+
+    Faust picks partitions from the producer's metadata when a table uses the key
+    partitioner and when the web router looks up which worker owns a key; for a
+    topic this worker has not produced to yet that metadata is missing and the
+    lookup fails.  Faust has no public call for this.
+    """
+    await app.producer._ensure_producer().partitions_for(topic_name)

@@ -31,7 +31,8 @@ from aiokafka import AIOKafkaConsumer
 
 from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
-from app.worker_process import start_worker, stop_worker
+from app.worker_process import free_port, start_worker, stop_worker
+from benchmarks import faust_floor
 from broker import LocalKafka
 from models.evaluation import InProcessFraudPipeline
 
@@ -135,7 +136,7 @@ def throughput(bootstrap: str, workdir: Path, n_transactions: int) -> dict[str, 
     topics = [f"{prefix}transactions", f"{prefix}fraud-labels"]
     asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
     asyncio.run(produce_events(events, bootstrap, topic_prefix=prefix))
-    worker = start_worker(workdir / "throughput", web_port=_free_port(), env=_worker_env(bootstrap, prefix))
+    worker = start_worker(workdir / "throughput", web_port=free_port(), env=_worker_env(bootstrap, prefix))
     try:
         records = asyncio.run(
             _read_decisions(bootstrap, f"{prefix}fraud-decisions", n_transactions, timeout=1_800)
@@ -161,7 +162,7 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     measured = _transactions(n + 2_000, seed=32, with_labels=False)[2_000:]
     topics = [f"{prefix}transactions", f"{prefix}fraud-labels"]
     asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
-    worker = start_worker(workdir / "latency", web_port=_free_port(), env=_worker_env(bootstrap, prefix))
+    worker = start_worker(workdir / "latency", web_port=free_port(), env=_worker_env(bootstrap, prefix))
     try:
         asyncio.run(produce_events(warmup, bootstrap, topic_prefix=prefix))
         asyncio.run(_read_decisions(bootstrap, f"{prefix}fraud-decisions", len(warmup), timeout=300))
@@ -186,15 +187,7 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _markdown(command: str, costs: dict, through: dict, lat: dict) -> str:
+def _markdown(command: str, costs: dict, through: dict, lat: dict, floor: dict) -> str:
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     rows = [
@@ -213,6 +206,13 @@ def _markdown(command: str, costs: dict, through: dict, lat: dict) -> str:
         f"| latency at {lat['offered_tx_per_second']:.0f} tx/s offered, {lat['transactions']} tx "
         f"| p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, **p99 {lat['p99_ms']:.1f} ms**, "
         f"max {lat['max_ms']:.1f} ms |",
+        "",
+        "Faust's own floor on the same machine and broker (`benchmarks/faust_floor.py`: one worker, "
+        "an agent doing only this per event, backlog of 30,000 events):",
+        "",
+        "| agent work per event | events/s |",
+        "|---|---|",
+        *(f"| {mode} | {rate:.0f} |" for mode, rate in floor.items()),
         "",
     ]
     return "\n".join(rows)
@@ -236,13 +236,15 @@ def main(argv: list[str] | None = None) -> int:
             print("throughput:", through, flush=True)
             lat = latency(kafka.bootstrap, Path(tmp), args.rate, args.seconds)
             print("latency:", lat, flush=True)
+        floor = faust_floor.measure_all(kafka.bootstrap)
+        print("faust floor:", floor, flush=True)
     finally:
         if started:
             kafka.stop()
     command = "make bench  # python -m benchmarks.fraud " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    report = _markdown(command.strip(), costs, through, lat)
+    report = _markdown(command.strip(), costs, through, lat, floor)
     print(report)
     if not args.no_write:
         if not RESULTS.exists():

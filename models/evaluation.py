@@ -42,7 +42,7 @@ class InProcessFraudPipeline:
         self.learner = FraudLearner(model or FraudModel(legit_sample_rate=legit_sample_rate))
         self.cards: dict[str, EventLog] = {}
         self.merchants: dict[str, MerchantActivity] = {}
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending = join.InMemoryJoin()
 
     def transaction(self, tx: dict[str, Any]) -> tuple[float, dict[str, float]] | None:
         """Score one transaction payload; ``None`` for a duplicate ``tx_id``."""
@@ -80,20 +80,16 @@ class InProcessFraudPipeline:
             "merchant_id": tx["merchant_id"],
         }
         learn = sampled(tx["tx_id"], self.legit_sample_rate)
-        self._join(tx["tx_id"], *join.on_decision(self.pending.get(tx["tx_id"]), tx["tx_id"], held, learn))
+        self._joined(self.pending.decision(tx["tx_id"], held, learn))
         return score, features
 
     def label(self, label: dict[str, Any]) -> None:
         """Apply one ``fraud-labels`` payload."""
         tx_id = label["tx_id"]
         arrival = {"is_fraud": label["is_fraud"], "ts": label["ts"]}
-        self._join(tx_id, *join.on_label(self.pending.get(tx_id), tx_id, arrival))
+        self._joined(self.pending.label(tx_id, arrival))
 
-    def _join(self, tx_id: str, entry: dict[str, Any] | None, outputs: list[dict[str, Any]]) -> None:
-        if entry is None:
-            self.pending.pop(tx_id, None)
-        else:
-            self.pending[tx_id] = entry
+    def _joined(self, outputs: list[dict[str, Any]]) -> None:
         for output in outputs:
             if output["kind"] == "labelled":
                 merchant = self.merchants[output["merchant_id"]]

@@ -76,15 +76,18 @@ class FraudLearner:
         elif kind == "traffic":
             self.model.observe(record["features"])
 
-    def snapshot(self, training_offset: int) -> Snapshot:
-        """A new version of the model and metrics, as of ``training_offset``."""
-        self.version += 1
-        self.training_offset = training_offset
+    def snapshot(self) -> Snapshot:
+        """The model and metrics as of ``training_offset``.
+
+        The version is the number of training records applied (``training_offset + 1``):
+        it only grows along the training log, whichever worker made the snapshot.
+        """
+        self.version = self.training_offset + 1
         return Snapshot(
             name=MODEL_NAME,
             version=self.version,
             model=self.model,
-            training_offset=training_offset,
+            training_offset=self.training_offset,
             state={"metrics": self.metrics, "counts": dict(self.counts)},
         )
 

@@ -28,6 +28,10 @@ class DuplicateTransaction(ValueError):
     """The card already holds a transaction with this id."""
 
 
+class ConflictingTransaction(DuplicateTransaction):
+    """The card holds a transaction with this id but other time, amount or merchant."""
+
+
 def card_log(state: dict[str, Any] | None) -> EventLog:
     """The card's event log from its table value (``None`` for a new card)."""
     return EventLog.from_state(state, COLUMNS, RETENTION)
@@ -54,6 +58,29 @@ def add_transaction(
     features = card_features_at(log, index)
     log.expire()
     return features
+
+
+def redelivered_features(
+    log: EventLog, *, tx_id: str, ts: float, amount: float, merchant_id: str
+) -> dict[str, float]:
+    """Features of a transaction the card already holds, for an identical second delivery.
+
+    Kafka delivers at least once: a transaction seen again after a rebalance or a
+    restart is answered from the log, without counting it twice.  Raises
+    :class:`ConflictingTransaction` when the stored one differs.
+
+    >>> log = card_log(None)
+    >>> first = add_transaction(log, tx_id="t1", ts=0.0, amount=10.0, merchant_id="m1", country=None)
+    >>> redelivered_features(log, tx_id="t1", ts=0.0, amount=10.0, merchant_id="m1") == first
+    True
+    """
+    index = log.column("tx").index(tx_id)
+    stored = (log.ts[index], log.column("amount")[index], log.column("merchant")[index])
+    if stored != (ts, amount, merchant_id):
+        raise ConflictingTransaction(
+            f"tx_id {tx_id!r} already seen for this card with ts, amount, merchant {stored}"
+        )
+    return card_features_at(log, index)
 
 
 def card_features_at(log: EventLog, index: int) -> dict[str, float]:

@@ -1,30 +1,71 @@
-"""The fraud pipeline's tables: RocksDB-backed, changelogged, one value per entity."""
+"""The fraud pipeline's tables: RocksDB-backed, changelogged, one JSON value per entity."""
 
 from __future__ import annotations
 
-from app.faust_app import app
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from faust.types import TableT
+
+from app.faust_app import app, producer_knows_partitions
 from app.settings import settings
 
-card_activity = app.Table(
+
+class JsonTable:
+    """A Faust table with raw UTF-8 keys and orjson values, used with ``str`` keys.
+
+    Keys are stored exactly as the input topics carry them.  Faust's default for
+    ``key_type=str`` is JSON, which quotes the key: the changelog and the web
+    router would then hash ``"card-1"`` where the topics hash ``card-1``, and put
+    a key on another partition than the events that carry it.
+    """
+
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+
+    def get(self, key: str) -> Any | None:
+        raw = self.table.get(key.encode())
+        return None if raw is None else orjson.loads(raw)
+
+    def set(self, key: str, value: Any) -> None:
+        self.table[key.encode()] = orjson.dumps(value)
+
+    def delete(self, key: str) -> None:
+        self.table.pop(key.encode(), None)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        for key, raw in list(self.table.items()):
+            yield key.decode(), orjson.loads(raw)
+
+
+def _table(name: str, help: str, **options: Any) -> JsonTable:
+    return JsonTable(
+        app.Table(
+            name, key_type=bytes, value_type=bytes, help=help, options=settings.table_options, **options
+        )
+    )
+
+
+card_activity = _table(
     "fraud-card-activity",
-    key_type=str,
-    help="Per card: its transactions of the last 31 days of event time (tables.card_features).",
-    options=settings.table_options,
+    "Per card: its transactions of the last 31 days of event time (tables.card_features).",
 )
-
-merchant_activity = app.Table(
+merchant_activity = _table(
     "fraud-merchant-activity",
-    key_type=str,
-    help="Per merchant: bucketed counts, amounts and received labels (tables.merchant_features).",
-    options=settings.table_options,
+    "Per merchant: bucketed counts, amounts and received labels (tables.merchant_features).",
 )
-
-label_join = app.Table(
+label_join = _table(
     "fraud-label-join",
-    key_type=str,
+    "Per tx_id: the decision awaiting its label, or the label awaiting its decision.",
     # Expiry deletes entries from a timer, outside any event: the changelog partition
     # must come from the key, which matches how tx_id-keyed records are partitioned.
     use_partitioner=True,
-    help="Per tx_id: the decision awaiting its label, or the label awaiting its decision.",
-    options=settings.table_options,
 )
+
+
+@app.task
+async def learn_changelog_partitions() -> None:
+    """Let the web router find the owner of any key from the start (see producer_knows_partitions)."""
+    for table in (card_activity, merchant_activity, label_join):
+        await producer_knows_partitions(table.table.changelog_topic.get_topic_name())

@@ -83,3 +83,31 @@ def _labelled(tx_id: str, decision: dict[str, Any], label: dict[str, Any], learn
         # Every fraud is learned from; legitimate transactions only when sampled.
         "learn": learn or bool(label["is_fraud"]),
     }
+
+
+class InMemoryJoin:
+    """The join over a plain dict, for in-process replays (the agent keeps entries in a table).
+
+    >>> pending = InMemoryJoin()
+    >>> pending.label("t1", {"is_fraud": True, "ts": 9.0})
+    []
+    >>> [o["kind"] for o in pending.decision("t1", {"features": {}, "score": 0.7, "event_ts": 1.0,
+    ...                                               "merchant_id": "m1"}, learn=False)]
+    ['labelled']
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def decision(self, tx_id: str, held: dict[str, Any], learn: bool) -> list[dict[str, Any]]:
+        return self._apply(tx_id, *on_decision(self.entries.get(tx_id), tx_id, held, learn))
+
+    def label(self, tx_id: str, label: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._apply(tx_id, *on_label(self.entries.get(tx_id), tx_id, label))
+
+    def _apply(self, tx_id: str, entry: Entry, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if entry is None:
+            self.entries.pop(tx_id, None)
+        else:
+            self.entries[tx_id] = entry
+        return outputs

@@ -84,7 +84,7 @@ class BatchFraudBaseline:
         self.merchants: dict[str, MerchantActivity] = {}
         self.card_rows: dict[str, dict[str, float]] = {}
         self.merchant_rows: dict[str, dict[str, float]] = {}
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending = join.InMemoryJoin()
         self.jobs: list[BatchJob] = []
         self.last_job = -math.inf
         self._arrived: list[dict[str, Any]] = []
@@ -114,7 +114,7 @@ class BatchFraudBaseline:
             self._arrived.append({"kind": "traffic", "features": features})
         held = {"features": features, "score": score, "event_ts": tx["ts"], "merchant_id": tx["merchant_id"]}
         learn = sampled(tx["tx_id"], self.legit_sample_rate)
-        self._join(tx["tx_id"], *join.on_decision(self.pending.get(tx["tx_id"]), tx["tx_id"], held, learn))
+        self._joined(self.pending.decision(tx["tx_id"], held, learn))
         return score, features
 
     def label(self, label: dict[str, Any]) -> None:
@@ -122,13 +122,9 @@ class BatchFraudBaseline:
         self.advance(label["ts"])
         tx_id = label["tx_id"]
         arrival = {"is_fraud": label["is_fraud"], "ts": label["ts"]}
-        self._join(tx_id, *join.on_label(self.pending.get(tx_id), tx_id, arrival))
+        self._joined(self.pending.label(tx_id, arrival))
 
-    def _join(self, tx_id: str, entry: dict[str, Any] | None, outputs: list[dict[str, Any]]) -> None:
-        if entry is None:
-            self.pending.pop(tx_id, None)
-        else:
-            self.pending[tx_id] = entry
+    def _joined(self, outputs: list[dict[str, Any]]) -> None:
         self._arrived.extend(outputs)
 
     def _run_job(self, at: float) -> None:

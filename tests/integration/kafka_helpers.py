@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,16 +16,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
-from app.worker_process import start_worker, stop_worker
+from app.worker_process import free_port, start_worker, stop_worker
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
@@ -38,6 +32,23 @@ async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None,
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def wait_for_stable_group(bootstrap: str, group_id: str, members: int, timeout: float = 90.0) -> None:
+    """Wait until the consumer group has ``members`` members and no rebalance under way."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            description = (await admin.describe_consumer_groups([group_id]))[0]
+            group = description.groups[0]
+            if group[2] == "Stable" and len(group[5]) == members:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"group {group_id} did not settle with {members} members")
 
 
 async def read_topic(
@@ -99,6 +110,10 @@ class Worker:
             "EDDY_TOPIC_PARTITIONS": "4",
             **self.extra_env,
         }
+
+    @property
+    def group_id(self) -> str:
+        return self.env["EDDY_APP_ID"]
 
     def topic(self, name: str) -> str:
         return f"{self.prefix}{name}"

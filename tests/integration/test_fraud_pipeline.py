@@ -57,7 +57,10 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
             worker.bootstrap,
             worker.topic("transactions"),
             [(k, v) for k, v, _ in BAD_TRANSACTIONS]
-            + [(duplicate.key.encode(), orjson.dumps(duplicate.value))],
+            # The same transaction again is answered once; one with the same id but another
+            # amount is a conflict and goes to the dead letters.
+            + [(duplicate.key.encode(), orjson.dumps(duplicate.value))]
+            + [(duplicate.key.encode(), orjson.dumps({**duplicate.value, "amount": 99_999.0}))],
         )
     )
     run(send_raw(worker.bootstrap, worker.topic("fraud-labels"), [(k, v) for k, v, _ in BAD_LABELS]))
@@ -95,7 +98,7 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
     errors = sorted(value["error"] for _, value in letters)
     for _, _, reason in BAD_TRANSACTIONS + BAD_LABELS:
         assert any(reason in error for error in errors), (reason, errors)
-    assert any("duplicate tx_id" in error for error in errors)
+    assert sum("already seen for this card" in error for error in errors) == 1
     by_offset = {(v["source_topic"], v["offset"]): v for _, v in letters}
     first_bad = by_offset[
         (
