@@ -27,7 +27,8 @@ def measure(bootstrap: str, mode: str, events: int, workdir: Path) -> float:
     """Events per second of one worker whose agent does ``mode`` per event on a backlog."""
     run = uuid.uuid4().hex[:8]
     backlog = (OutgoingEvent(f"floor-{run}-source", f"card-{i % 5_000}", PAYLOAD) for i in range(events))
-    asyncio.run(ensure_topics(bootstrap, [f"floor-{run}-source"], 8))
+    # The sink has no consumer, so no worker creates it; the broker does not auto-create topics.
+    asyncio.run(ensure_topics(bootstrap, [f"floor-{run}-source", f"floor-{run}-sink"], 8))
     asyncio.run(produce_events(backlog, bootstrap))
     env = {**os.environ, "FLOOR_RUN": run, "FLOOR_MODE": mode, "FLOOR_EVENTS": str(events),
            "KAFKA_BROKER": f"kafka://{bootstrap}"}  # fmt: skip

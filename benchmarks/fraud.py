@@ -115,7 +115,8 @@ def _worker_env(bootstrap: str, prefix: str) -> dict[str, str]:
 
 
 def _transactions(n: int, seed: int, with_labels: bool) -> list[Any]:
-    config = TransactionStreamConfig(seed=seed, n_cards=max(500, n // 60), days=90)
+    """The first ``n`` transactions of a simulated stream (and their labels when asked)."""
+    config = TransactionStreamConfig(seed=seed, n_cards=max(500, n // 30), days=90)
     events = []
     n_tx = 0
     for event in generate_transaction_stream(config):
@@ -126,6 +127,8 @@ def _transactions(n: int, seed: int, with_labels: bool) -> list[Any]:
         elif not with_labels:
             continue
         events.append(event)
+    if n_tx < n:
+        raise ValueError(f"the simulated stream has only {n_tx} transactions, {n} asked")
     return events
 
 
@@ -133,7 +136,7 @@ def throughput(bootstrap: str, workdir: Path, n_transactions: int) -> dict[str, 
     """One worker on a backlog of ``n_transactions`` transactions and their labels."""
     prefix = f"bench{uuid.uuid4().hex[:6]}-"
     events = _transactions(n_transactions, seed=21, with_labels=True)
-    topics = [f"{prefix}transactions", f"{prefix}fraud-labels"]
+    topics = [f"{prefix}{name}" for name in ("transactions", "fraud-labels", "fraud-decisions")]
     asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
     asyncio.run(produce_events(events, bootstrap, topic_prefix=prefix))
     worker = start_worker(workdir / "throughput", web_port=free_port(), env=_worker_env(bootstrap, prefix))
@@ -160,9 +163,11 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     n = int(rate * seconds)
     warmup = _transactions(2_000, seed=31, with_labels=False)
     measured = _transactions(n + 2_000, seed=32, with_labels=False)[2_000:]
-    topics = [f"{prefix}transactions", f"{prefix}fraud-labels"]
+    topics = [f"{prefix}{name}" for name in ("transactions", "fraud-labels", "fraud-decisions")]
     asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
-    worker = start_worker(workdir / "latency", web_port=free_port(), env=_worker_env(bootstrap, prefix))
+    worker = start_worker(
+        workdir / f"latency-{rate:.0f}", web_port=free_port(), env=_worker_env(bootstrap, prefix)
+    )
     try:
         asyncio.run(produce_events(warmup, bootstrap, topic_prefix=prefix))
         asyncio.run(_read_decisions(bootstrap, f"{prefix}fraud-decisions", len(warmup), timeout=300))
@@ -187,7 +192,7 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     }
 
 
-def _markdown(command: str, costs: dict, through: dict, lat: dict, floor: dict) -> str:
+def _markdown(command: str, costs: dict, through: dict, lats: list[dict], floor: dict) -> str:
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     rows = [
@@ -203,9 +208,12 @@ def _markdown(command: str, costs: dict, through: dict, lat: dict, floor: dict) 
         f"| model learn, median | {costs['learn_us_median']:.0f} µs |",
         f"| one worker, backlog of {through['transactions']} tx + {through['labels']} labels "
         f"| **{through['tx_per_second']:.0f} tx/s** ({through['seconds']:.1f} s) |",
-        f"| latency at {lat['offered_tx_per_second']:.0f} tx/s offered, {lat['transactions']} tx "
-        f"| p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, **p99 {lat['p99_ms']:.1f} ms**, "
-        f"max {lat['max_ms']:.1f} ms |",
+        *(
+            f"| latency at {lat['offered_tx_per_second']:.0f} tx/s offered, {lat['transactions']} tx "
+            f"| p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, **p99 {lat['p99_ms']:.1f} ms**, "
+            f"max {lat['max_ms']:.1f} ms |"
+            for lat in lats
+        ),
         "",
         "Faust's own floor on the same machine and broker (`benchmarks/faust_floor.py`: one worker, "
         "an agent doing only this per event, backlog of 30,000 events):",
@@ -221,7 +229,9 @@ def _markdown(command: str, costs: dict, through: dict, lat: dict, floor: dict) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--transactions", type=int, default=60_000, help="backlog for the throughput run")
-    parser.add_argument("--rate", type=float, default=2_000, help="offered tx/s for the latency run")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[500, 2_000], help="offered tx/s of the latency runs"
+    )
     parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -234,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
             through = throughput(kafka.bootstrap, Path(tmp), args.transactions)
             print("throughput:", through, flush=True)
-            lat = latency(kafka.bootstrap, Path(tmp), args.rate, args.seconds)
-            print("latency:", lat, flush=True)
+            lats = [latency(kafka.bootstrap, Path(tmp), rate, args.seconds) for rate in args.rates]
+            print("latency:", lats, flush=True)
         floor = faust_floor.measure_all(kafka.bootstrap)
         print("faust floor:", floor, flush=True)
     finally:
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench  # python -m benchmarks.fraud " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    report = _markdown(command.strip(), costs, through, lat, floor)
+    report = _markdown(command.strip(), costs, through, lats, floor)
     print(report)
     if not args.no_write:
         if not RESULTS.exists():
