@@ -35,6 +35,7 @@ from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range
 from tables import label_join as join
 from tables.card_features import (
     ConflictingTransaction,
+    DuplicateTransaction,
     add_transaction,
     card_features_at,
     card_log,
@@ -124,13 +125,7 @@ async def card_stage(stream):
     async for tx, event in valid_records(stream, {transactions_topic.get_topic_name(): parse_transaction}):
         log = card_log(card_activity.get(tx.card_id))
         try:
-            if tx.tx_id in log.column("tx"):
-                # Delivered again (rebalance, restart, producer retry): forward, don't count.
-                # The join stage publishes one decision per tx_id whatever arrives twice.
-                features = redelivered_features(
-                    log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id
-                )
-            else:
+            try:
                 features = add_transaction(
                     log,
                     tx_id=tx.tx_id,
@@ -140,6 +135,12 @@ async def card_stage(stream):
                     country=tx.country,
                 )
                 card_activity.set(tx.card_id, log.to_state())
+            except DuplicateTransaction:
+                # Delivered again (rebalance, restart, producer retry): forward, don't count.
+                # The join stage publishes one decision per tx_id whatever arrives twice.
+                features = redelivered_features(
+                    log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id
+                )
         except ConflictingTransaction as exc:
             await send_dead_letter(event, str(exc))
             continue

@@ -18,10 +18,9 @@ from models.fraud import FraudModel
 from models.learner import TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
 from models.metrics import average_precision, roc_auc
 from tables import label_join as join
-from tables.card_features import DuplicateTransaction, add_transaction, card_log
-from tables.merchant_features import MerchantActivity
-from tables.transaction_features import transaction_features
-from tables.windows import DAY, EventLog
+from tables.card_features import DuplicateTransaction
+from tables.transaction_features import InMemoryActivity, transaction_features
+from tables.windows import DAY
 
 
 @dataclass
@@ -40,35 +39,21 @@ class InProcessFraudPipeline:
     def __init__(self, legit_sample_rate: float = 0.25, model: FraudModel | None = None) -> None:
         self.legit_sample_rate = legit_sample_rate
         self.learner = FraudLearner(model or FraudModel(legit_sample_rate=legit_sample_rate))
-        self.cards: dict[str, EventLog] = {}
-        self.merchants: dict[str, MerchantActivity] = {}
+        self.activity = InMemoryActivity()
         self.pending = join.InMemoryJoin()
 
     def transaction(self, tx: dict[str, Any]) -> tuple[float, dict[str, float]] | None:
         """Score one transaction payload; ``None`` for a duplicate ``tx_id``."""
-        log = self.cards.get(tx["card_id"])
-        if log is None:
-            log = self.cards[tx["card_id"]] = card_log(None)
         try:
-            card = add_transaction(
-                log,
-                tx_id=tx["tx_id"],
-                ts=tx["ts"],
-                amount=tx["amount"],
-                merchant_id=tx["merchant_id"],
-                country=tx.get("country"),
-            )
+            card, merchant = self.activity.add_transaction(tx)
         except DuplicateTransaction:
             return None
-        merchant = self.merchants.get(tx["merchant_id"])
-        if merchant is None:
-            merchant = self.merchants[tx["merchant_id"]] = MerchantActivity()
         features = transaction_features(
             amount=tx["amount"],
             ts=tx["ts"],
             channel=tx.get("channel"),
             card_features=card,
-            merchant_features=merchant.add_transaction(tx["ts"], tx["amount"]),
+            merchant_features=merchant,
         )
         score = self.learner.model.score(features).score
         if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
@@ -92,7 +77,7 @@ class InProcessFraudPipeline:
     def _joined(self, outputs: list[dict[str, Any]]) -> None:
         for output in outputs:
             if output["kind"] == "labelled":
-                merchant = self.merchants[output["merchant_id"]]
+                merchant = self.activity.merchants[output["merchant_id"]]
                 merchant.add_label(output["label_ts"], output["is_fraud"])
             self.learner.apply(output)
 

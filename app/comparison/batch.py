@@ -41,10 +41,8 @@ from typing import Any
 from models.fraud import FraudModel
 from models.learner import TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
 from tables import label_join as join
-from tables.card_features import add_transaction, card_log
-from tables.merchant_features import MerchantActivity
-from tables.transaction_features import transaction_features
-from tables.windows import HOUR, EventLog
+from tables.transaction_features import InMemoryActivity, transaction_features
+from tables.windows import HOUR
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +78,7 @@ class BatchFraudBaseline:
         self.period = every_hours * HOUR
         self.legit_sample_rate = legit_sample_rate
         self.learner = FraudLearner(model or FraudModel(legit_sample_rate=legit_sample_rate))
-        self.cards: dict[str, EventLog] = {}
-        self.merchants: dict[str, MerchantActivity] = {}
+        self.activity = InMemoryActivity()
         self.card_rows: dict[str, dict[str, float]] = {}
         self.merchant_rows: dict[str, dict[str, float]] = {}
         self.pending = join.InMemoryJoin()
@@ -137,7 +134,9 @@ class BatchFraudBaseline:
                 transactions += 1
                 continue
             if record["kind"] == "labelled":
-                self.merchants[record["merchant_id"]].add_label(record["label_ts"], record["is_fraud"])
+                self.activity.merchants[record["merchant_id"]].add_label(
+                    record["label_ts"], record["is_fraud"]
+                )
                 labels += 1
                 latest_label_ts = max(latest_label_ts, record["label_ts"])
             self.learner.apply(record)
@@ -148,18 +147,6 @@ class BatchFraudBaseline:
 
     def _replay(self, tx: dict[str, Any]) -> None:
         """Add a transaction to its card and merchant and store their new feature rows."""
-        log = self.cards.get(tx["card_id"])
-        if log is None:
-            log = self.cards[tx["card_id"]] = card_log(None)
-        self.card_rows[tx["card_id"]] = add_transaction(
-            log,
-            tx_id=tx["tx_id"],
-            ts=tx["ts"],
-            amount=tx["amount"],
-            merchant_id=tx["merchant_id"],
-            country=tx.get("country"),
-        )
-        merchant = self.merchants.get(tx["merchant_id"])
-        if merchant is None:
-            merchant = self.merchants[tx["merchant_id"]] = MerchantActivity()
-        self.merchant_rows[tx["merchant_id"]] = merchant.add_transaction(tx["ts"], tx["amount"])
+        card, merchant = self.activity.add_transaction(tx)
+        self.card_rows[tx["card_id"]] = card
+        self.merchant_rows[tx["merchant_id"]] = merchant
