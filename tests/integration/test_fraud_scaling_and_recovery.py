@@ -89,12 +89,14 @@ def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
     # Records in flight during a rebalance can be lost by faust-streaming (see README,
     # "Known limitations"); this test is about how two settled workers share the work.
     run(wait_for_stable_group(a.bootstrap, a.group_id, members=2))
+    # Produced at once, while the workers may still be recovering their first assignment:
+    # nothing is committed yet, and faust alone would skip what it fetched meanwhile.
     run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
     run(produce_events(events, a.bootstrap, topic_prefix=a.prefix))
 
     decisions = _decisions(a, len(transactions))
     per_tx = Counter(value["tx_id"] for _, value in decisions)
-    assert set(per_tx) == transactions
+    assert set(per_tx) == transactions, f"{a.log_tail()}\n---\n{b.log_tail()}"
     assert max(per_tx.values()) == 1
 
     # One learner: both workers converge on the same snapshot, which has seen every label.
