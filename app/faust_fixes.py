@@ -6,14 +6,20 @@ Each fix names the behaviour, why it loses data, and is applied once on import.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
 from faust.types import TP, Message
+from faust.types.enums import ProcessingGuarantee
+from faust.utils.functional import consecutive_numbers
 
 _original_ack = Consumer.ack
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
+_original_to_message = AIOKafkaConsumerDriver._to_message
+_original_on_partitions_assigned = Consumer.on_partitions_assigned
 
 
 def _ack_unless_skipped_in_rebalance(self: Consumer, message: Message) -> bool:
@@ -66,12 +72,84 @@ async def _seek_to_beginning_if_assigned(
         await consumer.seek_to_beginning(*still_assigned)
 
 
+def _first_fetched(consumer: Consumer) -> dict[TP, int]:
+    """Lowest offset fetched per partition since the last assignment (kept on the consumer)."""
+    try:
+        return consumer._eddy_first_fetched  # type: ignore[attr-defined]
+    except AttributeError:
+        consumer._eddy_first_fetched = {}  # type: ignore[attr-defined]
+        return consumer._eddy_first_fetched  # type: ignore[attr-defined]
+
+
+def _to_message_noting_first_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any) -> Message:
+    first = _first_fetched(self)
+    if record.offset < first.get(tp, record.offset + 1):
+        first[tp] = record.offset
+    return _original_to_message(self, tp, record)
+
+
+async def _on_partitions_assigned_forgetting_fetches(
+    self: Consumer, assigned: set[TP], generation_id: int = 0
+) -> None:
+    _first_fetched(self).clear()
+    await _original_on_partitions_assigned(self, assigned, generation_id)
+
+
+def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None:
+    """The offset to commit for ``tp``: never past a fetched record that was not acked.
+
+    faust-streaming commits the first run of consecutive acked offsets.  When the
+    partition has no committed offset (a new application) it does not check where
+    that run starts, and otherwise it lets the run start one past the committed
+    offset: a record skipped in a rebalance at the head of the partition was
+    committed over and lost (seen here: offset 0 of a fresh partition).  Here the
+    run must start at or before the lowest offset fetched since the assignment.
+    Offsets faust knows to be absent (its gap tracking) still count as acked.
+    Under exactly_once faust's own rule is kept unchanged.
+    """
+    if self.app.conf.processing_guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
+        return _original_new_offset(self, tp)
+    acked = self._acked[tp]
+    if not acked:
+        return None
+    max_offset = max(acked)
+    gap = self._gap[tp]
+    if gap:
+        absent = [
+            o
+            for iv in sorted(gap.overlap(0, max_offset), key=lambda iv: iv.begin)
+            for o in range(iv.begin, iv.end)
+        ]
+        if absent:
+            acked.extend(absent)
+            gap.chop(0, max(absent[-1], max_offset + 1))
+    acked.sort()
+    first_fetched = _first_fetched(self).get(tp)
+    committed = self._committed_offset[tp]
+    if first_fetched is not None and acked[0] > first_fetched:
+        return None  # a record fetched before the first acked one is still unprocessed
+    if committed and acked[0] - committed > 1:
+        return None  # faust's own rule: the committed offset itself may be a control record
+    run = next(consecutive_numbers(acked))
+    acked[: len(run)] = []
+    self._acked_index[tp].difference_update(run)
+    _first_fetched(self)[tp] = run[-1] + 1  # the next record this partition must ack
+    return run[-1] + 1
+
+
+_original_new_offset = Consumer._new_offset
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
     if Consumer.ack is not _ack_unless_skipped_in_rebalance:
         Consumer.ack = _ack_unless_skipped_in_rebalance  # type: ignore[method-assign]
     if AIOKafkaConsumerThread.seek_to_committed is not _seek_to_committed_or_beginning:
         AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_or_beginning  # type: ignore[method-assign]
+    if Consumer._new_offset is not _new_offset_after_every_fetched_offset:
+        AIOKafkaConsumerDriver._to_message = _to_message_noting_first_fetched  # type: ignore[method-assign]
+        Consumer.on_partitions_assigned = _on_partitions_assigned_forgetting_fetches  # type: ignore[method-assign]
+        Consumer._new_offset = _new_offset_after_every_fetched_offset  # type: ignore[method-assign]
 
 
 apply()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -112,3 +113,24 @@ def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
     assert status_a == status_b == 200
     assert view_a == view_b
     assert b.get_json("/fraud/cards/no-such-card/")[0] == 404
+
+
+def test_a_worker_joining_while_transactions_flow_loses_nothing(worker_factory):
+    events = list(generate_transaction_stream(STREAM))
+    transactions = {e.value["tx_id"] for e in events if e.topic == "transactions"}
+    a = worker_factory()
+    b = worker_factory(prefix=a.prefix)
+    a.wait_ready()
+    run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
+    # Traffic flows from the first moment: while the workers start, join and move partitions.
+    feed = threading.Thread(
+        target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=400),)
+    )
+    feed.start()
+    b.wait_ready()
+    feed.join()
+
+    decisions = _decisions(a, len(transactions))
+    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    assert set(per_tx) == transactions, f"{a.log_tail()}\n---\n{b.log_tail()}"
+    assert max(per_tx.values()) == 1
