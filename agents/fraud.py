@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -28,7 +29,7 @@ from app.contracts import parse_fraud_label, parse_transaction
 from app.dead_letters import send_dead_letter, valid_records
 from app.faust_app import app, declared_at_startup, producer_knows_partitions
 from app.settings import settings
-from app.views import json_response
+from app.views import json_response, routed_to_key_owner
 from models.fraud import FraudModel
 from models.learner import MODEL_NAME, TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
 from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range
@@ -38,13 +39,14 @@ from tables.card_features import (
     DuplicateTransaction,
     add_transaction,
     card_features_at,
+    card_is_idle,
     card_log,
     redelivered_features,
 )
 from tables.fraud import card_activity, label_join, merchant_activity
 from tables.merchant_features import MerchantActivity
 from tables.transaction_features import transaction_features
-from tables.windows import DAY
+from tables.windows import DAY, PartitionWatermarks
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,12 @@ snapshots_topic = declared_at_startup(
 snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
 
 LABEL_TTL = settings.fraud_label_ttl_days * DAY
+
+# Event time reached per partition by each stage: what the idle-state sweep measures against.
+card_watermarks = PartitionWatermarks()
+merchant_watermarks = PartitionWatermarks()
+join_watermarks = PartitionWatermarks()
+swept: Counter[str] = Counter()
 SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while labels flow
 
 
@@ -123,6 +131,7 @@ async def follow_model_snapshots() -> None:
 async def card_stage(stream):
     """Validate transactions, update the card's log, forward card features by merchant."""
     async for tx, event in valid_records(stream, {transactions_topic.get_topic_name(): parse_transaction}):
+        card_watermarks.observe(event.message.partition, tx.ts)
         log = card_log(card_activity.get(tx.card_id))
         try:
             try:
@@ -148,7 +157,7 @@ async def card_stage(stream):
             logger.exception("card features failed for %s", tx.tx_id)
             await send_dead_letter(event, f"card features failed: {exc!r}")
             continue
-        await card_features_topic.send(
+        card_features_topic.send_soon(
             key=tx.merchant_id,
             value={
                 "tx": {
@@ -173,10 +182,12 @@ async def merchant_stage(stream):
         merchant_id = event.key
         merchant = MerchantActivity(merchant_activity.get(merchant_id))
         if event.message.topic == merchant_labels_topic.get_topic_name():
+            merchant_watermarks.observe(event.message.partition, record["label_ts"])
             merchant.add_label(record["label_ts"], record["is_fraud"])
             merchant_activity.set(merchant_id, merchant.to_state())
             continue
         tx = record["tx"]
+        merchant_watermarks.observe(event.message.partition, tx["ts"])
         features = transaction_features(
             amount=tx["amount"],
             ts=tx["ts"],
@@ -187,7 +198,7 @@ async def merchant_stage(stream):
         merchant_activity.set(merchant_id, merchant.to_state())
         model = scoring.current()
         result = model.score(features)
-        await scored_topic.send(
+        scored_topic.send_soon(
             key=tx["tx_id"],
             value={
                 "tx_id": tx["tx_id"],
@@ -205,10 +216,7 @@ async def merchant_stage(stream):
             },
         )
         if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
-            await training_topic.send(key=MODEL_NAME, value={"kind": "traffic", "features": features})
-
-
-_join_watermarks: dict[int, float] = {}
+            training_topic.send_soon(key=MODEL_NAME, value={"kind": "traffic", "features": features})
 
 
 @app.agent(join_inputs)
@@ -234,9 +242,7 @@ async def label_join_stage(stream):
             arrival_ts = arrival["held"]["event_ts"]
             if not any(output["kind"] == "duplicate_decision" for output in outputs):
                 decision = _published(arrival["decision"])
-        _join_watermarks[message.partition] = max(
-            _join_watermarks.get(message.partition, arrival_ts), arrival_ts
-        )
+        join_watermarks.observe(message.partition, arrival_ts)
         # The entry is written before anything is sent: a redelivery after a rebalance
         # then finds it in the restored table and is not decided a second time.
         if entry is None:
@@ -244,8 +250,8 @@ async def label_join_stage(stream):
         else:
             label_join.set(tx_id, entry)
         if decision is not None:
-            await decisions_topic.send(key=tx_id, value=decision)
-        await _publish_training(outputs)
+            decisions_topic.send_soon(key=tx_id, value=decision)
+        _publish_training(outputs)
 
 
 def _published(scored: dict[str, Any]) -> dict[str, Any]:
@@ -274,30 +280,38 @@ def _scored_fields(key: bytes | None, value: bytes | None) -> dict[str, Any]:
     }
 
 
-async def _publish_training(outputs: list[dict[str, Any]]) -> None:
+def _publish_training(outputs: list[dict[str, Any]]) -> None:
     for output in outputs:
         if output["kind"] == "labelled":
-            await merchant_labels_topic.send(
+            merchant_labels_topic.send_soon(
                 key=output["merchant_id"],
                 value={"label_ts": output["label_ts"], "is_fraud": output["is_fraud"]},
             )
-        await training_topic.send(key=MODEL_NAME, value=output)
+        training_topic.send_soon(key=MODEL_NAME, value=output)
 
 
-@app.timer(interval=30.0)
-async def expire_label_join() -> None:
-    """Drop join entries older than the label TTL behind event time, and count them."""
-    if not _join_watermarks:
-        return
-    watermark = min(_join_watermarks.values())
-    expired: list[tuple[str, dict[str, Any] | None, list[dict[str, Any]]]] = []
-    for tx_id, entry in label_join.items():
-        new_entry, outputs = join.on_expiry(entry, tx_id, watermark, LABEL_TTL)
-        if new_entry is None:
-            expired.append((tx_id, new_entry, outputs))
-    for tx_id, _, outputs in expired:
-        label_join.delete(tx_id)
-        await _publish_training(outputs)
+@app.timer(interval=settings.fraud_sweep_interval_s)
+async def sweep_idle_state() -> None:
+    """Drop what no window or join can reach any more, so state does not grow without bound.
+
+    Cards and merchants go once their newest event is a month of event time behind
+    every partition; label-join entries once past the label TTL (counted by the learner).
+    """
+    if (watermark := card_watermarks.low) is not None:
+        evicted = await card_activity.sweep(lambda state: card_is_idle(state, watermark))
+        swept["idle_cards"] += len(evicted)
+    if (watermark := merchant_watermarks.low) is not None:
+        evicted = await merchant_activity.sweep(lambda state: MerchantActivity(state).is_idle(watermark))
+        swept["idle_merchants"] += len(evicted)
+    if (watermark := join_watermarks.low) is not None:
+        expired = await label_join.sweep(lambda entry: _join_expired(entry, watermark))
+        for tx_id, entry in expired:
+            _publish_training(join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1])
+        swept["expired_join_entries"] += len(expired)
+
+
+def _join_expired(entry: dict[str, Any], watermark: float) -> bool:
+    return join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None
 
 
 class _LearnerState:
@@ -381,7 +395,7 @@ async def _publish_snapshot(learner: FraudLearner) -> None:
 
 
 @app.page("/fraud/cards/{card_id}/")
-@app.table_route(table=card_activity.table, match_info="card_id")
+@routed_to_key_owner(card_activity.table, match_info="card_id")
 async def card_view(web: View, request: Request, card_id: str) -> Response:
     """The card's live features as of its newest transaction."""
     state = card_activity.get(card_id)
@@ -400,7 +414,7 @@ async def card_view(web: View, request: Request, card_id: str) -> Response:
 
 
 @app.page("/fraud/merchants/{merchant_id}/")
-@app.table_route(table=merchant_activity.table, match_info="merchant_id")
+@routed_to_key_owner(merchant_activity.table, match_info="merchant_id")
 async def merchant_view(web: View, request: Request, merchant_id: str) -> Response:
     """The merchant's live activity and fraud-rate features as of its newest bucket."""
     state = merchant_activity.get(merchant_id)
@@ -410,6 +424,22 @@ async def merchant_view(web: View, request: Request, merchant_id: str) -> Respon
     newest_day = max((row[0] for row in state["days"]), default=0)
     ts = (newest_day + 1) * DAY - 1
     return json_response(web, {"merchant_id": merchant_id, "features": merchant.features_at(ts, 0.0)})
+
+
+@app.page("/fraud/state/")
+async def state_view(web: View, request: Request) -> Response:
+    """This worker's event-time watermarks and what its sweeps dropped since it started."""
+    return json_response(
+        web,
+        {
+            "watermarks": {
+                "cards": card_watermarks.low,
+                "merchants": merchant_watermarks.low,
+                "label_join": join_watermarks.low,
+            },
+            "swept": dict(swept),
+        },
+    )
 
 
 @app.page("/fraud/model/")

@@ -32,6 +32,7 @@ class Settings:
     fraud_label_ttl_days: float = 35.0
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
+    fraud_sweep_interval_s: float = 30.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -60,6 +61,7 @@ class Settings:
             fraud_legit_sample_rate=float(
                 get("EDDY_FRAUD_LEGIT_SAMPLE_RATE", defaults.fraud_legit_sample_rate)
             ),
+            fraud_sweep_interval_s=float(get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.fraud_sweep_interval_s)),
         )
 
     def topic_name(self, name: str) -> str:

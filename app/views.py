@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faust.web import Response, View
+from faust.web import Request, Response, View
 
 from app.codecs import dumps
+from app.faust_app import app
+
+ViewHandler = Callable[..., Awaitable[Response]]
 
 
 def json_response(web: View, payload: Any, status: int = 200) -> Response:
     """A JSON response encoded by eddy's codec (numpy numbers and NaN included)."""
     return web.bytes(dumps(payload), content_type="application/json", status=status)
+
+
+def routed_to_key_owner(table: Any, match_info: str) -> Callable[[ViewHandler], ViewHandler]:
+    """Faust's ``table_route``, answering 503 (JSON) while the owner of the key is unknown.
+
+    Until a worker's first assignment, and during a rebalance, faust's router has no
+    owner for a key and fails with an HTML 500; clients should retry instead.
+    """
+
+    def decorate(handler: ViewHandler) -> ViewHandler:
+        routed = app.table_route(table=table, match_info=match_info)(handler)
+
+        @functools.wraps(handler)
+        async def answer(web: View, request: Request, **kwargs: Any) -> Response:
+            try:
+                return await routed(web, request, **kwargs)
+            except (TypeError, KeyError, LookupError):
+                if app.rebalancing or not app.assignor.assigned_actives():
+                    return json_response(
+                        web, {"error": "partitions are being assigned; retry shortly"}, status=503
+                    )
+                raise
+
+        return answer
+
+    return decorate

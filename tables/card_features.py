@@ -37,6 +37,20 @@ def card_log(state: dict[str, Any] | None) -> EventLog:
     return EventLog.from_state(state, COLUMNS, RETENTION)
 
 
+def card_is_idle(state: dict[str, Any], watermark: float) -> bool:
+    """Whether no transaction at or after ``watermark`` can see anything in the card's log.
+
+    Such a card is dropped: its next transaction gets the same features from an
+    empty log, since the log keeps only :data:`RETENTION` behind its newest.
+
+    >>> log = card_log(None)
+    >>> _ = add_transaction(log, tx_id="t1", ts=0.0, amount=5.0, merchant_id="m1", country=None)
+    >>> card_is_idle(log.to_state(), RETENTION), card_is_idle(log.to_state(), RETENTION + 1.0)
+    (False, True)
+    """
+    return card_log(state).newest < watermark - RETENTION
+
+
 def add_transaction(
     log: EventLog, *, tx_id: str, ts: float, amount: float, merchant_id: str, country: str | None
 ) -> dict[str, float]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -37,6 +38,42 @@ class JsonTable:
     def items(self) -> Iterator[tuple[str, Any]]:
         for key, raw in list(self.table.items()):
             yield key.decode(), orjson.loads(raw)
+
+    def evict(self, key: str) -> None:
+        """Delete ``key`` outside stream iteration (from a timer).
+
+        A delete inside an agent goes to the changelog partition of the event
+        being processed; here the key's own partition is used, which is the
+        partition its events come from when producers use Kafka's default
+        partitioner (as the README asks).
+        """
+        raw_key = key.encode()
+        if self.table.use_partitioner:
+            self.table.pop(raw_key, None)
+            return
+        changelog = self.table.changelog_topic.get_topic_name()
+        partition = app.producer.key_partition(changelog, raw_key).partition
+        self.table.data.pop(raw_key, None)
+        self.table.send_changelog(partition, raw_key, None, value_serializer="raw")
+
+    async def sweep(self, is_idle: Callable[[Any], bool], chunk: int = 500) -> list[tuple[str, Any]]:
+        """Evict every entry ``is_idle`` holds true for; return the evicted ``(key, value)`` pairs.
+
+        The event loop gets a turn every ``chunk`` entries, so a large table does not
+        hold up the agents while it is swept.
+        """
+        evicted: list[tuple[str, Any]] = []
+        for seen, (raw_key, raw) in enumerate(list(self.table.data.items()), start=1):
+            if is_idle(orjson.loads(raw)):
+                # Read again: an agent may have updated the entry while the sweep yielded.
+                key = raw_key.decode()
+                value = self.get(key)
+                if value is not None and is_idle(value):
+                    self.evict(key)
+                    evicted.append((key, value))
+            if seen % chunk == 0:
+                await asyncio.sleep(0)
+        return evicted
 
 
 def _table(name: str, help: str, **options: Any) -> JsonTable:

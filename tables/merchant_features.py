@@ -38,6 +38,9 @@ PRIOR_RATE = 0.01
 PRIOR_LABELS = 20.0
 
 
+RETENTION = 31 * DAY  # behind the newest event: more than any window reaches
+
+
 class MerchantActivity:
     """Transaction counts and amounts, and received labels, of one merchant."""
 
@@ -56,6 +59,18 @@ class MerchantActivity:
         state = {key: counts.to_state() for key, counts in self._activity.items()}
         state[_LABEL_DAYS[0]] = self.labels.to_state()
         return state
+
+    def is_idle(self, watermark: float) -> bool:
+        """Whether no window at or after ``watermark`` reaches any of its buckets.
+
+        >>> merchant = MerchantActivity()
+        >>> _ = merchant.add_transaction(0.0, 10.0)
+        >>> merchant.is_idle(RETENTION), merchant.is_idle(RETENTION + DAY)
+        (False, True)
+        """
+        series = (self._activity[_DAYS[0]], self.labels)
+        newest_day = max((max(counts.buckets) for counts in series if counts.buckets), default=None)
+        return newest_day is None or (newest_day + 1) * DAY <= watermark - RETENTION
 
     def add_transaction(self, ts: float, amount: float) -> dict[str, float]:
         """Count a transaction and return the merchant's features including it.

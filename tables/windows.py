@@ -180,3 +180,31 @@ class BucketCounts:
                 for i, value in enumerate(sums):
                     totals[i] += value
         return totals
+
+
+class PartitionWatermarks:
+    """The newest event time seen on each partition, and the lowest of them.
+
+    An entity whose newest event lies a full retention behind the low watermark
+    can be dropped: every partition has moved past it.
+
+    >>> marks = PartitionWatermarks()
+    >>> marks.low is None
+    True
+    >>> marks.observe(0, 50.0); marks.observe(1, 30.0); marks.observe(0, 40.0)
+    >>> marks.low
+    30.0
+    """
+
+    __slots__ = ("_newest",)
+
+    def __init__(self) -> None:
+        self._newest: dict[int, float] = {}
+
+    def observe(self, partition: int, ts: float) -> None:
+        if ts > self._newest.get(partition, -math.inf):
+            self._newest[partition] = ts
+
+    @property
+    def low(self) -> float | None:
+        return min(self._newest.values()) if self._newest else None

@@ -123,3 +123,60 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
         time.sleep(1)
     assert model["model_version"] >= 1, model
     assert model["metrics"]["labels"] > 0
+
+
+def _wait_for_status(worker, path: str, status: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.get_json(path)[0] == status:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{path} never answered {status}\n{worker.log_tail()}")
+
+
+def _transaction(tx_id: str, card_id: str, merchant_id: str, ts: float) -> tuple[bytes, bytes]:
+    value = {"tx_id": tx_id, "card_id": card_id, "merchant_id": merchant_id, "amount": 12.5, "ts": ts}
+    return card_id.encode(), orjson.dumps(value)
+
+
+def test_cards_and_merchants_idle_for_a_month_of_event_time_are_dropped_with_a_tombstone(
+    worker_factory,
+):
+    worker = worker_factory(extra_env={"EDDY_FRAUD_SWEEP_INTERVAL_S": "1"})
+    worker.wait_ready()
+    topic = worker.topic("transactions")
+    run(ensure_topics(worker.bootstrap, [topic, worker.topic("fraud-labels")], 4))
+    start = 1_780_000_000.0
+    run(send_raw(worker.bootstrap, topic, [_transaction("old-1", "card-old", "m-old", start)]))
+    _wait_for_status(worker, "/fraud/cards/card-old/", 200)
+    # Forty days later, on every partition: nothing can reach the old card's month any more.
+    later = start + 40 * 86_400.0
+    run(
+        send_raw(
+            worker.bootstrap,
+            topic,
+            [_transaction(f"new-{i}", f"card-{i}", f"m-{i % 20}", later + i) for i in range(60)],
+        )
+    )
+
+    _wait_for_status(worker, "/fraud/cards/card-old/", 404)
+    assert worker.get_json("/fraud/merchants/m-old/")[0] == 404
+    assert worker.get_json("/fraud/cards/card-7/")[0] == 200  # active cards stay
+    status, state = worker.get_json("/fraud/state/")
+    assert status == 200 and state["swept"]["idle_cards"] == 1, state
+    assert state["swept"]["idle_merchants"] == 1
+
+    # The tombstone follows the card's value in its changelog partition, so a restore drops it too.
+    changelog = f"{worker.group_id}-fraud-card-activity-changelog"
+    records = run(
+        read_topic(
+            worker.bootstrap,
+            changelog,
+            until=lambda rs: sum(r.key == b"card-old" for r in rs) >= 2,
+            timeout=30,
+            decode=False,
+        )
+    )
+    old = [r for r in records if r.key == b"card-old"]
+    assert [r.value is None for r in old] == [False, True]
+    assert old[0].partition == old[1].partition

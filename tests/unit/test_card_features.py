@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tables.card_features import DuplicateTransaction, add_transaction, card_features_at, card_log
+from tables.card_features import (
+    DuplicateTransaction,
+    add_transaction,
+    card_features_at,
+    card_is_idle,
+    card_log,
+)
 
 MINUTE = 60
 HOUR = 3_600
@@ -314,3 +320,26 @@ def test_transaction_older_than_retention_behind_the_newest_gets_its_own_feature
     assert features["card_count_5m"] == 1
     assert features["card_amount_max_1h"] == 5.0
     assert features["card_no_prior_30d"] == 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    transactions(),
+    st.sampled_from([29 * DAY, 30 * DAY - 1, 30 * DAY, 30 * DAY + 1, 31 * DAY - 1, 31 * DAY, 31 * DAY + 1]),
+    st.lists(st.sampled_from([0, 1, HOUR, DAY]), min_size=1, max_size=4),
+)
+def test_a_card_idle_at_the_watermark_gives_later_transactions_the_features_of_an_empty_log(
+    txs, lag, later_offsets
+):
+    log = card_log(None)
+    for tx in sorted(txs, key=lambda tx: tx.ts):
+        add_transaction(
+            log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant, country=tx.country
+        )
+    watermark = log.newest + lag
+    if not card_is_idle(log.to_state(), watermark):
+        return
+    dropped = card_log(None)
+    for i, offset in enumerate(sorted(later_offsets)):
+        later = {"tx_id": f"later-{i}", "ts": watermark + offset, "amount": 5.0, "merchant_id": "m1"}
+        assert add_transaction(log, **later, country="FR") == add_transaction(dropped, **later, country="FR")

@@ -277,3 +277,35 @@ def test_new_merchant_state_has_every_granularity():
     state = MerchantActivity().to_state()
     assert state == {"minutes": [], "hours": [], "days": [], "label_days": []}
     assert MerchantActivity(state).to_state() == state
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events(),
+    st.sampled_from([30 * DAY, 31 * DAY - 1, 31 * DAY, 31 * DAY + 1, 32 * DAY - 1, 32 * DAY, 32 * DAY + 1]),
+    st.lists(st.sampled_from([0, 1, HOUR, DAY]), min_size=1, max_size=4),
+)
+def test_a_merchant_idle_at_the_watermark_gives_later_events_the_features_of_a_new_merchant(
+    evs, lag, later_offsets
+):
+    merchant = MerchantActivity()
+    for event in sorted(evs, key=lambda e: e.ts):
+        apply(merchant, event)
+    watermark = max(e.ts for e in evs) + lag
+    if not merchant.is_idle(watermark):
+        return
+    dropped = MerchantActivity()
+    for offset in sorted(later_offsets):
+        ts = watermark + offset
+        assert merchant.add_transaction(ts, 7.0) == dropped.add_transaction(ts, 7.0)
+        merchant.add_label(ts, True)
+        dropped.add_label(ts, True)
+
+
+def test_a_merchant_is_idle_only_once_its_newest_day_is_31_days_behind_the_watermark():
+    merchant = MerchantActivity()
+    merchant.add_transaction(10 * DAY + 5.0, 1.0)  # newest day bucket ends at 11 days
+    assert not merchant.is_idle(42 * DAY - 1)
+    assert merchant.is_idle(42 * DAY)
+    merchant.add_label(20 * DAY, False)  # a label is newer activity too
+    assert not merchant.is_idle(42 * DAY)
