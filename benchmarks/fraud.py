@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
@@ -148,13 +149,42 @@ def throughput(bootstrap: str, workdir: Path, n_transactions: int) -> dict[str, 
         stop_worker(worker)
     stamps = sorted(record.timestamp for record in records)
     seconds = (stamps[-1] - stamps[0]) / 1000.0
+    written = asyncio.run(_records_written(bootstrap, prefix))
+    inputs = written.pop(f"{prefix}transactions", 0) + written.pop(f"{prefix}fraud-labels", 0)
+    changelogs = sum(n for topic, n in written.items() if topic.endswith("-changelog"))
     return {
+        "records_written_per_tx": sum(written.values()) / n_transactions,
+        "changelog_records_per_tx": changelogs / n_transactions,
+        "input_records": inputs,
         "transactions": n_transactions,
         "labels": sum(1 for e in events if e.topic == "fraud-labels"),
         "decisions": len(records),
         "seconds": seconds,
         "tx_per_second": (len(records) - 1) / seconds if seconds > 0 else float("nan"),
     }
+
+
+async def _records_written(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Records in every topic of one run (its own topics and its app's changelogs), by topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        topics = [t for t in await admin.list_topics() if prefix in t and "__assignor" not in t]
+        partitions = [
+            TopicPartition(description["topic"], p["partition"])
+            for description in await admin.describe_topics(topics)
+            for p in description["partitions"]
+        ]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    written: dict[str, int] = {}
+    for tp, end in ends.items():
+        written[tp.topic] = written.get(tp.topic, 0) + end
+    return written
 
 
 def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[str, float]:
@@ -208,6 +238,9 @@ def _markdown(command: str, costs: dict, through: dict, lats: list[dict], floor:
         f"| model learn, median | {costs['learn_us_median']:.0f} µs |",
         f"| one worker, backlog of {through['transactions']} tx + {through['labels']} labels "
         f"| **{through['tx_per_second']:.0f} tx/s** ({through['seconds']:.1f} s) |",
+        f"| Kafka records the worker wrote per transaction in that run (internal hops, decisions, "
+        f"training, changelogs) | {through['records_written_per_tx']:.1f} "
+        f"(of which table changelog {through['changelog_records_per_tx']:.1f}) |",
         *(
             f"| latency at {lat['offered_tx_per_second']:.0f} tx/s offered, {lat['transactions']} tx "
             f"| p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, **p99 {lat['p99_ms']:.1f} ms**, "
@@ -230,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--transactions", type=int, default=60_000, help="backlog for the throughput run")
     parser.add_argument(
-        "--rates", type=float, nargs="+", default=[500, 2_000], help="offered tx/s of the latency runs"
+        "--rates", type=float, nargs="+", default=[100, 300, 2_000], help="offered tx/s of the latency runs"
     )
     parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
