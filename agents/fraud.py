@@ -298,20 +298,18 @@ async def sweep_idle_state() -> None:
     every partition; label-join entries once past the label TTL (counted by the learner).
     """
     if (watermark := card_watermarks.low) is not None:
-        evicted = await card_activity.sweep(lambda state: card_is_idle(state, watermark))
-        swept["idle_cards"] += len(evicted)
+        swept["idle_cards"] += await card_activity.sweep(lambda state: card_is_idle(state, watermark))
     if (watermark := merchant_watermarks.low) is not None:
-        evicted = await merchant_activity.sweep(lambda state: MerchantActivity(state).is_idle(watermark))
-        swept["idle_merchants"] += len(evicted)
+        swept["idle_merchants"] += await merchant_activity.sweep(
+            lambda state: MerchantActivity(state).is_idle(watermark)
+        )
     if (watermark := join_watermarks.low) is not None:
-        expired = await label_join.sweep(lambda entry: _join_expired(entry, watermark))
-        for tx_id, entry in expired:
-            _publish_training(join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1])
-        swept["expired_join_entries"] += len(expired)
-
-
-def _join_expired(entry: dict[str, Any], watermark: float) -> bool:
-    return join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None
+        swept["expired_join_entries"] += await label_join.sweep(
+            lambda entry: join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None,
+            on_evicted=lambda tx_id, entry: _publish_training(
+                join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1]
+            ),
+        )
 
 
 class _LearnerState:

@@ -26,6 +26,10 @@ app = faust.App(
     stream_buffer_maxsize=8192,
     broker_commit_every=2_000,
     broker_commit_interval=1.0,
+    # A worker that dies without leaving the group hands its partitions over after this long
+    # (heartbeats come from the consumer thread, so a busy agent does not trip it).
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
     table_standby_replicas=0,
 )
 

@@ -27,6 +27,7 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: str = "info"
+    session_timeout_s: float = 15.0
     fraud_review_threshold: float = 0.5
     fraud_block_threshold: float = 0.85
     fraud_label_ttl_days: float = 35.0
@@ -54,6 +55,7 @@ class Settings:
             web_host=get("EDDY_WEB_HOST", defaults.web_host),
             web_port=int(get("EDDY_WEB_PORT", defaults.web_port)),
             log_level=get("EDDY_LOG_LEVEL", defaults.log_level),
+            session_timeout_s=float(get("EDDY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
             fraud_review_threshold=float(get("EDDY_FRAUD_REVIEW_THRESHOLD", defaults.fraud_review_threshold)),
             fraud_block_threshold=float(get("EDDY_FRAUD_BLOCK_THRESHOLD", defaults.fraud_block_threshold)),
             fraud_label_ttl_days=float(get("EDDY_FRAUD_LABEL_TTL_DAYS", defaults.fraud_label_ttl_days)),

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -208,9 +209,10 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
         )
     finally:
         stop_worker(worker)
-    import orjson
-
-    latencies = [orjson.loads(r.value)["latency_ms"] for r in records[len(warmup) :]]
+    # Decisions come back from all partitions interleaved: pick the measured ones by tx_id.
+    measured_ids = {e.value["tx_id"] for e in measured}
+    decisions = (orjson.loads(record.value) for record in records)
+    latencies = [d["latency_ms"] for d in decisions if d["tx_id"] in measured_ids]
     latencies = sorted(latencies)
     return {
         "offered_tx_per_second": rate,

@@ -56,21 +56,28 @@ class JsonTable:
         self.table.data.pop(raw_key, None)
         self.table.send_changelog(partition, raw_key, None, value_serializer="raw")
 
-    async def sweep(self, is_idle: Callable[[Any], bool], chunk: int = 500) -> list[tuple[str, Any]]:
-        """Evict every entry ``is_idle`` holds true for; return the evicted ``(key, value)`` pairs.
+    async def sweep(
+        self,
+        is_idle: Callable[[Any], bool],
+        on_evicted: Callable[[str, Any], None] | None = None,
+        chunk: int = 500,
+    ) -> int:
+        """Evict every entry ``is_idle`` holds true for, calling ``on_evicted(key, value)``; count them.
 
         The event loop gets a turn every ``chunk`` entries, so a large table does not
         hold up the agents while it is swept.
         """
-        evicted: list[tuple[str, Any]] = []
-        for seen, (raw_key, raw) in enumerate(list(self.table.data.items()), start=1):
-            if is_idle(orjson.loads(raw)):
-                # Read again: an agent may have updated the entry while the sweep yielded.
-                key = raw_key.decode()
-                value = self.get(key)
-                if value is not None and is_idle(value):
-                    self.evict(key)
-                    evicted.append((key, value))
+        evicted = 0
+        # Keys only up front (values can be large); each value is read when its turn comes,
+        # so an entry an agent updated while the sweep yielded is judged on its new value.
+        for seen, raw_key in enumerate(list(self.table.data.keys()), start=1):
+            key = raw_key.decode()
+            value = self.get(key)
+            if value is not None and is_idle(value):
+                self.evict(key)
+                evicted += 1
+                if on_evicted is not None:
+                    on_evicted(key, value)
             if seen % chunk == 0:
                 await asyncio.sleep(0)
         return evicted
