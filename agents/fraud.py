@@ -16,6 +16,7 @@ Data flows one way::
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -315,6 +316,8 @@ async def sweep_idle_state() -> None:
 class _LearnerState:
     learner: FraudLearner | None = None
     unsnapshotted: int = 0
+    # Held while the learner changes and while a snapshot of it is encoded off the event loop.
+    lock = asyncio.Lock()
 
 
 learner_state = _LearnerState()
@@ -329,17 +332,18 @@ async def learner_stage(stream):
     learned last, learning continues exactly where the log says it stopped.
     """
     async for event in stream.events():
-        learner = learner_state.learner
-        if learner is None:
-            learner = learner_state.learner = await _restored_learner()
-        offset = event.message.offset
-        if offset <= learner.training_offset:
-            continue  # already in the restored snapshot
-        if offset > learner.training_offset + 1:
-            await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
-        learner.apply(event.value)
-        learner.training_offset = offset
-        learner_state.unsnapshotted += 1
+        async with learner_state.lock:
+            learner = learner_state.learner
+            if learner is None:
+                learner = learner_state.learner = await _restored_learner()
+            offset = event.message.offset
+            if offset <= learner.training_offset:
+                continue  # already in the restored snapshot
+            if offset > learner.training_offset + 1:
+                await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
+            learner.apply(event.value)
+            learner.training_offset = offset
+            learner_state.unsnapshotted += 1
         if learner_state.unsnapshotted >= settings.fraud_snapshot_every:
             await _publish_snapshot(learner)
 
@@ -384,9 +388,14 @@ async def _replay_training(learner: FraudLearner, partition: int, start: int, st
 
 
 async def _publish_snapshot(learner: FraudLearner) -> None:
-    snapshot = learner.snapshot()
-    await snapshots_topic.send(key=MODEL_NAME, value=snapshot.encode())
-    learner_state.unsnapshotted = 0
+    # Encoding takes tens of ms: a thread keeps decisions flowing meanwhile (the GIL is handed
+    # back every few ms), and the lock keeps the learner still until the bytes are taken.
+    async with learner_state.lock:
+        snapshot = learner.snapshot()
+        encoded = await asyncio.to_thread(snapshot.encode)
+        learner_state.unsnapshotted = 0
+        # Sent in version order: the compacted topic keeps the last one written.
+        await snapshots_topic.send(key=MODEL_NAME, value=encoded)
 
 
 # --- views -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ class Settings:
     fraud_label_ttl_days: float = 35.0
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
-    fraud_sweep_interval_s: float = 30.0
+    fraud_sweep_interval_s: float = 300.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -113,18 +113,22 @@ class SnapshotSubscriber:
                 self.caught_up.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=500)
-                for record in batches.get(partition, []):
-                    self._accept(record.value)
-                    if record.offset + 1 >= end:
-                        self.caught_up.set()
+                records = batches.get(partition, [])
+                # Only the newest snapshot of each model in a batch is worth decoding.
+                newest = {record.key: record for record in records}
+                for record in newest.values():
+                    await self._accept(record.value)
+                if records and records[-1].offset + 1 >= end:
+                    self.caught_up.set()
         finally:
             await consumer.stop()
 
-    def _accept(self, data: bytes | None) -> None:
+    async def _accept(self, data: bytes | None) -> None:
         if data is None:
             return
         try:
-            snapshot = Snapshot.decode(data)
+            # Decoding takes tens of ms; in a thread, the worker keeps deciding meanwhile.
+            snapshot = await asyncio.to_thread(Snapshot.decode, data)
         except Exception as exc:  # a bad snapshot must not stop the worker from scoring
             self.refused += 1
             logger.warning("refused a model snapshot on %s: %s", self.topic, exc)
