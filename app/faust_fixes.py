@@ -19,7 +19,7 @@ from faust.utils.functional import consecutive_numbers
 _original_ack = Consumer.ack
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
 _original_to_message = AIOKafkaConsumerDriver._to_message
-_original_on_partitions_assigned = Consumer.on_partitions_assigned
+_original_on_partitions_revoked = Consumer.on_partitions_revoked
 
 
 def _ack_unless_skipped_in_rebalance(self: Consumer, message: Message) -> bool:
@@ -35,6 +35,7 @@ def _ack_unless_skipped_in_rebalance(self: Consumer, message: Message) -> bool:
     stale = message.generation_id is not None and message.generation_id != self.app.consumer_generation_id
     if stale or not self.app.flow_control.is_active():
         return False
+    _unacked_fetched(self).get(message.tp, set()).discard(message.offset)
     return _original_ack(self, message)
 
 
@@ -72,27 +73,28 @@ async def _seek_to_beginning_if_assigned(
         await consumer.seek_to_beginning(*still_assigned)
 
 
-def _first_fetched(consumer: Consumer) -> dict[TP, int]:
-    """Lowest offset fetched per partition since the last assignment (kept on the consumer)."""
+def _unacked_fetched(consumer: Consumer) -> dict[TP, set[int]]:
+    """Offsets fetched for streams and not acked yet, per partition (kept on the consumer)."""
     try:
-        return consumer._eddy_first_fetched  # type: ignore[attr-defined]
+        return consumer._eddy_unacked_fetched  # type: ignore[attr-defined]
     except AttributeError:
-        consumer._eddy_first_fetched = {}  # type: ignore[attr-defined]
-        return consumer._eddy_first_fetched  # type: ignore[attr-defined]
+        consumer._eddy_unacked_fetched = {}  # type: ignore[attr-defined]
+        return consumer._eddy_unacked_fetched  # type: ignore[attr-defined]
 
 
-def _to_message_noting_first_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any) -> Message:
-    first = _first_fetched(self)
-    if record.offset < first.get(tp, record.offset + 1):
-        first[tp] = record.offset
+def _to_message_noting_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any) -> Message:
+    # Changelogs (read by recovery) and topics without acks are never acked: not tracked.
+    if not self._is_changelog_tp(tp) and self.app.topics.acks_enabled_for(tp.topic):
+        _unacked_fetched(self).setdefault(tp, set()).add(record.offset)
     return _original_to_message(self, tp, record)
 
 
-async def _on_partitions_assigned_forgetting_fetches(
-    self: Consumer, assigned: set[TP], generation_id: int = 0
-) -> None:
-    _first_fetched(self).clear()
-    await _original_on_partitions_assigned(self, assigned, generation_id)
+async def _on_partitions_revoked_forgetting_fetches(self: Consumer, revoked: set[TP]) -> None:
+    # Whatever was fetched and not processed is read again by the next owner.
+    unacked = _unacked_fetched(self)
+    for tp in revoked:
+        unacked.pop(tp, None)
+    await _original_on_partitions_revoked(self, revoked)
 
 
 def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None:
@@ -102,8 +104,8 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
     partition has no committed offset (a new application) it does not check where
     that run starts, and otherwise it lets the run start one past the committed
     offset: a record skipped in a rebalance at the head of the partition was
-    committed over and lost (seen here: offset 0 of a fresh partition).  Here the
-    run must start at or before the lowest offset fetched since the assignment.
+    committed over and lost (seen here: offset 0 of a fresh partition).  Here no
+    commit passes a record that was fetched for a stream and not acked yet.
     Offsets faust knows to be absent (its gap tracking) still count as acked.
     Under exactly_once faust's own rule is kept unchanged.
     """
@@ -124,16 +126,18 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
             acked.extend(absent)
             gap.chop(0, max(absent[-1], max_offset + 1))
     acked.sort()
-    first_fetched = _first_fetched(self).get(tp)
     committed = self._committed_offset[tp]
-    if first_fetched is not None and acked[0] > first_fetched:
-        return None  # a record fetched before the first acked one is still unprocessed
     if committed and acked[0] - committed > 1:
         return None  # faust's own rule: the committed offset itself may be a control record
+    unacked = _unacked_fetched(self).get(tp)
+    if unacked:
+        if committed:  # below the committed offset, someone processed them
+            unacked.difference_update([offset for offset in unacked if offset < committed])
+        if unacked and min(unacked) < acked[0]:
+            return None  # a record fetched before the first acked one is still unprocessed
     run = next(consecutive_numbers(acked))
     acked[: len(run)] = []
     self._acked_index[tp].difference_update(run)
-    _first_fetched(self)[tp] = run[-1] + 1  # the next record this partition must ack
     return run[-1] + 1
 
 
@@ -147,8 +151,8 @@ def apply() -> None:
     if AIOKafkaConsumerThread.seek_to_committed is not _seek_to_committed_or_beginning:
         AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_or_beginning  # type: ignore[method-assign]
     if Consumer._new_offset is not _new_offset_after_every_fetched_offset:
-        AIOKafkaConsumerDriver._to_message = _to_message_noting_first_fetched  # type: ignore[method-assign]
-        Consumer.on_partitions_assigned = _on_partitions_assigned_forgetting_fetches  # type: ignore[method-assign]
+        AIOKafkaConsumerDriver._to_message = _to_message_noting_fetched  # type: ignore[method-assign]
+        Consumer.on_partitions_revoked = _on_partitions_revoked_forgetting_fetches  # type: ignore[method-assign]
         Consumer._new_offset = _new_offset_after_every_fetched_offset  # type: ignore[method-assign]
 
 
