@@ -30,6 +30,9 @@ app = faust.App(
     # (heartbeats come from the consumer thread, so a busy agent does not trip it).
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 5),
+    # Workers that join before their topics exist get no partitions; fresher metadata lets the
+    # group see the topics appear and rebalance within seconds, not faust's default 5 minutes.
+    consumer_metadata_max_age_ms=10_000,
     table_standby_replicas=0,
 )
 
