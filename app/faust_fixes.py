@@ -20,6 +20,7 @@ _original_ack = Consumer.ack
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
 _original_to_message = AIOKafkaConsumerDriver._to_message
 _original_on_partitions_revoked = Consumer.on_partitions_revoked
+_original_new_offset = Consumer._new_offset
 
 
 def _ack_unless_skipped_in_rebalance(self: Consumer, message: Message) -> bool:
@@ -139,9 +140,6 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
     acked[: len(run)] = []
     self._acked_index[tp].difference_update(run)
     return run[-1] + 1
-
-
-_original_new_offset = Consumer._new_offset
 
 
 def apply() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,10 +34,6 @@ class JsonTable:
 
     def delete(self, key: str) -> None:
         self.table.pop(key.encode(), None)
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        for key, raw in list(self.table.items()):
-            yield key.decode(), orjson.loads(raw)
 
     def evict(self, key: str) -> None:
         """Delete ``key`` outside stream iteration (from a timer).

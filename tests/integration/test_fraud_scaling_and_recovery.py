@@ -14,11 +14,24 @@ from tests.integration.kafka_helpers import read_topic, run, wait_for_stable_gro
 STREAM = TransactionStreamConfig(seed=5, n_cards=150, n_merchants=40, days=24.0)
 
 
-def _stream_halves():
+def _stream():
     events = list(generate_transaction_stream(STREAM))
+    return events, {e.value["tx_id"] for e in events if e.topic == "transactions"}
+
+
+def _stream_halves():
+    events, transactions = _stream()
     middle = len(events) // 2
-    transactions = {e.value["tx_id"] for e in events if e.topic == "transactions"}
     return events[:middle], events[middle:], transactions
+
+
+def _exactly_one_decision_each(a, b, transactions):
+    """The decisions, once they cover ``transactions``, checked to be one per transaction."""
+    decisions = _decisions(a, len(transactions))
+    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    assert set(per_tx) == transactions, f"{a.log_tail()}\n---\n{b.log_tail()}"
+    assert max(per_tx.values()) == 1
+    return decisions
 
 
 def _wait_for_model(worker, predicate, timeout=60.0):
@@ -81,24 +94,19 @@ def test_a_killed_worker_restarts_from_its_tables_and_model_snapshot_losing_noth
 
 
 def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
-    events = list(generate_transaction_stream(STREAM))
-    transactions = {e.value["tx_id"] for e in events if e.topic == "transactions"}
+    events, transactions = _stream()
     a = worker_factory()
     b = worker_factory(prefix=a.prefix)
     a.wait_ready()
     b.wait_ready()
-    # Records in flight during a rebalance can be lost by faust-streaming (see README,
-    # "Known limitations"); this test is about how two settled workers share the work.
+    # This test is about how two workers in one group share the work (joining while traffic
+    # flows is the next test).
     run(wait_for_stable_group(a.bootstrap, a.group_id, members=2))
     # Produced at once, while the workers may still be recovering their first assignment:
     # nothing is committed yet, and faust alone would skip what it fetched meanwhile.
     run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
     run(produce_events(events, a.bootstrap, topic_prefix=a.prefix))
-
-    decisions = _decisions(a, len(transactions))
-    per_tx = Counter(value["tx_id"] for _, value in decisions)
-    assert set(per_tx) == transactions, f"{a.log_tail()}\n---\n{b.log_tail()}"
-    assert max(per_tx.values()) == 1
+    decisions = _exactly_one_decision_each(a, b, transactions)
 
     # One learner: both workers converge on the same snapshot, which has seen every label.
     labels = sum(1 for e in events if e.topic == "fraud-labels")
@@ -116,8 +124,7 @@ def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
 
 
 def test_a_worker_joining_while_transactions_flow_loses_nothing(worker_factory):
-    events = list(generate_transaction_stream(STREAM))
-    transactions = {e.value["tx_id"] for e in events if e.topic == "transactions"}
+    events, transactions = _stream()
     a = worker_factory()
     b = worker_factory(prefix=a.prefix)
     a.wait_ready()
@@ -129,8 +136,4 @@ def test_a_worker_joining_while_transactions_flow_loses_nothing(worker_factory):
     feed.start()
     b.wait_ready()
     feed.join()
-
-    decisions = _decisions(a, len(transactions))
-    per_tx = Counter(value["tx_id"] for _, value in decisions)
-    assert set(per_tx) == transactions, f"{a.log_tail()}\n---\n{b.log_tail()}"
-    assert max(per_tx.values()) == 1
+    _exactly_one_decision_each(a, b, transactions)
