@@ -157,6 +157,31 @@ decided_merchant_events = _MerchantEventsBuffer(decide_stage)
 labelled_merchant_events = _MerchantEventsBuffer(join_stage)
 
 
+class _TrainingBuffer:
+    """Training records of one flush, sent as a few records of many (the learner reads one
+    partition: per-record overhead there would cap the whole cluster)."""
+
+    RECORDS_PER_MESSAGE = 250  # about 1.5 KB each: messages stay far below Kafka's 1 MB
+
+    def __init__(self, stage: BatchedStage) -> None:
+        self.stage = stage
+        self._records: list[dict[str, Any]] = []
+        stage.before_flush.append(self.emit)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self._records.append(record)
+
+    def emit(self) -> None:
+        records, self._records = self._records, []
+        for start in range(0, len(records), self.RECORDS_PER_MESSAGE):
+            chunk = records[start : start + self.RECORDS_PER_MESSAGE]
+            self.stage.emit_to_partition(TRAINING, 0, TRAINING_KEY, codecs.dumps(chunk))
+
+
+decided_training = _TrainingBuffer(decide_stage)
+joined_training = _TrainingBuffer(join_stage)
+
+
 class _ScoringModel:
     """The newest model snapshot this worker has, swapped in as snapshots arrive."""
 
@@ -230,7 +255,7 @@ async def _run_stage(stage: BatchedStage, stream: Any, handle: Callable[[Message
 @app.agent(transactions_topic)
 async def decide_transactions(stream):
     """Validate a transaction, count it in its card, score it and publish its decision."""
-    await decide_stage.prepare([DECISIONS, MERCHANT_EVENTS, TRAINING])
+    await decide_stage.prepare([decisions_topic, merchant_events_topic, training_topic])
     await _run_stage(decide_stage, stream, _decide)
 
 
@@ -254,6 +279,7 @@ def _decide(message: Message) -> None:
             received_at=message.timestamp / 1000.0,
             now=time.time(),
             offset=message.offset,
+            committed=app.consumer._committed_offset.get(message.tp) or 0,
         )
     except ConflictingTransaction as exc:
         decide_stage.dead_letter(message, str(exc))
@@ -265,9 +291,7 @@ def _decide(message: Message) -> None:
         decide_stage.emit(DECISIONS, tx_key, outcome.encoded)
         decided_merchant_events.transaction(tx.merchant_id, tx.ts, tx.amount)
         if outcome.traffic_sample:
-            decide_stage.emit_to_partition(
-                TRAINING, 0, TRAINING_KEY, codecs.dumps(traffic_record(outcome.decision))
-            )
+            decided_training.add(traffic_record(outcome.decision.features))
     elif outcome.encoded is not None:
         # Delivered again (a crash before its offset was committed): the same decision again.
         decided["redelivered_reemitted"] += 1
@@ -297,7 +321,7 @@ def _count_merchant_events(message: Message) -> None:
 @app.agent(join_inputs)
 async def join_labels(stream):
     """Join each label with the features its transaction was decided with."""
-    await join_stage.prepare([TRAINING, MERCHANT_EVENTS])
+    await join_stage.prepare([training_topic, merchant_events_topic])
     await _run_stage(join_stage, stream, _join)
 
 
@@ -324,14 +348,14 @@ def _join(message: Message) -> None:
         return
     join_watermarks.observe(partition, arrival_ts)
     label_join_state.put(partition, key, entry)
-    _publish_training(join_stage, outputs)
+    _publish_training(outputs)
 
 
-def _publish_training(stage: BatchedStage, outputs: list[dict[str, Any]]) -> None:
+def _publish_training(outputs: list[dict[str, Any]]) -> None:
     for output in outputs:
         if output["kind"] == "labelled":
             labelled_merchant_events.label(output["merchant_id"], output["label_ts"], output["is_fraud"])
-        stage.emit_to_partition(TRAINING, 0, TRAINING_KEY, codecs.dumps(output))
+        joined_training.add(output)
 
 
 @never_stops_the_worker(settings.fraud_sweep_interval_s)
@@ -351,7 +375,7 @@ async def sweep_idle_state() -> None:
             label_join_state,
             lambda entry: join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None,
             on_evicted=lambda tx_id, entry: _publish_training(
-                join_stage, join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1]
+                join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1]
             ),
         )
 
@@ -413,16 +437,29 @@ async def learner_stage(stream):
                 continue  # already in the restored snapshot
             if offset > learner.training_offset + 1:
                 await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
-            try:
-                learner.apply(codecs.loads(event.message.value))
-            except Exception as exc:  # a bad training record must not stop learning for everyone
-                logger.exception("training record at offset %d refused", offset)
-                learner.counts["refused_training_records"] += 1
-                del exc
-            learner.training_offset = offset
+            _learn(learner, event.message.value, offset)
             learner_state.unsnapshotted += 1
         if learner_state.unsnapshotted >= settings.fraud_snapshot_every:
             await _publish_snapshot(learner)
+
+
+def _learn(learner: FraudLearner, value: bytes | None, offset: int) -> None:
+    """Apply one training message (a list of records); a bad one is counted, never fatal."""
+    try:
+        records = codecs.loads(value)
+        if not isinstance(records, list):
+            raise TypeError(f"expected a list of training records, got {type(records).__name__}")
+    except Exception as exc:  # a bad message must not stop learning for the whole cluster
+        logger.warning("training message at offset %d refused: %r", offset, exc)
+        learner.counts["refused_training_records"] += 1
+        records = []
+    for record in records:
+        try:
+            learner.apply(record)
+        except Exception:
+            logger.exception("training record at offset %d refused", offset)
+            learner.counts["refused_training_records"] += 1
+    learner.training_offset = offset
 
 
 async def _restored_learner() -> FraudLearner:
@@ -457,11 +494,7 @@ async def _replay_training(learner: FraudLearner, partition: int, start: int, st
     async for offset, value in read_partition_range(
         settings.kafka_bootstrap, TRAINING, partition, start, stop
     ):
-        try:
-            learner.apply(codecs.loads(value))
-        except Exception:
-            learner.counts["refused_training_records"] += 1
-        learner.training_offset = offset
+        _learn(learner, value, offset)
         replayed += 1
     learner.counts["replayed_after_restart"] += replayed
     logger.info("learner replayed %d training records (offsets %d..%d)", replayed, start, stop - 1)

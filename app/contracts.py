@@ -34,6 +34,25 @@ class Transaction:
     country: str | None = None
     channel: str | None = None
 
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Transaction:
+        """A transaction from an already valid payload (simulators, replays); no checks.
+
+        >>> Transaction.from_payload({"tx_id": "t1", "card_id": "c1", "merchant_id": "m1",
+        ...                           "amount": 5, "ts": 0}).amount
+        5.0
+        """
+        return cls(
+            tx_id=payload["tx_id"],
+            card_id=payload["card_id"],
+            merchant_id=payload["merchant_id"],
+            amount=float(payload["amount"]),
+            ts=float(payload["ts"]),
+            currency=payload.get("currency"),
+            country=payload.get("country"),
+            channel=payload.get("channel"),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class FraudLabel:

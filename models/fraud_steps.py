@@ -6,8 +6,11 @@ call these, so the pipeline's logic exists once:
 
 * :func:`decide_transaction` - a transaction, its card's state and the
   merchant's published activity in; its :class:`~app.contracts.FraudDecision` out.
+  It is :func:`count_in_card`, :func:`merchant_features_for` and
+  :func:`score_transaction`, which the batch baseline calls on its own rows.
 * :func:`held_for_label` / :func:`learns_from` - what the label join keeps of
-  a decision (see :mod:`tables.label_join` for the join itself).
+  a decision (see :mod:`tables.label_join` for the join itself);
+  :func:`traffic_record` / :func:`in_traffic_sample` - the learner's traffic sample.
 * :func:`apply_merchant_events` - a merchant's activity brought up to date.
 * :class:`DecisionPolicy` - score to ``approve`` / ``review`` / ``block``.
 """
@@ -69,32 +72,38 @@ class Redelivered:
     encoded: bytes | None
 
 
-def decide_transaction(
-    card: CardState,
+def count_in_card(card: CardState, tx: Transaction, *, offset: int = -1) -> dict[str, float] | Redelivered:
+    """Count ``tx`` in its card and return the card features, or say it was seen before.
+
+    Raises :class:`~tables.card_features.ConflictingTransaction` for a second transaction
+    with the same ``tx_id`` but other fields.
+    """
+    log = card.log
+    if tx.tx_id in log.column("tx"):
+        redelivered_features(log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id)
+        return Redelivered(card.stored_decision(tx.tx_id, offset=offset))
+    return add_transaction(
+        log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id, country=tx.country
+    )
+
+
+def merchant_features_for(merchant: MerchantActivity | None, tx: Transaction) -> dict[str, float]:
+    """The merchant's features for ``tx`` from its activity as last published (``None``: none yet)."""
+    return (merchant or _NO_MERCHANT_ACTIVITY).features_at(tx.ts, tx.amount)
+
+
+def score_transaction(
     tx: Transaction,
-    merchant: MerchantActivity | None,
+    card_features: dict[str, float],
+    merchant_features: dict[str, float],
     model: FraudModel,
     model_version: int,
     policy: DecisionPolicy,
     *,
     received_at: float,
     now: float,
-    offset: int = -1,
-) -> Decided | Redelivered:
-    """Count ``tx`` in its card, score it, and decide; the card remembers the decision.
-
-    Merchant features come from ``merchant``, the merchant's activity as last published
-    (``None``: none yet); ``offset`` is the record's, to tell a redelivery from a duplicate.  Raises :class:`~tables.card_features.ConflictingTransaction`
-    for a second transaction with the same ``tx_id`` but other fields.
-    """
-    log = card.log
-    if tx.tx_id in log.column("tx"):
-        redelivered_features(log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id)
-        return Redelivered(card.stored_decision(tx.tx_id, offset=offset))
-    card_features = add_transaction(
-        log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id, country=tx.country
-    )
-    merchant_features = (merchant or _NO_MERCHANT_ACTIVITY).features_at(tx.ts, tx.amount)
+) -> FraudDecision:
+    """Score ``tx`` from its features and decide."""
     features = transaction_features(
         amount=tx.amount,
         ts=tx.ts,
@@ -103,7 +112,7 @@ def decide_transaction(
         merchant_features=merchant_features,
     )
     result = model.score(features)
-    decision = FraudDecision(
+    return FraudDecision(
         tx_id=tx.tx_id,
         card_id=tx.card_id,
         merchant_id=tx.merchant_id,
@@ -118,14 +127,54 @@ def decide_transaction(
         decided_at=now,
         latency_ms=max(0.0, (now - received_at) * 1000.0),
     )
+
+
+def decide_transaction(
+    card: CardState,
+    tx: Transaction,
+    merchant: MerchantActivity | None,
+    model: FraudModel,
+    model_version: int,
+    policy: DecisionPolicy,
+    *,
+    received_at: float,
+    now: float,
+    offset: int = -1,
+    committed: int = -1,
+) -> Decided | Redelivered:
+    """Count ``tx`` in its card, score it, and decide; the card remembers the decision.
+
+    Merchant features come from ``merchant``, the merchant's activity as last published
+    (``None``: none yet); ``offset`` is the record's, to tell a redelivery from a duplicate,
+    and ``committed`` its partition's committed offset (no decision below it is kept).
+    Raises :class:`~tables.card_features.ConflictingTransaction` as :func:`count_in_card`.
+    """
+    card_features = count_in_card(card, tx, offset=offset)
+    if isinstance(card_features, Redelivered):
+        return card_features
+    decision = score_transaction(
+        tx,
+        card_features,
+        merchant_features_for(merchant, tx),
+        model,
+        model_version,
+        policy,
+        received_at=received_at,
+        now=now,
+    )
     encoded = decision.encode()
-    card.remember(tx.tx_id, now, encoded, offset=offset)
-    return Decided(decision, encoded, sampled(tx.tx_id, TRAFFIC_SAMPLE_RATE))
+    card.remember(tx.tx_id, now, encoded, offset=offset, committed=committed)
+    return Decided(decision, encoded, in_traffic_sample(tx.tx_id))
 
 
-def traffic_record(decision: FraudDecision) -> dict[str, Any]:
-    """The learner's unlabelled sample of live traffic for one decision."""
-    return {"kind": "traffic", "features": decision.features}
+def traffic_record(features: dict[str, float]) -> dict[str, Any]:
+    """The learner's unlabelled sample of live traffic: a decision's features."""
+    return {"kind": "traffic", "features": features}
+
+
+def in_traffic_sample(tx_id: str) -> bool:
+    """Whether a transaction is in the learner's sample of live traffic."""
+    return sampled(tx_id, TRAFFIC_SAMPLE_RATE)
 
 
 def held_for_label(decision: FraudDecision) -> dict[str, Any]:

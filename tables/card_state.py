@@ -4,10 +4,9 @@ The decisions are kept, with the offset of the record they answered, so that
 a record Kafka delivers again (after a crash, before its offset was committed)
 gets the decision it already had, byte for byte, instead of a second,
 different one; another record with the same transaction (a producer retry)
-is recognised as a duplicate and not answered twice.  Only decisions made within :data:`RECENT_SECONDS` of
-the card's newest decision (wall-clock time) are kept, at most
-:data:`RECENT_MAX`: redeliveries only reach back to the last committed offset,
-which is seconds behind.
+is recognised as a duplicate and not answered twice.  Only decisions of
+records not yet committed are kept (a committed record is never delivered
+again), at most :data:`RECENT_MAX` of them.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import orjson
 from tables.card_features import RETENTION, card_log
 from tables.windows import EventLog
 
-RECENT_SECONDS = 300.0
 RECENT_MAX = 64
 
 
@@ -27,7 +25,7 @@ class CardState:
     """The card's log and recent decisions, stored as one table value.
 
     >>> state = CardState.decode(None)
-    >>> state.remember("t1", 100.0, b'{"tx_id":"t1"}', offset=17)
+    >>> state.remember("t1", 100.0, b'{"tx_id":"t1"}', offset=17, committed=10)
     >>> CardState.decode(state.encode()).stored_decision("t1", offset=17)
     b'{"tx_id":"t1"}'
     >>> state.stored_decision("t1", offset=18) is None  # another record: a duplicate
@@ -72,12 +70,24 @@ class CardState:
         """
         return self.log.newest < watermark - RETENTION
 
-    def remember(self, tx_id: str, decided_at: float, decision: bytes, *, offset: int) -> None:
-        """Keep ``decision`` (encoded) of the record at ``offset`` for its redelivery; forget old ones."""
-        self.recent[tx_id] = (decided_at, offset, decision)
-        horizon = decided_at - RECENT_SECONDS
-        if len(self.recent) > RECENT_MAX or next(iter(self.recent.values()))[0] < horizon:
-            kept = [(t, entry) for t, entry in self.recent.items() if entry[0] >= horizon]
+    def remember(
+        self, tx_id: str, decided_at: float, decision: bytes, *, offset: int, committed: int
+    ) -> None:
+        """Keep ``decision`` (encoded) of the record at ``offset`` for its redelivery.
+
+        Decisions of records below ``committed`` (the partition's committed offset) are
+        forgotten: those records are not delivered again.
+
+        >>> state = CardState.decode(None)
+        >>> for offset in range(5):
+        ...     state.remember(f"t{offset}", 0.0, b"{}", offset=offset, committed=3)
+        >>> sorted(state.recent)
+        ['t3', 't4']
+        """
+        recent = self.recent
+        recent[tx_id] = (decided_at, offset, decision)
+        if len(recent) > 1 and (next(iter(recent.values()))[1] < committed or len(recent) > RECENT_MAX):
+            kept = [(t, entry) for t, entry in recent.items() if entry[1] >= committed]
             self.recent = dict(kept[-RECENT_MAX:])
 
     def stored_decision(self, tx_id: str, *, offset: int) -> bytes | None:

@@ -61,4 +61,5 @@ label_join_state: KeyedState[dict[str, Any]] = KeyedState(
 async def learn_changelog_partitions() -> None:
     """Let the web router find the owner of any key from the start (see producer_knows_partitions)."""
     for state in (card_state, merchant_state, label_join_state):
+        await state.table.changelog_topic.maybe_declare()
         await producer_knows_partitions(state.changelog_topic)

@@ -9,6 +9,7 @@ bounded by the number of live keys; a tombstone removes a key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -57,7 +58,7 @@ class TopicFollower:
                 if task is None or task.cancelling():
                     raise
                 # aiokafka can surface a cancellation of its own (a lookup cut short): not ours.
-                logger.warning("following %s: interrupted; retrying", self.topic)
+                logger.warning("following %s: interrupted; retrying", self.topic, exc_info=True)
                 await asyncio.sleep(retry_after)
             except Exception as exc:
                 logger.warning("following %s: %r; retrying", self.topic, exc)
@@ -73,30 +74,26 @@ class TopicFollower:
         )
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                await consumer.force_metadata_update()
-                partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
+            if self.topic not in await consumer.topics():
                 raise LookupError(f"topic {self.topic} does not exist yet")
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            remaining = {tp for tp, end in ends.items() if end > 0}
-            if not remaining:
-                self.caught_up.set()
+            # Without a group, aiokafka assigns every partition of the topic, from the beginning.
+            consumer.subscribe([self.topic])
+            remaining: dict[TopicPartition, int] | None = None
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5_000)
+                if remaining is None and consumer.assignment():
+                    ends = await consumer.end_offsets(list(consumer.assignment()))
+                    remaining = {tp: end for tp, end in ends.items() if end > 0}
                 for tp, records in batches.items():
                     if not records:
                         continue
                     self.apply(records)
                     self.records_applied += len(records)
                     self.last_lag_seconds = max(0.0, time.time() - records[-1].timestamp / 1000.0)
-                    if tp in remaining and records[-1].offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-                if not remaining:
+                    if remaining and records[-1].offset + 1 >= remaining.get(tp, 0):
+                        remaining.pop(tp, None)
+                if remaining is not None and not remaining:
                     self.caught_up.set()
         finally:
-            await consumer.stop()
+            with contextlib.suppress(asyncio.CancelledError):  # aiokafka's own tasks, when never assigned
+                await consumer.stop()

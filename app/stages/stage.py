@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from faust.types import AppT, Message
+from faust.types import AppT, Message, TopicT
 
 from app.dead_letters import dead_letter_record, dead_letters_topic
 from app.faust_fixes import ack_processed
@@ -84,13 +84,15 @@ class BatchedStage:
 
     # --- set-up ---------------------------------------------------------------------------
 
-    async def prepare(self, output_topics: Iterable[str]) -> None:
-        """Learn the partition counts of ``output_topics`` (and the changelogs) before the first event."""
+    async def prepare(self, output_topics: Iterable[TopicT]) -> None:
+        """Create ``output_topics`` if missing and learn their partition counts (and the changelogs')."""
         producer = self._producer()
-        topics = {*output_topics, dead_letters_topic.get_topic_name()}
-        topics.update(state.changelog_topic for state in self.states)
+        topics = [*output_topics, dead_letters_topic, *(state.table.changelog_topic for state in self.states)]
         for topic in topics:
-            self._partitions[topic] = len(await producer.partitions_for(topic))
+            await topic.maybe_declare()
+        for topic in topics:
+            for name in topic.topics:
+                self._partitions[name] = len(await producer.partitions_for(name))
         self._ready.set()
 
     # --- while handling events ------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from faust.types import TP, TableT
+from rocksdict import WriteBatch
 
 V = TypeVar("V")
 
@@ -161,9 +162,7 @@ def _store_write(store: Any, partition: int, entries: dict[bytes, bytes | None])
         db = store._dbs.get(partition)
         if db is None:  # revoked meanwhile: the changelog holds the values
             return
-        import rocksdict
-
-        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch = WriteBatch(raw_mode=True)
         for key, value in entries.items():
             if value is None:
                 batch.delete(key)
