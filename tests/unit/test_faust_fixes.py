@@ -215,6 +215,83 @@ def test_records_below_the_committed_offset_no_longer_hold_the_commit_back():
     assert _unacked_fetched(consumer)[PARTITION] == set()
 
 
+# --- fetched offsets and the seek back -------------------------------------------------------------
+
+
+def fetched_record(offset: int, topic: str = PARTITION.topic) -> SimpleNamespace:
+    """What aiokafka hands faust's driver for one fetched record."""
+    fields = ("timestamp", "timestamp_type", "headers", "key", "value", "checksum")
+    return SimpleNamespace(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        serialized_key_size=1,
+        serialized_value_size=1,
+        **dict.fromkeys(fields),
+    )
+
+
+async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkeypatch):
+    app = make_app()
+    consumer = app.consumer
+    converted = consumer._to_message(PARTITION, fetched_record(3))
+    assert converted.offset == 3 and converted.generation_id == GENERATION
+    other = TP("not-acked", 0)
+    consumer._to_message(other, fetched_record(4, topic=other.topic))
+    assert _unacked_fetched(consumer) == {PARTITION: {3}}
+
+    revoked_by_faust = []
+
+    async def faust_revoke(self, revoked):
+        revoked_by_faust.append(revoked)
+
+    monkeypatch.setattr(faust_fixes, "_original_on_partitions_revoked", faust_revoke)
+    await consumer.on_partitions_revoked({PARTITION})
+    assert _unacked_fetched(consumer) == {} and revoked_by_faust == [{PARTITION}]
+
+
+class FakeAIOKafkaConsumer:
+    def __init__(self, committed: dict, assigned: set) -> None:
+        self.committed, self.assigned, self.sought = committed, assigned, []
+
+    async def seek_to_committed(self) -> dict:
+        return self.committed
+
+    def assignment(self) -> set:
+        return self.assigned
+
+    async def seek_to_beginning(self, *partitions) -> None:
+        self.sought.extend(partitions)
+
+
+def consumer_thread(aiokafka_consumer: FakeAIOKafkaConsumer, reset: str = "earliest"):
+    async def call_thread(fn, *args):
+        return await fn(*args)
+
+    return SimpleNamespace(
+        app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset=reset)),
+        consumer=SimpleNamespace(_is_changelog_tp=lambda tp: tp.topic.endswith("-changelog")),
+        _ensure_consumer=lambda: aiokafka_consumer,
+        call_thread=call_thread,
+    )
+
+
+async def test_partitions_without_a_committed_offset_are_sought_to_the_beginning():
+    fresh, zero, committed = TP("t", 0), TP("t", 1), TP("t", 2)
+    changelog, revoked_since = TP("t-changelog", 0), TP("t", 3)
+    offsets = {fresh: None, zero: 0, committed: 5, changelog: None, revoked_since: None}
+    aiokafka_consumer = FakeAIOKafkaConsumer(offsets, assigned={fresh, zero, committed, changelog})
+    thread = consumer_thread(aiokafka_consumer)
+    assert await faust_fixes._seek_to_committed_or_beginning(thread) == offsets
+    assert sorted(aiokafka_consumer.sought) == [fresh, zero]
+
+
+async def test_with_auto_offset_reset_latest_nothing_is_sought_to_the_beginning():
+    aiokafka_consumer = FakeAIOKafkaConsumer({TP("t", 0): None}, assigned={TP("t", 0)})
+    await faust_fixes._seek_to_committed_or_beginning(consumer_thread(aiokafka_consumer, reset="latest"))
+    assert aiokafka_consumer.sought == []
+
+
 # --- skipped events are never acked --------------------------------------------------------------
 
 
@@ -309,7 +386,7 @@ def test_ack_processed_of_an_older_message_keeps_the_commit_rule_consistent():
     assert consumer._new_offset(PARTITION) == 3
 
 
-async def test_the_revoke_handler_wait_for_in_flight_messages_ends_with_ack_processed(monkeypatch):
+async def test_the_revoke_handlers_wait_for_in_flight_messages_ends_with_ack_processed(monkeypatch):
     app = make_app()
     consumer = app.consumer
     commits = []
