@@ -604,14 +604,3 @@ def apply() -> None:
 
 apply()
 
-
-def ack_processed(consumer: Consumer, message: Message) -> None:
-    """Mark ``message`` processed, for commit, from outside the stream loop.
-
-    Used by stages that ack after their flush; unlike :func:`_ack_unless_skipped_in_rebalance`
-    this is not refused while a rebalance waits for in-flight events: the message was
-    processed, and faust's revoke handler (``Consumer.wait_empty``) waits for exactly this.
-    """
-    message.refcount = 0
-    _unacked_fetched(consumer).get(message.tp, set()).discard(message.offset)
-    _original_ack(consumer, message)
