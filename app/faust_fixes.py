@@ -16,11 +16,14 @@ The patches (each function's docstring says why it is needed and why it is safe)
 * ``AIOKafkaConsumerThread.seek_to_committed`` -> :func:`_seek_to_committed_or_beginning`:
   partitions with no committed offset go back to the beginning after a rebalance.
 * ``Consumer._new_offset`` -> :func:`_new_offset_after_every_fetched_offset`, with
-  ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` and
-  ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_forgetting_fetches`
-  keeping the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
+  ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` keeping
+  the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
+* ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_committing_first`:
+  commit what was acked before forgetting it, so a partition moves without repeats.
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
   record to the streams without creating tasks, unless the hand-over has to wait.
+* ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
+  faust's livelock detector no longer crashes the worker on a partition without a position.
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
   stream loop, which does not ack the events it skips during a rebalance (faust's
   pure-Python loop acks them, and their offsets were committed unprocessed).
@@ -85,12 +88,13 @@ import faust.streams  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from faust.sensors.monitor import Monitor  # noqa: E402
 from faust.streams import Stream  # noqa: E402
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
+from faust.transport.consumer import CONSUMER_FETCHING, CONSUMER_PARTITIONS_REVOKED, Consumer  # noqa: E402
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver  # noqa: E402
 from faust.types import TP, Message  # noqa: E402
 from faust.types.enums import ProcessingGuarantee  # noqa: E402
 from faust.utils.functional import consecutive_numbers  # noqa: E402
+from mode import Service  # noqa: E402
 
 # --- originals and their fingerprints ---------------------------------------------------------
 
@@ -101,6 +105,7 @@ _original_new_offset = Consumer._new_offset
 _original_drain_messages = Consumer._drain_messages
 _original_stream_aiter = Stream.__aiter__
 _original_ack = Consumer.ack
+_original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
 
 _FAUST_DIR = Path(faust.__file__).parent
 
@@ -133,6 +138,7 @@ _ORIGINALS: dict[str, Any] = {
     "faust.transport.consumer:Consumer._new_offset": _original_new_offset,
     "faust.transport.consumer:Consumer._drain_messages": _original_drain_messages,
     "faust.streams:Stream.__aiter__": _original_stream_aiter,
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
 }
 
 #: faust functions replaced here -> sha256 of their source in faust-streaming FAUST_VERSION.
@@ -153,6 +159,9 @@ PATCHED: dict[str, str] = {
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
     ),
     "faust.streams:Stream.__aiter__": "e815c0e831f1d2ccf43b083b725f87403dc38142dedda59d12b249ab2e044c50",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": (
+        "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
+    ),
 }
 
 #: faust code whose behaviour the patches rely on without replacing it -> sha256 of its source.
@@ -179,10 +188,6 @@ RELIED_ON: dict[str, str] = {
         "0ba84eb5e357a17e7eb5554b631d72d20dcf4abcec3fa65fddd6237a777c006b"
     ),
     "mode.services:Service.wait_first": "feade6a31f8a67897cf687c54c66f5f4535288050bbaac07249ce2063d36ae2e",
-    # What the monitor must keep for faust's own use.
-    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": (
-        "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
-    ),
 }
 
 
@@ -263,12 +268,30 @@ def _to_message_noting_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any
     return _original_to_message(self, tp, record)
 
 
-async def _on_partitions_revoked_forgetting_fetches(self: Consumer, revoked: set[TP]) -> None:
-    # Whatever was fetched and not processed is read again by the next owner.
+@Service.transitions_to(CONSUMER_PARTITIONS_REVOKED)
+async def _on_partitions_revoked_committing_first(self: Consumer, revoked: set[TP]) -> None:
+    """faust's ``Consumer.on_partitions_revoked``, committing before it forgets the acks.
+
+    faust drops the revoked partitions' acked offsets (and committed offsets) *before*
+    the app's revoke handler waits for in-flight events and commits: whatever was acked
+    since the last commit is never committed, and the next owner processes it again (seen
+    here: a stage's last flush before a worker joined, decided twice).  Here the app's
+    handler runs first, with the bookkeeping in place, and the bookkeeping goes after.
+    What was fetched and never processed is forgotten first, as it is read again.
+    """
     unacked = _unacked_fetched(self)
     for tp in revoked:
         unacked.pop(tp, None)
-    await _original_on_partitions_revoked(self, revoked)
+    if self._active_partitions is not None:
+        self._active_partitions.difference_update(revoked)
+    self._paused_partitions.difference_update(revoked)
+    await self._on_partitions_revoked(revoked)
+    for tp in revoked:
+        self._gap.pop(tp, None)
+        self._acked.pop(tp, None)
+        self._acked_index.pop(tp, None)
+        self._read_offset.pop(tp, None)
+        self._committed_offset.pop(tp, None)
 
 
 def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None:
@@ -571,15 +594,38 @@ class LeanMonitor(Monitor):
         return None
 
 
+# --- the livelock detector must not crash on a partition that is being positioned ---------------
+
+
+def _verify_event_path_once_positioned(self: AIOKafkaConsumerThread, now: float, tp: TP) -> Any:
+    """faust's stalled-partition check, skipping a partition that has no fetch position yet.
+
+    The check reads aiokafka's ``position``, which *asserts* that there is one; a partition
+    just sought to the beginning (:func:`_seek_to_committed_or_beginning`) or reset after a
+    rebalance has none until its offset is looked up.  faust runs the check every few seconds
+    from a task whose exception crashes the worker (seen here: a worker stopped right after a
+    rebalance).  Such a partition is checked again on the next round.
+    """
+    try:
+        subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
+        state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    except (AttributeError, KeyError):
+        return None  # not (or no longer) assigned: nothing to check
+    if state is None or not state.has_valid_position:
+        return None
+    return _original_verify_event_path(self, now, tp)
+
+
 # --- installation ----------------------------------------------------------------------------
 
 _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed_or_beginning),
     (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
-    (Consumer, "on_partitions_revoked", _on_partitions_revoked_forgetting_fetches),
+    (Consumer, "on_partitions_revoked", _on_partitions_revoked_committing_first),
     (Consumer, "_new_offset", _new_offset_after_every_fetched_offset),
     (Consumer, "_drain_messages", _drain_messages_awaiting_directly),
     (Stream, "__aiter__", _stream_aiter_cython_loop),
+    (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
 ]
 
 

@@ -31,8 +31,9 @@ def _exactly_one_decision_each(a, b, transactions):
     """The decisions, once they cover ``transactions``, checked to be one per transaction."""
     decisions = _decisions(a, len(transactions))
     per_tx = Counter(value["tx_id"] for _, value in decisions)
-    assert set(per_tx) == transactions, f"{a.log_tail()}\n---\n{b.log_tail()}"
-    assert max(per_tx.values()) == 1
+    logs = f"{a.log_tail()}\n---\n{b.log_tail()}"
+    assert set(per_tx) == transactions, logs
+    assert max(per_tx.values()) == 1, f"{[tx for tx, n in per_tx.items() if n > 1]}\n{logs}"
     return decisions
 
 

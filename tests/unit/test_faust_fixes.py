@@ -240,14 +240,19 @@ async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkey
     consumer._to_message(other, fetched_record(4, topic=other.topic))
     assert _unacked_fetched(consumer) == {PARTITION: {3}}
 
-    revoked_by_faust = []
+    seen_by_the_app_handler = []
 
-    async def faust_revoke(self, revoked):
-        revoked_by_faust.append(revoked)
+    async def app_revoke_handler(revoked):
+        # The app's handler waits for in-flight events and commits: the acks must still be there.
+        seen_by_the_app_handler.append(
+            (revoked, list(consumer._acked[PARTITION]), dict(_unacked_fetched(consumer)))
+        )
 
-    monkeypatch.setattr(faust_fixes, "_original_on_partitions_revoked", faust_revoke)
+    consumer._acked[PARTITION].append(2)
+    monkeypatch.setattr(consumer, "_on_partitions_revoked", app_revoke_handler)
     await consumer.on_partitions_revoked({PARTITION})
-    assert _unacked_fetched(consumer) == {} and revoked_by_faust == [{PARTITION}]
+    assert seen_by_the_app_handler == [({PARTITION}, [2], {})]
+    assert _unacked_fetched(consumer) == {} and PARTITION not in consumer._acked
 
 
 class FakeAIOKafkaConsumer:
@@ -619,3 +624,37 @@ def test_the_lean_monitor_keeps_what_faust_reads_and_the_totals():
     assert (monitor.messages_received_total, monitor.events_total, monitor.messages_sent) == (1, 1, 1)
     assert monitor.tp_read_offsets == {PARTITION: 5}
     assert monitor.asdict()["events_total"] == 1
+
+
+def _thread_with_partition_state(state) -> SimpleNamespace:
+    assignment = SimpleNamespace(state_value=lambda tp: state)
+    subscriptions = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+    consumer = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=subscriptions))
+    return SimpleNamespace(_ensure_consumer=lambda: consumer)
+
+
+@pytest.mark.parametrize(
+    ("state", "checked"),
+    [
+        (SimpleNamespace(has_valid_position=False), False),  # just sought: no position, no crash
+        (None, False),  # no longer assigned
+        (SimpleNamespace(has_valid_position=True), True),
+    ],
+)
+def test_the_livelock_check_skips_partitions_without_a_position(monkeypatch, state, checked):
+    calls = []
+    monkeypatch.setattr(faust_fixes, "_original_verify_event_path", lambda self, now, tp: calls.append(tp))
+    thread = _thread_with_partition_state(state)
+    assert faust_fixes._verify_event_path_once_positioned(thread, 0.0, PARTITION) is None
+    assert calls == ([PARTITION] if checked else [])
+
+
+async def test_the_livelock_check_of_faust_asserts_on_a_partition_without_a_position():
+    """Why the patch exists: aiokafka's ``position`` asserts while a partition awaits a reset."""
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+
+    state = TopicPartitionState(assignment=None)
+    state.await_reset(1)
+    assert not state.has_valid_position
+    with pytest.raises(AssertionError):
+        _ = state.position
