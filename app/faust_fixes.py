@@ -19,7 +19,7 @@ The patches (each function's docstring says why it is needed and why it is safe)
   ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` keeping
   the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
 * ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_committing_first`:
-  commit what was acked before forgetting it, so a partition moves without repeats.
+  commit what was acked before faust forgets it, so a partition moves without repeats.
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
   record to the streams without creating tasks, unless the hand-over has to wait.
 * ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
@@ -88,13 +88,12 @@ import faust.streams  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from faust.sensors.monitor import Monitor  # noqa: E402
 from faust.streams import Stream  # noqa: E402
-from faust.transport.consumer import CONSUMER_FETCHING, CONSUMER_PARTITIONS_REVOKED, Consumer  # noqa: E402
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver  # noqa: E402
 from faust.types import TP, Message  # noqa: E402
 from faust.types.enums import ProcessingGuarantee  # noqa: E402
 from faust.utils.functional import consecutive_numbers  # noqa: E402
-from mode import Service  # noqa: E402
 
 # --- originals and their fingerprints ---------------------------------------------------------
 
@@ -268,30 +267,24 @@ def _to_message_noting_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any
     return _original_to_message(self, tp, record)
 
 
-@Service.transitions_to(CONSUMER_PARTITIONS_REVOKED)
 async def _on_partitions_revoked_committing_first(self: Consumer, revoked: set[TP]) -> None:
-    """faust's ``Consumer.on_partitions_revoked``, committing before it forgets the acks.
+    """faust's ``Consumer.on_partitions_revoked``, after committing what was acked so far.
 
     faust drops the revoked partitions' acked offsets (and committed offsets) *before*
     the app's revoke handler waits for in-flight events and commits: whatever was acked
-    since the last commit is never committed, and the next owner processes it again (seen
-    here: a stage's last flush before a worker joined, decided twice).  Here the app's
-    handler runs first, with the bookkeeping in place, and the bookkeeping goes after.
-    What was fetched and never processed is forgotten first, as it is read again.
+    since the last periodic commit was never committed, and the next owner processed it
+    again (seen here: the records of a stage's last flushes before a worker joined were
+    decided twice).  Committing them first leaves only the acks that arrive during the
+    handler, which the handler commits.  Both commits still never pass a fetched record
+    that was not processed (:func:`_new_offset_after_every_fetched_offset`); only after
+    the handler is what was fetched and not processed forgotten (the next owner reads it).
     """
+    await self.maybe_wait_for_commit_to_finish()
+    await self.force_commit(revoked)
+    await _original_on_partitions_revoked(self, revoked)
     unacked = _unacked_fetched(self)
     for tp in revoked:
         unacked.pop(tp, None)
-    if self._active_partitions is not None:
-        self._active_partitions.difference_update(revoked)
-    self._paused_partitions.difference_update(revoked)
-    await self._on_partitions_revoked(revoked)
-    for tp in revoked:
-        self._gap.pop(tp, None)
-        self._acked.pop(tp, None)
-        self._acked_index.pop(tp, None)
-        self._read_offset.pop(tp, None)
-        self._committed_offset.pop(tp, None)
 
 
 def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None:
@@ -418,7 +411,9 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     in a blocked hand-over across a rebalance.  A hand-over that does not wait runs to
     completion without yielding to the event loop, so no rebalance step can run during
     it: it is the same as faust's task finishing before ``suspend_flow`` is set.  While
-    ``suspend_flow`` is set, faust's call is made unchanged.  (As before, a put into a full
+    ``suspend_flow`` is set, or for a record fetched for an earlier assignment, nothing is
+    handed over and the read offset stays (faust moved it, and after the seek back to the
+    committed offset the records below it were dropped as read).  (As before, a put into a full
     queue that the conductor started in a task of its own can outlive a revoke and land
     after the rebalance; the stream then skips the event as being of an older generation
     and does not ack it.)  Everything else the loop does (read offsets, gaps,
@@ -427,6 +422,7 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     run after every record; now they run at those yields every 100 records (about a
     millisecond of hand-overs) or whenever a hand-over waits.
     """
+    app = self.app
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
@@ -462,6 +458,13 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                         await sleep(0)
                         num_since_yield = 0
 
+                    if message.generation_id != app.consumer_generation_id or flow_suspended():
+                        # Fetched for an earlier assignment, or arriving while a rebalance is
+                        # under way: the stream would skip it, and it is fetched again after
+                        # the seek to the committed offset.  It must not move the read offset,
+                        # or the re-fetched records below it are dropped as already read
+                        # (seen here: decisions missing after a worker joined).
+                        continue
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
@@ -474,16 +477,15 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        if flow_suspended():
-                            await wait_first(callback(message), suspend_flow.wait())
+                        delivery = callback(message)
+                        try:
+                            waits_for = delivery.send(None)
+                        except StopIteration:
+                            pass  # handed over without waiting: no task
                         else:
-                            delivery = callback(message)
-                            try:
-                                waits_for = delivery.send(None)
-                            except StopIteration:
-                                pass  # handed over without waiting: no task
-                            else:
-                                await wait_first(_Resumed(delivery, waits_for), suspend_flow.wait())
+                            await wait_first(_Resumed(delivery, waits_for), suspend_flow.wait())
+                            if flow_suspended():
+                                continue  # interrupted by a rebalance: fetched again after it
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(

@@ -240,19 +240,24 @@ async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkey
     consumer._to_message(other, fetched_record(4, topic=other.topic))
     assert _unacked_fetched(consumer) == {PARTITION: {3}}
 
-    seen_by_the_app_handler = []
+    committed_before_faust_forgets = []
 
-    async def app_revoke_handler(revoked):
-        # The app's handler waits for in-flight events and commits: the acks must still be there.
-        seen_by_the_app_handler.append(
-            (revoked, list(consumer._acked[PARTITION]), dict(_unacked_fetched(consumer)))
-        )
+    async def faust_revoke(self, revoked):
+        # faust's handler commits too: the guard against unprocessed records is still there.
+        committed_before_faust_forgets.append((list(committed), dict(_unacked_fetched(consumer))))
+
+    committed = []
+
+    async def force_commit(topics=None, start_new_transaction=True):
+        committed.append((set(topics), list(consumer._acked[PARTITION])))
+        return True
 
     consumer._acked[PARTITION].append(2)
-    monkeypatch.setattr(consumer, "_on_partitions_revoked", app_revoke_handler)
+    monkeypatch.setattr(consumer, "force_commit", force_commit)
+    monkeypatch.setattr(faust_fixes, "_original_on_partitions_revoked", faust_revoke)
     await consumer.on_partitions_revoked({PARTITION})
-    assert seen_by_the_app_handler == [({PARTITION}, [2], {})]
-    assert _unacked_fetched(consumer) == {} and PARTITION not in consumer._acked
+    assert committed_before_faust_forgets == [([({PARTITION}, [2])], {PARTITION: {3}})]
+    assert _unacked_fetched(consumer) == {}
 
 
 class FakeAIOKafkaConsumer:
@@ -498,9 +503,24 @@ async def test_a_rebalance_interrupts_a_blocked_hand_over():
     await until(lambda: drain.wait_first_calls == 1)
     app.consumer.stop_flow()  # what the revoke handler does first
     await asyncio.wait_for(draining, 5)
-    # faust's call for offset 2 (flow suspended): the callback may run, then is raced as before.
-    assert events[:2] == [("delivered", 0), ("cancelled", 1)]
-    assert drain.wait_first_calls == 2
+    # Offset 2 arrives with flow suspended: not handed over; neither moves the read offset, so
+    # both are read again after the rebalance's seek to the committed offset.
+    assert events == [("delivered", 0), ("cancelled", 1)]
+    assert drain.wait_first_calls == 1
+    assert drain.consumer._read_offset[PARTITION] == 0
+
+
+async def test_records_fetched_for_an_earlier_assignment_are_not_handed_over_nor_read():
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    app = make_app()
+    drain = Drain(app, range(3), callback)
+    app.consumer_generation_id = GENERATION + 1  # a rebalance happened after the fetch
+    await asyncio.wait_for(drain.start(), 5)
+    assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
 
 
 async def test_an_error_in_the_hand_over_propagates_as_in_faust():
