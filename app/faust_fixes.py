@@ -15,9 +15,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
 
 * ``AIOKafkaConsumerThread.seek_to_committed`` -> :func:`_seek_to_committed_or_beginning`:
   partitions with no committed offset go back to the beginning after a rebalance.
-* ``Consumer._new_offset`` -> :func:`_new_offset_after_every_fetched_offset`, with the
-  drain loop noting every record it hands to a stream: never commit past a record handed
-  over and not processed.
+* ``Consumer._new_offset`` -> :func:`_new_offset_after_every_fetched_offset`, with
+  ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` keeping
+  the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
 * ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_committing_first`:
   commit what was acked before faust forgets it, so a partition moves without repeats.
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
@@ -90,6 +90,7 @@ from faust.sensors.monitor import Monitor  # noqa: E402
 from faust.streams import Stream  # noqa: E402
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver  # noqa: E402
 from faust.types import TP, Message  # noqa: E402
 from faust.types.enums import ProcessingGuarantee  # noqa: E402
 from faust.utils.functional import consecutive_numbers  # noqa: E402
@@ -97,6 +98,7 @@ from faust.utils.functional import consecutive_numbers  # noqa: E402
 # --- originals and their fingerprints ---------------------------------------------------------
 
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
+_original_to_message = AIOKafkaConsumerDriver._to_message
 _original_on_partitions_revoked = Consumer.on_partitions_revoked
 _original_new_offset = Consumer._new_offset
 _original_drain_messages = Consumer._drain_messages
@@ -130,6 +132,7 @@ def source_of(name: str) -> str:
 
 _ORIGINALS: dict[str, Any] = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed": _original_seek_to_committed,
+    "faust.transport.drivers.aiokafka:Consumer._to_message": _original_to_message,
     "faust.transport.consumer:Consumer.on_partitions_revoked": _original_on_partitions_revoked,
     "faust.transport.consumer:Consumer._new_offset": _original_new_offset,
     "faust.transport.consumer:Consumer._drain_messages": _original_drain_messages,
@@ -141,6 +144,9 @@ _ORIGINALS: dict[str, Any] = {
 PATCHED: dict[str, str] = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed": (
         "775ab0adc4b052abee204d5347a556412b1f77ed4de971adde69a55a1cb6f908"
+    ),
+    "faust.transport.drivers.aiokafka:Consumer._to_message": (
+        "7c24f6511b2fcef7cbfe73526e78de033bfe0df211f1fd30509d699c9deb6ce4"
     ),
     "faust.transport.consumer:Consumer.on_partitions_revoked": (
         "d04b7ae72c6fc206924a2879d6c90dd383f3e8ba6f4b10a19ca99a921eb8f4db"
@@ -239,11 +245,9 @@ async def _seek_to_beginning_if_assigned(
 
 
 def _unacked_fetched(consumer: Consumer) -> dict[TP, set[int]]:
-    """Offsets handed to streams and not known to be acked, per partition (kept on the consumer).
+    """Offsets fetched for streams and not known to be acked, per partition (kept on the consumer).
 
-    Offsets are added as the drain loop hands records over (records it does not hand over,
-    from an earlier assignment or during a rebalance, are fetched again after the seek back)
-    and removed by :func:`ack_processed`, when
+    Offsets are added as records are fetched and removed by :func:`ack_processed`, when
     the partition is revoked, and once a commit has passed them.  The Cython stream loop
     acks inline, bypassing ``Consumer.ack``, so most acked offsets leave the set only when
     the next commit passes them: the commit rule counts an offset in the set as a hole
@@ -254,6 +258,13 @@ def _unacked_fetched(consumer: Consumer) -> dict[TP, set[int]]:
     except AttributeError:
         consumer._eddy_unacked_fetched = {}  # type: ignore[attr-defined]
         return consumer._eddy_unacked_fetched  # type: ignore[attr-defined]
+
+
+def _to_message_noting_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any) -> Message:
+    # Changelogs (read by recovery) and topics without acks are never acked: not tracked.
+    if not self._is_changelog_tp(tp) and self.app.topics.acks_enabled_for(tp.topic):
+        _unacked_fetched(self).setdefault(tp, set()).add(record.offset)
+    return _original_to_message(self, tp, record)
 
 
 async def _on_partitions_revoked_committing_first(self: Consumer, revoked: set[TP]) -> None:
@@ -414,7 +425,6 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     app = self.app
     callback = self.callback
     getmany = self.getmany
-    note_handed_over = _unacked_fetched(self).setdefault
     consumer_should_stop = self._stopped.is_set
     fetcher_should_stop = fetcher._stopped.is_set
 
@@ -467,8 +477,6 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        if acks_enabled_for(message.topic):  # changelogs are not acked: not noted
-                            note_handed_over(tp, set()).add(offset)
                         delivery = callback(message)
                         try:
                             waits_for = delivery.send(None)
@@ -614,6 +622,7 @@ def _verify_event_path_once_positioned(self: AIOKafkaConsumerThread, now: float,
 
 _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed_or_beginning),
+    (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
     (Consumer, "on_partitions_revoked", _on_partitions_revoked_committing_first),
     (Consumer, "_new_offset", _new_offset_after_every_fetched_offset),
     (Consumer, "_drain_messages", _drain_messages_awaiting_directly),

@@ -231,10 +231,14 @@ def fetched_record(offset: int, topic: str = PARTITION.topic) -> SimpleNamespace
     )
 
 
-async def test_a_revoke_commits_what_was_acked_before_faust_forgets_it(monkeypatch):
+async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkeypatch):
     app = make_app()
     consumer = app.consumer
-    _unacked_fetched(consumer)[PARTITION] = {3}
+    converted = consumer._to_message(PARTITION, fetched_record(3))
+    assert converted.offset == 3 and converted.generation_id == GENERATION
+    other = TP("not-acked", 0)
+    consumer._to_message(other, fetched_record(4, topic=other.topic))
+    assert _unacked_fetched(consumer) == {PARTITION: {3}}
 
     committed_before_faust_forgets = []
 
@@ -446,18 +450,6 @@ class Drain:
         return asyncio.ensure_future(
             faust_fixes._drain_messages_awaiting_directly(self.consumer, self.fetcher)
         )
-
-
-async def test_records_handed_to_acking_streams_are_noted_until_acked():
-    async def callback(msg):
-        pass
-
-    app = make_app()
-    drain = Drain(app, range(3), callback)
-    await asyncio.wait_for(drain.start(), 5)
-    assert _unacked_fetched(app.consumer) == {PARTITION: {0, 1, 2}}
-    faust_fixes.ack_processed(app.consumer, message(1))
-    assert _unacked_fetched(app.consumer) == {PARTITION: {0, 2}}
 
 
 async def test_records_that_do_not_block_are_handed_over_without_tasks():
