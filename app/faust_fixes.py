@@ -279,8 +279,13 @@ async def _on_partitions_revoked_committing_first(self: Consumer, revoked: set[T
     that was not processed (:func:`_new_offset_after_every_fetched_offset`); only after
     the handler is what was fetched and not processed forgotten (the next owner reads it).
     """
-    await self.maybe_wait_for_commit_to_finish()
-    await self.force_commit(revoked)
+    # Acks keep arriving while a commit is on the wire: commit until none is left, so that
+    # faust's forgetting (the first thing the original does, before it awaits) loses none.
+    for _ in range(5):
+        await self.maybe_wait_for_commit_to_finish()
+        committed = await self.force_commit(revoked)
+        if not committed or not any(self._acked.get(tp) for tp in revoked):
+            break
     await _original_on_partitions_revoked(self, revoked)
     unacked = _unacked_fetched(self)
     for tp in revoked:
@@ -625,7 +630,7 @@ _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
     (Consumer, "on_partitions_revoked", _on_partitions_revoked_committing_first),
     (Consumer, "_new_offset", _new_offset_after_every_fetched_offset),
-    (Consumer, "_drain_messages", _drain_messages_awaiting_directly),
+    # Not installed: _drain_messages_awaiting_directly (see its docstring).
     (Stream, "__aiter__", _stream_aiter_cython_loop),
     (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
 ]
