@@ -81,8 +81,9 @@ class MerchantActivity:
         >>> features["merchant_count_1h"], features["merchant_amount_mean_30d"]
         (2, 15.0)
         """
+        values = (1, amount)
         for counts in self._activity.values():
-            counts.add(ts, (1, amount))
+            counts.add(ts, values)
         return self.features_at(ts, amount)
 
     def add_label(self, label_ts: float, is_fraud: bool) -> None:
@@ -90,20 +91,41 @@ class MerchantActivity:
         self.labels.add(label_ts, (1, 1 if is_fraud else 0))
 
     def features_at(self, ts: float, amount: float) -> dict[str, float]:
+        """The merchant's features for a transaction of ``amount`` at ``ts`` (counted or not)."""
         features: dict[str, float] = {}
-        for name, ((key, _, _), n_buckets) in ACTIVITY_HORIZONS.items():
-            count, total = self._activity[key].window_sums(ts, n_buckets)
-            features[f"merchant_count_{name}"] = count
-            if name == "30d":
-                mean = total / count if count else amount
-                features["merchant_amount_mean_30d"] = mean
-                features["merchant_amount_ratio"] = (amount + 1.0) / (mean + 1.0)
-        hourly_rate = features["merchant_count_30d"] / (30 * 24)
+        for key, lengths, names in _COUNT_WINDOWS:
+            sums = self._activity[key].nested_window_sums(ts, lengths)
+            for name, (count, _) in zip(names, sums, strict=True):
+                features[name] = count
+        count, total = sums[-1]  # the 30-day window's, which comes last
+        mean = total / count if count else amount
+        features["merchant_amount_mean_30d"] = mean
+        features["merchant_amount_ratio"] = (amount + 1.0) / (mean + 1.0)
+        hourly_rate = count / (30 * 24)
         features["merchant_burst_1h"] = features["merchant_count_1h"] / (hourly_rate + 1.0)
-        for name, n_days in FRAUD_RATE_HORIZONS.items():
-            labels, frauds = self.labels.window_sums(ts, n_days)
-            features[f"merchant_labels_{name}"] = labels
-            features[f"merchant_fraud_rate_{name}"] = (frauds + PRIOR_RATE * PRIOR_LABELS) / (
-                labels + PRIOR_LABELS
-            )
+        label_windows = self.labels.nested_window_sums(ts, _LABEL_DAYS_KEPT)
+        for (labels_name, rate_name), (labels, frauds) in zip(_LABEL_NAMES, label_windows, strict=True):
+            features[labels_name] = labels
+            features[rate_name] = (frauds + PRIOR_RATE * PRIOR_LABELS) / (labels + PRIOR_LABELS)
         return features
+
+
+def _count_windows() -> tuple[tuple[str, tuple[int, ...], tuple[str, ...]], ...]:
+    """``(state key, window lengths, feature names)`` per granularity, in feature order."""
+    windows: dict[str, tuple[list[int], list[str]]] = {}
+    for name, ((key, _, _), n_buckets) in ACTIVITY_HORIZONS.items():
+        lengths, names = windows.setdefault(key, ([], []))
+        if lengths and n_buckets <= lengths[-1]:
+            raise ValueError("the windows of one granularity must grow in feature order")
+        lengths.append(n_buckets)
+        names.append(f"merchant_count_{name}")
+    if names[-1] != "merchant_count_30d":
+        raise ValueError("the 30-day window must come last: the amount mean is over it")
+    return tuple((key, tuple(lengths), tuple(names)) for key, (lengths, names) in windows.items())
+
+
+_COUNT_WINDOWS = _count_windows()
+_LABEL_DAYS_KEPT = tuple(FRAUD_RATE_HORIZONS.values())
+_LABEL_NAMES = tuple(
+    (f"merchant_labels_{name}", f"merchant_fraud_rate_{name}") for name in FRAUD_RATE_HORIZONS
+)

@@ -11,12 +11,13 @@ changelog write per event):
   holds the buckets ``(bucket(t) - n, bucket(t)]``.
 
 Both drop what no window can reach any more, so state does not grow without
-bound as event time moves on.
+bound as event time moves on; an :class:`EventLog` can also be bounded in count.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
@@ -44,6 +45,8 @@ class EventLog:
         Names of the values stored with each event besides its timestamp.
     retention
         Seconds of event time kept behind the newest event seen.
+    max_events
+        Most events kept (``None``: no limit); the oldest go first.
 
     >>> log = EventLog(("amount",), retention=10.0)
     >>> for ts, amount in [(1.0, 5.0), (3.0, 7.0), (2.0, 1.0), (20.0, 2.0)]:
@@ -52,20 +55,38 @@ class EventLog:
     ([1.0, 2.0, 3.0, 20.0], [5.0, 1.0, 7.0, 2.0])
     >>> log.expire(), log.ts
     (3, [20.0])
+    >>> log = EventLog(("amount",), retention=10.0, max_events=2)
+    >>> for ts, amount in [(1.0, 5.0), (3.0, 7.0), (2.0, 1.0)]:
+    ...     _ = log.insert(ts, (amount,))
+    >>> log.ts, log.column("amount")  # the event at 1.0 made room for the one at 2.0
+    ([2.0, 3.0], [1.0, 7.0])
     """
 
-    __slots__ = ("_columns", "_names", "retention", "ts")
+    __slots__ = ("_columns", "_names", "max_events", "retention", "ts")
 
-    def __init__(self, columns: Sequence[str], retention: float) -> None:
+    def __init__(self, columns: Sequence[str], retention: float, max_events: int | None = None) -> None:
+        if max_events is not None and max_events < 1:
+            raise ValueError("max_events must be at least 1")
         self._names = tuple(columns)
         self.retention = retention
+        self.max_events = max_events
         self.ts: list[float] = []
         self._columns: list[list[Any]] = [[] for _ in self._names]
 
     @classmethod
-    def from_state(cls, state: dict[str, Any] | None, columns: Sequence[str], retention: float) -> EventLog:
-        """Rebuild a log from :meth:`to_state` output (``None`` gives an empty log)."""
-        log = cls(columns, retention)
+    def from_state(
+        cls,
+        state: dict[str, Any] | None,
+        columns: Sequence[str],
+        retention: float,
+        max_events: int | None = None,
+    ) -> EventLog:
+        """Rebuild a log from :meth:`to_state` output (``None`` gives an empty log).
+
+        A state over ``max_events`` (written with a higher limit) is cut down on the next
+        :meth:`insert` or :meth:`expire`.
+        """
+        log = cls(columns, retention, max_events)
         if state:
             log.ts = state["ts"]
             log._columns = [state[name] for name in log._names]
@@ -79,6 +100,10 @@ class EventLog:
     def column(self, name: str) -> list[Any]:
         return self._columns[self._names.index(name)]
 
+    def columns(self) -> tuple[list[Any], ...]:
+        """Every column, in the order of the names the log was made with (one call for all)."""
+        return tuple(self._columns)
+
     @property
     def newest(self) -> float:
         return self.ts[-1] if self.ts else -math.inf
@@ -86,9 +111,12 @@ class EventLog:
     def insert(self, ts: float, values: Sequence[Any]) -> int:
         """Add an event after any others with the same timestamp; return its index.
 
-        Nothing is expired here, so that an event older than the retention still
-        gets its own window: call :meth:`expire` once it has been read.
+        A log at ``max_events`` first drops its oldest event to make room.  Nothing is
+        expired here, so that an event older than the retention still gets its own
+        window: call :meth:`expire` once it has been read.
         """
+        if self.max_events is not None and len(self.ts) >= self.max_events:
+            self._drop_oldest(len(self.ts) - self.max_events + 1)
         index = bisect_right(self.ts, ts)
         self.ts.insert(index, ts)
         for column, value in zip(self._columns, values, strict=True):
@@ -105,15 +133,20 @@ class EventLog:
         return range(start, end_index + 1)
 
     def expire(self) -> int:
-        """Drop events more than ``retention`` behind the newest; return how many."""
+        """Drop events more than ``retention`` behind the newest, and any over ``max_events``; count them."""
         if not self.ts:
             return 0
         dropped = bisect_right(self.ts, self.ts[-1] - self.retention)
+        if self.max_events is not None:
+            dropped = max(dropped, len(self.ts) - self.max_events)
         if dropped:
-            del self.ts[:dropped]
-            for column in self._columns:
-                del column[:dropped]
+            self._drop_oldest(dropped)
         return dropped
+
+    def _drop_oldest(self, n: int) -> None:
+        del self.ts[:n]
+        for column in self._columns:
+            del column[:n]
 
 
 class BucketCounts:
@@ -128,12 +161,19 @@ class BucketCounts:
     fields
         Number of quantities summed per bucket.
 
-    >>> counts = BucketCounts(width=HOUR, keep=24, fields=2)
+    Buckets are kept in ascending order, and every add drops the buckets ``keep``
+    or more behind the newest (except the one it added to: a very late event
+    still counts itself).  So a window's buckets are found by walking back from
+    the newest, and a quiet entity holds only its recent buckets.
+
+    >>> counts = BucketCounts(width=HOUR, keep=25, fields=2)
     >>> counts.add(10.0, (1, 12.5)); counts.add(4_000.0, (1, 2.5)); counts.add(90_000.0, (1, 1.0))
     >>> counts.window_sums(90_000.0, 24)  # buckets 2..25: only the newest event
     [1, 1.0]
     >>> counts.window_sums(90_000.0, 25)  # buckets 1..25
     [2, 3.5]
+    >>> list(counts.buckets)  # bucket 0 is 25 behind the newest: dropped
+    [1, 25]
     """
 
     __slots__ = ("buckets", "fields", "keep", "width")
@@ -148,10 +188,11 @@ class BucketCounts:
     def from_state(
         cls, state: list[list[float]] | None, width: float, keep: int, fields: int
     ) -> BucketCounts:
-        """Rebuild from :meth:`to_state` output: ``[[bucket, sum_1, ...], ...]``."""
+        """Rebuild from :meth:`to_state` output: ``[[bucket, sum_1, ...], ...]`` (any order)."""
         counts = cls(width, keep, fields)
         if state:
-            counts.buckets = {int(row[0]): row[1:] for row in state}
+            # Sorted already when written by this version; earlier ones kept insertion order.
+            counts.buckets = {int(row[0]): row[1:] for row in sorted(state, key=operator.itemgetter(0))}
         return counts
 
     def to_state(self) -> list[list[float]]:
@@ -159,27 +200,55 @@ class BucketCounts:
 
     def add(self, ts: float, values: Sequence[float]) -> None:
         """Add ``values`` to the bucket of ``ts``, then drop buckets no window reaches."""
-        bucket = bucket_of(ts, self.width)
-        sums = self.buckets.get(bucket)
-        if sums is None:
-            self.buckets[bucket] = list(values)
-            newest = max(self.buckets)
-            if len(self.buckets) > self.keep:
-                self.buckets = {b: s for b, s in self.buckets.items() if b > newest - self.keep}
+        bucket = math.floor(ts / self.width)  # bucket_of, inlined: this runs for every event
+        buckets = self.buckets
+        sums = buckets.get(bucket)
+        if sums is not None:
+            buckets[bucket] = list(map(operator.add, sums, values))
+            return
+        newest = next(reversed(buckets), bucket)
+        buckets[bucket] = list(values)
+        if bucket < newest:  # a late event opened a bucket: restore the order
+            self.buckets = buckets = dict(sorted(buckets.items()))
         else:
-            for i, value in enumerate(values):
-                sums[i] += value
+            newest = bucket
+        cutoff = newest - self.keep
+        stale = []
+        for old in buckets:  # oldest first
+            if old > cutoff:
+                break
+            if old != bucket:
+                stale.append(old)
+        for old in stale:
+            del buckets[old]
 
     def window_sums(self, ts: float, n_buckets: int) -> list[float]:
         """Sums over buckets ``(bucket(ts) - n_buckets, bucket(ts)]``."""
-        end = bucket_of(ts, self.width)
-        start = end - n_buckets
-        totals = [0] * self.fields
-        for bucket, sums in self.buckets.items():
-            if start < bucket <= end:
-                for i, value in enumerate(sums):
-                    totals[i] += value
-        return totals
+        end = math.floor(ts / self.width)
+        return self._sums(end - n_buckets, end)
+
+    def nested_window_sums(self, ts: float, lengths: Sequence[int]) -> list[list[float]]:
+        """:meth:`window_sums` for windows of each of ``lengths`` buckets, all ending at the bucket of ``ts``.
+
+        >>> counts = BucketCounts(width=DAY, keep=30, fields=2)
+        >>> counts.add(0.0, (1, 5.0)); counts.add(9 * DAY, (1, 2.0))
+        >>> counts.nested_window_sums(9 * DAY, (7, 30))
+        [[1, 2.0], [2, 7.0]]
+        """
+        end = math.floor(ts / self.width)
+        return [self._sums(end - n, end) for n in lengths]
+
+    def _sums(self, start: int, end: int) -> list[float]:
+        """Sums over the buckets in ``(start, end]``, walking back from the newest bucket."""
+        rows = []
+        for bucket, sums in reversed(self.buckets.items()):
+            if bucket <= start:
+                break
+            if bucket <= end:
+                rows.append(sums)
+        if len(rows) > 1:
+            return list(map(sum, zip(*rows, strict=True)))
+        return list(rows[0]) if rows else [0] * self.fields
 
 
 class PartitionWatermarks:
