@@ -5,9 +5,15 @@ Final score (documented in the README)::
     score = w * p_fraud + (1 - w) * anomaly,   w = supervised_weight * min(1, frauds_learned / warmup_frauds)
 
 ``p_fraud`` is the logistic regression's probability, corrected for the
-sampling of legitimate examples; ``anomaly`` is the Half-Space Trees score in
-[0, 1].  With no labels yet (cold start) the anomaly score decides alone; as
-labelled frauds arrive the classifier takes over.
+sampling of legitimate examples.  ``anomaly`` in [0, 1) says how far the
+transaction lies from normal traffic: the mean over the classifier's inputs of
+their squared z-scores (each clipped at :data:`Z_CLIP` standard deviations, so
+that one extreme feature cannot decide alone), squashed as ``m / (m + 2)``.  The
+z-scores come from the standard scaler that learns from a sample of unlabelled
+traffic, the one the classifier reads: a typical transaction has ``m`` near 1
+(anomaly near 1/3), an unusual one far more.  With no labels yet (cold start)
+the anomaly score decides alone; as labelled frauds arrive the classifier takes
+over.
 
 The classifier sees the transaction's features (counts and money on a log
 scale) plus a few generic interactions of risk indicators (new merchant,
@@ -29,8 +35,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-from river import anomaly, linear_model, optim, preprocessing
+from river import linear_model, optim, preprocessing
 
 # Features that are counts or money: the model sees log1p of them.
 _LOG_SCALE_PREFIXES = (
@@ -49,18 +56,34 @@ _LOG_SCALE_PREFIXES = (
     "merchant_labels_",
 )
 
+Z_CLIP = 5.0  # standard deviations: the most one input adds to the anomaly score
+_Z_CLIP_SQUARED = Z_CLIP * Z_CLIP
+_ANOMALY_HALF = 2.0  # mean clipped square at which the anomaly score is 1/2
 SMALL_AMOUNT = 5.0  # EUR: below it a payment counts as tiny (card testing)
 _RADIANS_PER_HOUR = 2.0 * math.pi / 24.0
+
+
+class _LogScaled(dict[str, bool]):
+    """Whether a feature is seen on a log scale, by name: each name is matched against the prefixes once."""
+
+    def __missing__(self, name: str) -> bool:
+        log_scaled = self[name] = name.startswith(_LOG_SCALE_PREFIXES)
+        return log_scaled
+
+
+_LOG_SCALED = _LogScaled()
 
 
 def model_inputs(features: dict[str, float]) -> dict[str, float]:
     """The model's view of a transaction's features: counts and money on a log scale.
 
-    >>> model_inputs({"amount": math.e - 1, "card_no_prior_30d": 1.0})
-    {'amount': 1.0, 'card_no_prior_30d': 1.0}
+    >>> model_inputs({"amount": math.e - 1, "card_no_prior_30d": 1.0, "card_count_1h": -2})
+    {'amount': 1.0, 'card_no_prior_30d': 1.0, 'card_count_1h': 0.0}
     """
+    log_scaled = _LOG_SCALED
+    log1p = math.log1p
     return {
-        name: math.log1p(max(value, 0.0)) if name.startswith(_LOG_SCALE_PREFIXES) else float(value)
+        name: (log1p(value) if value > 0.0 else 0.0) if log_scaled[name] else float(value)
         for name, value in features.items()
     }
 
@@ -100,6 +123,37 @@ def classifier_inputs(features: dict[str, float]) -> dict[str, float]:
     return x
 
 
+def anomaly(z: dict[str, float]) -> float:
+    """How unusual standardized inputs are, in [0, 1): ``m / (m + 2)``, ``m`` their mean clipped square.
+
+    >>> anomaly({"a": 0.0, "b": 0.0}), anomaly({"a": 1.0, "b": -1.0}), anomaly({"a": 100.0, "b": 0.0})
+    (0.0, 0.3333333333333333, 0.8620689655172413)
+    >>> anomaly({})
+    0.0
+    """
+    if not z:
+        return 0.0
+    clip = _Z_CLIP_SQUARED
+    m = sum([square if (square := value * value) < clip else clip for value in z.values()]) / len(z)
+    return m / (m + _ANOMALY_HALF)
+
+
+def largest_positive(values: dict[str, float], n: int) -> list[str]:
+    """Names of the ``n`` largest positive values, largest first (ties: larger name first).
+
+    >>> largest_positive({"a": 1.0, "b": 3.0, "c": -2.0, "d": 3.0}, 3)
+    ['d', 'b', 'a']
+    >>> largest_positive({"a": 0.0, "b": -1.0}, 2)
+    []
+    """
+    positives = [value for value in values.values() if value > 0.0]
+    # Only the values from the n-th largest up need sorting by name too (a few, not all).
+    threshold = sorted(positives)[-n] if len(positives) > n else 0.0
+    ranked = [(value, name) for name, value in values.items() if value >= threshold and value > 0.0]
+    ranked.sort(reverse=True)
+    return [name for _, name in ranked[:n]]
+
+
 @dataclass(frozen=True, slots=True)
 class FraudScore:
     score: float
@@ -124,7 +178,8 @@ class FraudModel:
     n_reasons
         How many features are named as reasons for a score.
     seed
-        Seed of the Half-Space Trees.
+        Kept for compatibility: the model has no randomness since the z-score
+        :func:`anomaly` replaced Half-Space Trees.
     learning_rate
         Step size of the classifier's plain SGD.
     """
@@ -147,19 +202,18 @@ class FraudModel:
         # The scaler learns from unlabelled traffic only: it is not skewed by label sampling.
         self.scaler = preprocessing.StandardScaler()
         self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=1e-5)
-        self.detector = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(
-            n_trees=15, height=8, window_size=500, seed=seed
-        )
         self.frauds_learned = 0
         self.legit_learned = 0
         self.observed = 0
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickles made before the z-score anomaly carry a Half-Space Trees detector: unused now.
+        state.pop("detector", None)
+        self.__dict__.update(state)
+
     def observe(self, features: dict[str, float]) -> None:
         """Learn what normal traffic looks like from one (unlabelled) transaction."""
-        x = model_inputs(features)
-        self.detector.learn_one(x)
-        x.update(interactions(features))
-        self.scaler.learn_one(x)
+        self.scaler.learn_one(classifier_inputs(features))
         self.observed += 1
 
     def learn(self, features: dict[str, float], is_fraud: bool) -> None:
@@ -172,10 +226,8 @@ class FraudModel:
 
     def score(self, features: dict[str, float]) -> FraudScore:
         """Score one transaction (no learning happens here)."""
-        x = model_inputs(features)
-        anomaly_score = self.detector.score_one(x) if self.observed else 0.0
-        x.update(interactions(features))
-        z = self.scaler.transform_one(x)
+        z = self.scaler.transform_one(classifier_inputs(features))
+        anomaly_score = anomaly(z)
         weight = self.supervised_weight * min(1.0, self.frauds_learned / self.warmup_frauds)
         p_fraud = self._calibrated(self.classifier.predict_proba_one(z)[True]) if weight else 0.0
         score = weight * p_fraud + (1.0 - weight) * anomaly_score
@@ -194,10 +246,10 @@ class FraudModel:
         return odds / (1.0 + odds)
 
     def _reasons(self, z: dict[str, float], use_weights: bool) -> list[str]:
+        """The features that push the score up most, largest push first (ties: larger name first)."""
         if use_weights:
             weights = self.classifier._weights
             pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
         else:
             pushes = z  # cold start: the most unusual features
-        ranked = sorted((push, name) for name, push in pushes.items() if push > 0)
-        return [name for _, name in reversed(ranked[-self.n_reasons :])]
+        return largest_positive(pushes, self.n_reasons)
