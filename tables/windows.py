@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import operator
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,10 +161,11 @@ class BucketCounts:
     fields
         Number of quantities summed per bucket.
 
-    Buckets are kept in ascending order, and every add drops the buckets ``keep``
-    or more behind the newest (except the one it added to: a very late event
-    still counts itself).  So a window's buckets are found by walking back from
-    the newest, and a quiet entity holds only its recent buckets.
+    Buckets are kept as parallel columns sorted by bucket, like an
+    :class:`EventLog` of buckets, so a window's sums are two binary searches and
+    a slice summed per quantity, whatever the number of buckets in it.  Every
+    add drops the buckets ``keep`` or more behind the newest, except the one it
+    added to: a very late event still counts itself.
 
     >>> counts = BucketCounts(width=HOUR, keep=25, fields=2)
     >>> counts.add(10.0, (1, 12.5)); counts.add(4_000.0, (1, 2.5)); counts.add(90_000.0, (1, 1.0))
@@ -172,17 +173,18 @@ class BucketCounts:
     [1, 1.0]
     >>> counts.window_sums(90_000.0, 25)  # buckets 1..25
     [2, 3.5]
-    >>> list(counts.buckets)  # bucket 0 is 25 behind the newest: dropped
-    [1, 25]
+    >>> counts.buckets  # bucket 0 is 25 behind the newest: dropped
+    {1: [1, 2.5], 25: [1, 1.0]}
     """
 
-    __slots__ = ("buckets", "fields", "keep", "width")
+    __slots__ = ("_ids", "_sums", "fields", "keep", "width")
 
     def __init__(self, width: float, keep: int, fields: int) -> None:
         self.width = width
         self.keep = keep
         self.fields = fields
-        self.buckets: dict[int, list[float]] = {}
+        self._ids: list[int] = []  # ascending
+        self._sums: list[list[float]] = [[] for _ in range(fields)]  # one column per quantity
 
     @classmethod
     def from_state(
@@ -192,40 +194,53 @@ class BucketCounts:
         counts = cls(width, keep, fields)
         if state:
             # Sorted already when written by this version; earlier ones kept insertion order.
-            counts.buckets = {int(row[0]): row[1:] for row in sorted(state, key=operator.itemgetter(0))}
+            rows = sorted(state, key=operator.itemgetter(0))
+            counts._ids = [int(row[0]) for row in rows]
+            counts._sums = [[row[i] for row in rows] for i in range(1, fields + 1)]
         return counts
 
     def to_state(self) -> list[list[float]]:
-        return [[bucket, *sums] for bucket, sums in self.buckets.items()]
+        return [[bucket, *sums] for bucket, sums in self._rows()]
+
+    @property
+    def buckets(self) -> dict[int, list[float]]:
+        """The sums of each bucket kept, oldest first."""
+        return {bucket: list(sums) for bucket, sums in self._rows()}
+
+    @property
+    def newest(self) -> int | None:
+        """The newest bucket kept (``None`` when there is none)."""
+        return self._ids[-1] if self._ids else None
 
     def add(self, ts: float, values: Sequence[float]) -> None:
         """Add ``values`` to the bucket of ``ts``, then drop buckets no window reaches."""
         bucket = math.floor(ts / self.width)  # bucket_of, inlined: this runs for every event
-        buckets = self.buckets
-        sums = buckets.get(bucket)
-        if sums is not None:
-            buckets[bucket] = list(map(operator.add, sums, values))
+        ids = self._ids
+        if ids and ids[-1] == bucket:  # the usual case: the newest bucket
+            for column, value in zip(self._sums, values, strict=True):
+                column[-1] += value
             return
-        newest = next(reversed(buckets), bucket)
-        buckets[bucket] = list(values)
-        if bucket < newest:  # a late event opened a bucket: restore the order
-            self.buckets = buckets = dict(sorted(buckets.items()))
+        index = bisect_left(ids, bucket)
+        if index < len(ids) and ids[index] == bucket:
+            for column, value in zip(self._sums, values, strict=True):
+                column[index] += value
+            return
+        ids.insert(index, bucket)
+        for column, value in zip(self._sums, values, strict=True):
+            column.insert(index, value)
+        cutoff = ids[-1] - self.keep
+        if ids[0] > cutoff:
+            return
+        stale = bisect_right(ids, cutoff)
+        if index < stale:  # a very late event: keep its bucket until the next add
+            self._drop(index + 1, stale)
+            self._drop(0, index)
         else:
-            newest = bucket
-        cutoff = newest - self.keep
-        stale = []
-        for old in buckets:  # oldest first
-            if old > cutoff:
-                break
-            if old != bucket:
-                stale.append(old)
-        for old in stale:
-            del buckets[old]
+            self._drop(0, stale)
 
     def window_sums(self, ts: float, n_buckets: int) -> list[float]:
         """Sums over buckets ``(bucket(ts) - n_buckets, bucket(ts)]``."""
-        end = math.floor(ts / self.width)
-        return self._sums(end - n_buckets, end)
+        return self.nested_window_sums(ts, (n_buckets,))[0]
 
     def nested_window_sums(self, ts: float, lengths: Sequence[int]) -> list[list[float]]:
         """:meth:`window_sums` for windows of each of ``lengths`` buckets, all ending at the bucket of ``ts``.
@@ -236,19 +251,22 @@ class BucketCounts:
         [[1, 2.0], [2, 7.0]]
         """
         end = math.floor(ts / self.width)
-        return [self._sums(end - n, end) for n in lengths]
+        ids = self._ids
+        stop = bisect_right(ids, end)
+        sums = []
+        for n in lengths:
+            start = bisect_right(ids, end - n, 0, stop)
+            sums.append([sum(column[start:stop]) for column in self._sums])
+        return sums
 
-    def _sums(self, start: int, end: int) -> list[float]:
-        """Sums over the buckets in ``(start, end]``, walking back from the newest bucket."""
-        rows = []
-        for bucket, sums in reversed(self.buckets.items()):
-            if bucket <= start:
-                break
-            if bucket <= end:
-                rows.append(sums)
-        if len(rows) > 1:
-            return list(map(sum, zip(*rows, strict=True)))
-        return list(rows[0]) if rows else [0] * self.fields
+    def _rows(self) -> zip[tuple[int, tuple[float, ...]]]:
+        return zip(self._ids, zip(*self._sums, strict=True), strict=True)
+
+    def _drop(self, start: int, stop: int) -> None:
+        if start < stop:
+            del self._ids[start:stop]
+            for column in self._sums:
+                del column[start:stop]
 
 
 class PartitionWatermarks:
