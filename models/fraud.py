@@ -34,12 +34,12 @@ itself.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from river import linear_model, optim, preprocessing
+from river.utils.math import sigmoid
 
 # Features that are counts or money: the model sees log1p of them.
 _LOG_SCALE_PREFIXES = (
@@ -150,10 +150,15 @@ def largest_positive(values: dict[str, float], n: int) -> list[str]:
     >>> largest_positive({"a": 0.0, "b": -1.0}, 2)
     []
     """
-    positives = [value for value in values.values() if value > 0.0]
-    # Only the values from the n-th largest up need sorting by name too (a few, not all).
-    threshold = sorted(positives)[-n] if len(positives) > n else 0.0
-    ranked = [(value, name) for name, value in values.items() if value >= threshold and value > 0.0]
+    if not values or n < 1:
+        return []
+    ordered = sorted(values.values())
+    # Only the values from the n-th largest up need ranking by name too: a few, not all.
+    threshold = ordered[-n] if len(ordered) >= n else ordered[0]
+    if threshold > 0.0:
+        ranked = [(value, name) for name, value in values.items() if value >= threshold]
+    else:
+        ranked = [(value, name) for name, value in values.items() if value > 0.0]
     ranked.sort(reverse=True)
     return [name for _, name in ranked[:n]]
 
@@ -209,65 +214,98 @@ class FraudModel:
         self.frauds_learned = 0
         self.legit_learned = 0
         self.observed = 0
-        self._scales: defaultdict[str, float] = defaultdict(float)  # 1 / the scaler's std, per input
+        # Per input: (log-scaled?, mean, 1 / standard deviation), from the scaler after each
+        # observation, so that standardizing is one lookup per input (and no square root).
+        self._standardizers: dict[str, tuple[bool, float, float]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_standardizers"]  # derived from the scaler: rebuilt on load
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Pickles made before the z-score anomaly carry a Half-Space Trees detector (unused now)
-        # and no cached scales.
+        # Pickles made before the z-score anomaly carry a Half-Space Trees detector: unused now.
         state.pop("detector", None)
         self.__dict__.update(state)
-        if "_scales" not in state:
-            self._scales = defaultdict(float)
-            self._update_scales(self.scaler.vars)
+        self._standardizers = {}
+        self._update_standardizers(self.scaler.means)
 
     def observe(self, features: dict[str, float]) -> None:
         """Learn what normal traffic looks like from one (unlabelled) transaction."""
         x = classifier_inputs(features)
         self.scaler.learn_one(x)
-        self._update_scales(x)
+        self._update_standardizers(x)
         self.observed += 1
 
     def learn(self, features: dict[str, float], is_fraud: bool) -> None:
         """Learn from one labelled transaction, given the features it was scored with."""
-        self.classifier.learn_one(self.standardized(classifier_inputs(features)), is_fraud)
+        self.classifier.learn_one(self.standardized_inputs(features), is_fraud)
         if is_fraud:
             self.frauds_learned += 1
         else:
             self.legit_learned += 1
 
-    def standardized(self, x: dict[str, float]) -> dict[str, float]:
-        """``x`` scaled by the traffic's means and standard deviations (0 for an input without spread).
+    def standardized_inputs(self, features: dict[str, float]) -> dict[str, float]:
+        """The classifier's inputs, standardized by the traffic's means and standard deviations.
 
-        The scaler's own ``transform_one``, with each input's inverse standard deviation
-        kept between calls instead of taking a square root every time.
+        The same as the scaler's ``transform_one(classifier_inputs(features))`` (an input
+        without spread, or never observed, is 0), in one pass over the features.
 
         >>> model = FraudModel()
-        >>> for amount in (1.0, 3.0):
-        ...     model.observe({"online": amount})
-        >>> model.standardized({"online": 3.0, "hour": 5.0})
-        {'online': 1.0, 'hour': 0.0}
+        >>> for amount in (math.e - 1, math.e**3 - 1):  # log1p: 1 and 3
+        ...     model.observe({"amount": amount, "online": 1.0})
+        >>> z = model.standardized_inputs({"amount": math.e**3 - 1, "online": 0.0, "hour": 5.0})
+        >>> round(z["amount"], 12), z["online"] == 0.0, z["hour"]  # online never varied, hour never seen
+        (1.0, True, 0.0)
         """
-        means = self.scaler.means
-        scales = self._scales
-        return {name: (value - means[name]) * scales[name] for name, value in x.items()}
+        standardizers = self._standardizers
+        log1p = math.log1p
+        try:
+            z = {
+                name: (((log1p(value) if value > 0.0 else 0.0) if log_scaled else value) - mean) * scale
+                for name, value in features.items()
+                for log_scaled, mean, scale in (standardizers[name],)
+            }
+            for name, value in _add_interactions(features, {}).items():
+                _, mean, scale = standardizers[name]
+                z[name] = (value - mean) * scale
+        except KeyError:  # an input never observed: no mean and no spread yet, so 0
+            unknown = (False, 0.0, 0.0)
+            return {
+                name: (value - mean) * scale
+                for name, value in classifier_inputs(features).items()
+                for _, mean, scale in (standardizers.get(name, unknown),)
+            }
+        return z
 
-    def _update_scales(self, names: Iterable[str]) -> None:
+    def _update_standardizers(self, names: Iterable[str]) -> None:
+        means = self.scaler.means
         variances = self.scaler.vars
-        self._scales.update({name: variances[name] ** -0.5 if variances[name] else 0.0 for name in names})
+        for name in names:
+            variance = variances[name]
+            self._standardizers[name] = (_LOG_SCALED[name], means[name], variance**-0.5 if variance else 0.0)
 
     def score(self, features: dict[str, float]) -> FraudScore:
         """Score one transaction (no learning happens here)."""
-        z = self.standardized(classifier_inputs(features))
+        z = self.standardized_inputs(features)
         anomaly_score = anomaly(z)
         weight = self.supervised_weight * min(1.0, self.frauds_learned / self.warmup_frauds)
-        p_fraud = self._calibrated(self.classifier.predict_proba_one(z)[True]) if weight else 0.0
+        if weight:
+            # Each input's push on the classifier's log-odds: their sum (and the intercept)
+            # gives its probability, their largest name the reasons.
+            weights = self.classifier._weights.to_dict()  # a plain dict: faster to read
+            pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
+            p_fraud = self._calibrated(sigmoid(self.classifier.intercept + sum(pushes.values())))
+        else:
+            pushes = z  # cold start: the reasons are the most unusual inputs
+            p_fraud = 0.0
         score = weight * p_fraud + (1.0 - weight) * anomaly_score
         return FraudScore(
             score=min(max(score, 0.0), 1.0),
             p_fraud=p_fraud,
             anomaly=anomaly_score,
             supervised_weight=weight,
-            reasons=self._reasons(z, use_weights=weight > 0),
+            reasons=largest_positive(pushes, self.n_reasons),
         )
 
     def _calibrated(self, p: float) -> float:
@@ -275,12 +313,3 @@ class FraudModel:
         p = min(max(p, 1e-12), 1 - 1e-12)
         odds = p / (1.0 - p) * self.legit_sample_rate
         return odds / (1.0 + odds)
-
-    def _reasons(self, z: dict[str, float], use_weights: bool) -> list[str]:
-        """The features that push the score up most, largest push first (ties: larger name first)."""
-        if use_weights:
-            weights = self.classifier._weights.to_dict()  # a plain dict: faster to read
-            pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
-        else:
-            pushes = z  # cold start: the most unusual features
-        return largest_positive(pushes, self.n_reasons)
