@@ -4,7 +4,8 @@
 broker (started if needed) and appends the results to BENCHMARKS.md.
 
 1. In process: median cost per transaction of each step (card features,
-   merchant features, scoring, learning) over a simulated stream.
+   merchant features, scoring, learning) over a simulated stream
+   (``benchmarks.in_process``, which also times whole replays).
 2. Throughput: a backlog of transactions (and their labels) is produced first;
    one worker process then works through it.  tx/s = decisions / (append time of
    the last decision - append time of the first).
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,56 +35,11 @@ from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
 from app.worker_process import free_port, start_worker, stop_worker
 from benchmarks import faust_floor
+from benchmarks.in_process import in_process_costs, quantile
 from broker import LocalKafka
-from models.evaluation import InProcessFraudPipeline
 
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 PARTITIONS = 8
-
-
-def in_process_costs(n_transactions: int) -> dict[str, float]:
-    """Median microseconds per transaction for each step, from one in-process replay."""
-    pipeline = InProcessFraudPipeline()
-    events = generate_transaction_stream(TransactionStreamConfig(seed=11, n_cards=3_000, days=60))
-    per_tx: list[float] = []
-    per_label: list[float] = []
-    for event in events:
-        started = time.perf_counter()
-        if event.topic == "transactions":
-            pipeline.transaction(event.value)
-            per_tx.append(time.perf_counter() - started)
-            if len(per_tx) >= n_transactions:
-                break
-        else:
-            pipeline.label(event.value)
-            per_label.append(time.perf_counter() - started)
-    model = pipeline.learner.model
-    features = pipeline.transaction(
-        {"tx_id": "probe", "card_id": "card-0001", "merchant_id": "m-0001", "amount": 20.0, "ts": 1.78e9}
-    )[1]
-    score_times = []
-    for _ in range(2_000):
-        started = time.perf_counter()
-        model.score(features)
-        score_times.append(time.perf_counter() - started)
-    learn_times = []
-    for _ in range(2_000):
-        started = time.perf_counter()
-        model.learn(features, False)
-        learn_times.append(time.perf_counter() - started)
-    return {
-        "transactions": len(per_tx),
-        "transaction_us_median": statistics.median(per_tx) * 1e6,
-        "transaction_us_p99": _quantile(per_tx, 0.99) * 1e6,
-        "label_us_median": statistics.median(per_label) * 1e6 if per_label else float("nan"),
-        "score_us_median": statistics.median(score_times) * 1e6,
-        "learn_us_median": statistics.median(learn_times) * 1e6,
-    }
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def _read_decisions(bootstrap: str, topic: str, expected: int, timeout: float) -> list[Any]:
@@ -217,9 +172,9 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     return {
         "offered_tx_per_second": rate,
         "transactions": len(latencies),
-        "p50_ms": _quantile(latencies, 0.50),
-        "p95_ms": _quantile(latencies, 0.95),
-        "p99_ms": _quantile(latencies, 0.99),
+        "p50_ms": quantile(latencies, 0.50),
+        "p95_ms": quantile(latencies, 0.95),
+        "p99_ms": quantile(latencies, 0.99),
         "max_ms": latencies[-1],
     }
 

@@ -5,9 +5,15 @@ Final score (documented in the README)::
     score = w * p_fraud + (1 - w) * anomaly,   w = supervised_weight * min(1, frauds_learned / warmup_frauds)
 
 ``p_fraud`` is the logistic regression's probability, corrected for the
-sampling of legitimate examples; ``anomaly`` is the Half-Space Trees score in
-[0, 1].  With no labels yet (cold start) the anomaly score decides alone; as
-labelled frauds arrive the classifier takes over.
+sampling of legitimate examples.  ``anomaly`` in [0, 1) says how far the
+transaction lies from normal traffic: the mean over the classifier's inputs of
+their squared z-scores (each clipped at :data:`Z_CLIP` standard deviations, so
+that one extreme feature cannot decide alone), squashed as ``m / (m + 2)``.  The
+z-scores come from the standard scaler that learns from a sample of unlabelled
+traffic, the one the classifier reads: a typical transaction has ``m`` near 1
+(anomaly near 1/3), an unusual one far more.  With no labels yet (cold start)
+the anomaly score decides alone; as labelled frauds arrive the classifier takes
+over.
 
 The classifier sees the transaction's features (counts and money on a log
 scale) plus a few generic interactions of risk indicators (new merchant,
@@ -28,9 +34,12 @@ itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from river import anomaly, linear_model, optim, preprocessing
+from river import linear_model, optim, preprocessing
+from river.utils.math import sigmoid
 
 # Features that are counts or money: the model sees log1p of them.
 _LOG_SCALE_PREFIXES = (
@@ -49,18 +58,34 @@ _LOG_SCALE_PREFIXES = (
     "merchant_labels_",
 )
 
+Z_CLIP = 5.0  # standard deviations: the most one input adds to the anomaly score
+_Z_CLIP_SQUARED = Z_CLIP * Z_CLIP
+_ANOMALY_HALF = 2.0  # mean clipped square at which the anomaly score is 1/2
 SMALL_AMOUNT = 5.0  # EUR: below it a payment counts as tiny (card testing)
 _RADIANS_PER_HOUR = 2.0 * math.pi / 24.0
+
+
+class _LogScaled(dict[str, bool]):
+    """Whether a feature is seen on a log scale, by name: each name is matched against the prefixes once."""
+
+    def __missing__(self, name: str) -> bool:
+        log_scaled = self[name] = name.startswith(_LOG_SCALE_PREFIXES)
+        return log_scaled
+
+
+_LOG_SCALED = _LogScaled()
 
 
 def model_inputs(features: dict[str, float]) -> dict[str, float]:
     """The model's view of a transaction's features: counts and money on a log scale.
 
-    >>> model_inputs({"amount": math.e - 1, "card_no_prior_30d": 1.0})
-    {'amount': 1.0, 'card_no_prior_30d': 1.0}
+    >>> model_inputs({"amount": math.e - 1, "card_no_prior_30d": 1.0, "card_count_1h": -2})
+    {'amount': 1.0, 'card_no_prior_30d': 1.0, 'card_count_1h': 0.0}
     """
+    log_scaled = _LOG_SCALED
+    log1p = math.log1p
     return {
-        name: math.log1p(max(value, 0.0)) if name.startswith(_LOG_SCALE_PREFIXES) else float(value)
+        name: (log1p(value) if value > 0.0 else 0.0) if log_scaled[name] else float(value)
         for name, value in features.items()
     }
 
@@ -73,6 +98,16 @@ def interactions(features: dict[str, float]) -> dict[str, float]:
     >>> x["x_online_new"], x["x_ratio_online"], x["x_foreign_new"], round(x["x_burst_small"], 4)
     (1.0, 2.0, 0.75, 1.0986)
     """
+    return _add_interactions(features, {})
+
+
+def classifier_inputs(features: dict[str, float]) -> dict[str, float]:
+    """The classifier's (unscaled) view: :func:`model_inputs` and :func:`interactions`."""
+    return _add_interactions(features, model_inputs(features))
+
+
+def _add_interactions(features: dict[str, float], x: dict[str, float]) -> dict[str, float]:
+    """:func:`interactions` of ``features``, added to ``x``; returns ``x``."""
     new_merchant = 1.0 if features.get("card_merchant_prev_30d", 1.0) == 0 else 0.0
     online = float(features.get("online", 0.0))
     above_usual = max(0.0, features.get("card_amount_log_ratio", 0.0))
@@ -80,24 +115,52 @@ def interactions(features: dict[str, float]) -> dict[str, float]:
     burst = math.log1p(max(features.get("card_count_1h", 1.0) - 1.0, 0.0))
     tiny = 1.0 if features.get("amount", SMALL_AMOUNT) < SMALL_AMOUNT else 0.0
     angle = features.get("hour", 12.0) * _RADIANS_PER_HOUR
-    return {
-        "x_online_new": online * new_merchant,
-        "x_ratio_online": above_usual * online,
-        "x_ratio_new": above_usual * new_merchant,
-        "x_foreign_online": abroad * online,
-        "x_foreign_new": abroad * new_merchant,
-        "x_burst_small": burst * tiny,
-        "x_burst_new": burst * new_merchant,
-        "hour_sin": math.sin(angle),
-        "hour_cos": math.cos(angle),
-    }
-
-
-def classifier_inputs(features: dict[str, float]) -> dict[str, float]:
-    """The classifier's (unscaled) view: :func:`model_inputs` and :func:`interactions`."""
-    x = model_inputs(features)
-    x.update(interactions(features))
+    x["x_online_new"] = online * new_merchant
+    x["x_ratio_online"] = above_usual * online
+    x["x_ratio_new"] = above_usual * new_merchant
+    x["x_foreign_online"] = abroad * online
+    x["x_foreign_new"] = abroad * new_merchant
+    x["x_burst_small"] = burst * tiny
+    x["x_burst_new"] = burst * new_merchant
+    x["hour_sin"] = math.sin(angle)
+    x["hour_cos"] = math.cos(angle)
     return x
+
+
+def anomaly(z: dict[str, float]) -> float:
+    """How unusual standardized inputs are, in [0, 1): ``m / (m + 2)``, ``m`` their mean clipped square.
+
+    >>> anomaly({"a": 0.0, "b": 0.0}), anomaly({"a": 1.0, "b": -1.0}), anomaly({"a": 100.0, "b": 0.0})
+    (0.0, 0.3333333333333333, 0.8620689655172413)
+    >>> anomaly({})
+    0.0
+    """
+    if not z:
+        return 0.0
+    clip = _Z_CLIP_SQUARED
+    m = sum([square if (square := value * value) < clip else clip for value in z.values()]) / len(z)
+    return m / (m + _ANOMALY_HALF)
+
+
+def largest_positive(values: dict[str, float], n: int) -> list[str]:
+    """Names of the ``n`` largest positive values, largest first (ties: larger name first).
+
+    >>> largest_positive({"a": 1.0, "b": 3.0, "c": -2.0, "d": 3.0}, 3)
+    ['d', 'b', 'a']
+    >>> largest_positive({"a": 0.0, "b": -1.0}, 2)
+    []
+    """
+    if not values or n < 1:
+        return []
+    ordered = sorted(values.values())
+    # Only the values from the n-th largest up need ranking by name too: a few, not all.
+    threshold = ordered[-n] if len(ordered) >= n else ordered[0]
+    if threshold > 0.0:
+        ranked = [(value, name) for name, value in values.items() if value >= threshold]
+    else:
+        ranked = [(value, name) for name, value in values.items() if value > 0.0]
+    ranked.sort(reverse=True)
+    return [name for _, name in ranked[:n]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +187,8 @@ class FraudModel:
     n_reasons
         How many features are named as reasons for a score.
     seed
-        Seed of the Half-Space Trees.
+        Kept for compatibility: the model has no randomness since the z-score
+        :func:`anomaly` replaced Half-Space Trees.
     learning_rate
         Step size of the classifier's plain SGD.
     """
@@ -147,44 +211,101 @@ class FraudModel:
         # The scaler learns from unlabelled traffic only: it is not skewed by label sampling.
         self.scaler = preprocessing.StandardScaler()
         self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=1e-5)
-        self.detector = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(
-            n_trees=15, height=8, window_size=500, seed=seed
-        )
         self.frauds_learned = 0
         self.legit_learned = 0
         self.observed = 0
+        # Per input: (log-scaled?, mean, 1 / standard deviation), from the scaler after each
+        # observation, so that standardizing is one lookup per input (and no square root).
+        self._standardizers: dict[str, tuple[bool, float, float]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_standardizers"]  # derived from the scaler: rebuilt on load
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickles made before the z-score anomaly carry a Half-Space Trees detector: unused now.
+        state.pop("detector", None)
+        self.__dict__.update(state)
+        self._standardizers = {}
+        self._update_standardizers(self.scaler.means)
 
     def observe(self, features: dict[str, float]) -> None:
         """Learn what normal traffic looks like from one (unlabelled) transaction."""
-        x = model_inputs(features)
-        self.detector.learn_one(x)
-        x.update(interactions(features))
+        x = classifier_inputs(features)
         self.scaler.learn_one(x)
+        self._update_standardizers(x)
         self.observed += 1
 
     def learn(self, features: dict[str, float], is_fraud: bool) -> None:
         """Learn from one labelled transaction, given the features it was scored with."""
-        self.classifier.learn_one(self.scaler.transform_one(classifier_inputs(features)), is_fraud)
+        self.classifier.learn_one(self.standardized_inputs(features), is_fraud)
         if is_fraud:
             self.frauds_learned += 1
         else:
             self.legit_learned += 1
 
+    def standardized_inputs(self, features: dict[str, float]) -> dict[str, float]:
+        """The classifier's inputs, standardized by the traffic's means and standard deviations.
+
+        The same as the scaler's ``transform_one(classifier_inputs(features))`` (an input
+        without spread, or never observed, is 0), in one pass over the features.
+
+        >>> model = FraudModel()
+        >>> for amount in (math.e - 1, math.e**3 - 1):  # log1p: 1 and 3
+        ...     model.observe({"amount": amount, "online": 1.0})
+        >>> z = model.standardized_inputs({"amount": math.e**3 - 1, "online": 0.0, "hour": 5.0})
+        >>> round(z["amount"], 12), z["online"] == 0.0, z["hour"]  # online never varied, hour never seen
+        (1.0, True, 0.0)
+        """
+        standardizers = self._standardizers
+        log1p = math.log1p
+        try:
+            z = {
+                name: (((log1p(value) if value > 0.0 else 0.0) if log_scaled else value) - mean) * scale
+                for name, value in features.items()
+                for log_scaled, mean, scale in (standardizers[name],)
+            }
+            for name, value in _add_interactions(features, {}).items():
+                _, mean, scale = standardizers[name]
+                z[name] = (value - mean) * scale
+        except KeyError:  # an input never observed: no mean and no spread yet, so 0
+            unknown = (False, 0.0, 0.0)
+            return {
+                name: (value - mean) * scale
+                for name, value in classifier_inputs(features).items()
+                for _, mean, scale in (standardizers.get(name, unknown),)
+            }
+        return z
+
+    def _update_standardizers(self, names: Iterable[str]) -> None:
+        means = self.scaler.means
+        variances = self.scaler.vars
+        for name in names:
+            variance = variances[name]
+            self._standardizers[name] = (_LOG_SCALED[name], means[name], variance**-0.5 if variance else 0.0)
+
     def score(self, features: dict[str, float]) -> FraudScore:
         """Score one transaction (no learning happens here)."""
-        x = model_inputs(features)
-        anomaly_score = self.detector.score_one(x) if self.observed else 0.0
-        x.update(interactions(features))
-        z = self.scaler.transform_one(x)
+        z = self.standardized_inputs(features)
+        anomaly_score = anomaly(z)
         weight = self.supervised_weight * min(1.0, self.frauds_learned / self.warmup_frauds)
-        p_fraud = self._calibrated(self.classifier.predict_proba_one(z)[True]) if weight else 0.0
+        if weight:
+            # Each input's push on the classifier's log-odds: their sum (and the intercept)
+            # gives its probability, their largest name the reasons.
+            weights = self.classifier._weights.to_dict()  # a plain dict: faster to read
+            pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
+            p_fraud = self._calibrated(sigmoid(self.classifier.intercept + sum(pushes.values())))
+        else:
+            pushes = z  # cold start: the reasons are the most unusual inputs
+            p_fraud = 0.0
         score = weight * p_fraud + (1.0 - weight) * anomaly_score
         return FraudScore(
             score=min(max(score, 0.0), 1.0),
             p_fraud=p_fraud,
             anomaly=anomaly_score,
             supervised_weight=weight,
-            reasons=self._reasons(z, use_weights=weight > 0),
+            reasons=largest_positive(pushes, self.n_reasons),
         )
 
     def _calibrated(self, p: float) -> float:
@@ -192,12 +313,3 @@ class FraudModel:
         p = min(max(p, 1e-12), 1 - 1e-12)
         odds = p / (1.0 - p) * self.legit_sample_rate
         return odds / (1.0 + odds)
-
-    def _reasons(self, z: dict[str, float], use_weights: bool) -> list[str]:
-        if use_weights:
-            weights = self.classifier._weights
-            pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
-        else:
-            pushes = z  # cold start: the most unusual features
-        ranked = sorted((push, name) for name, push in pushes.items() if push > 0)
-        return [name for _, name in reversed(ranked[-self.n_reasons :])]

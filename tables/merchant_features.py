@@ -24,7 +24,7 @@ _DAYS = ("days", DAY, 37)
 _LABEL_DAYS = ("label_days", DAY, 37)
 BUCKETS_KEPT = {key: keep for key, _, keep in (_MINUTES, _HOURS, _DAYS, _LABEL_DAYS)}
 
-# feature suffix -> (granularity, buckets in the window)
+# feature suffix -> (granularity, buckets in the window); features_at reads them by suffix
 ACTIVITY_HORIZONS = {
     "1h": (_MINUTES, 60),
     "24h": (_HOURS, 24),
@@ -69,7 +69,7 @@ class MerchantActivity:
         (False, True)
         """
         series = (self._activity[_DAYS[0]], self.labels)
-        newest_day = max((max(counts.buckets) for counts in series if counts.buckets), default=None)
+        newest_day = max((counts.newest for counts in series if counts.newest is not None), default=None)
         return newest_day is None or (newest_day + 1) * DAY <= watermark - RETENTION
 
     def add_transaction(self, ts: float, amount: float) -> dict[str, float]:
@@ -81,8 +81,9 @@ class MerchantActivity:
         >>> features["merchant_count_1h"], features["merchant_amount_mean_30d"]
         (2, 15.0)
         """
+        values = (1, amount)
         for counts in self._activity.values():
-            counts.add(ts, (1, amount))
+            counts.add(ts, values)
         return self.features_at(ts, amount)
 
     def add_label(self, label_ts: float, is_fraud: bool) -> None:
@@ -90,20 +91,32 @@ class MerchantActivity:
         self.labels.add(label_ts, (1, 1 if is_fraud else 0))
 
     def features_at(self, ts: float, amount: float) -> dict[str, float]:
-        features: dict[str, float] = {}
-        for name, ((key, _, _), n_buckets) in ACTIVITY_HORIZONS.items():
-            count, total = self._activity[key].window_sums(ts, n_buckets)
-            features[f"merchant_count_{name}"] = count
-            if name == "30d":
-                mean = total / count if count else amount
-                features["merchant_amount_mean_30d"] = mean
-                features["merchant_amount_ratio"] = (amount + 1.0) / (mean + 1.0)
-        hourly_rate = features["merchant_count_30d"] / (30 * 24)
-        features["merchant_burst_1h"] = features["merchant_count_1h"] / (hourly_rate + 1.0)
-        for name, n_days in FRAUD_RATE_HORIZONS.items():
-            labels, frauds = self.labels.window_sums(ts, n_days)
-            features[f"merchant_labels_{name}"] = labels
-            features[f"merchant_fraud_rate_{name}"] = (frauds + PRIOR_RATE * PRIOR_LABELS) / (
-                labels + PRIOR_LABELS
-            )
-        return features
+        """The merchant's features for a transaction of ``amount`` at ``ts`` (counted or not)."""
+        minutes, hours, days = self._activity.values()
+        count_1h = minutes.window_sums(ts, ACTIVITY_HORIZONS["1h"][1])[0]
+        count_24h = hours.window_sums(ts, ACTIVITY_HORIZONS["24h"][1])[0]
+        (count_7d, _), (count_30d, total_30d) = days.nested_window_sums(ts, _DAY_WINDOWS)
+        (labels_7d, frauds_7d), (labels_30d, frauds_30d) = self.labels.nested_window_sums(ts, _LABEL_WINDOWS)
+        mean = total_30d / count_30d if count_30d else amount
+        hourly_rate = count_30d / (30 * 24)
+        return {
+            "merchant_count_1h": count_1h,
+            "merchant_count_24h": count_24h,
+            "merchant_count_7d": count_7d,
+            "merchant_count_30d": count_30d,
+            "merchant_amount_mean_30d": mean,
+            "merchant_amount_ratio": (amount + 1.0) / (mean + 1.0),
+            "merchant_burst_1h": count_1h / (hourly_rate + 1.0),
+            "merchant_labels_7d": labels_7d,
+            "merchant_fraud_rate_7d": _smoothed_rate(frauds_7d, labels_7d),
+            "merchant_labels_30d": labels_30d,
+            "merchant_fraud_rate_30d": _smoothed_rate(frauds_30d, labels_30d),
+        }
+
+
+def _smoothed_rate(frauds: float, labels: float) -> float:
+    return (frauds + PRIOR_RATE * PRIOR_LABELS) / (labels + PRIOR_LABELS)
+
+
+_DAY_WINDOWS = (ACTIVITY_HORIZONS["7d"][1], ACTIVITY_HORIZONS["30d"][1])
+_LABEL_WINDOWS = (FRAUD_RATE_HORIZONS["7d"], FRAUD_RATE_HORIZONS["30d"])

@@ -11,13 +11,14 @@ changelog write per event):
   holds the buckets ``(bucket(t) - n, bucket(t)]``.
 
 Both drop what no window can reach any more, so state does not grow without
-bound as event time moves on.
+bound as event time moves on; an :class:`EventLog` can also be bounded in count.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+import operator
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,8 @@ class EventLog:
         Names of the values stored with each event besides its timestamp.
     retention
         Seconds of event time kept behind the newest event seen.
+    max_events
+        Most events kept (``None``: no limit); the oldest go first.
 
     >>> log = EventLog(("amount",), retention=10.0)
     >>> for ts, amount in [(1.0, 5.0), (3.0, 7.0), (2.0, 1.0), (20.0, 2.0)]:
@@ -52,20 +55,38 @@ class EventLog:
     ([1.0, 2.0, 3.0, 20.0], [5.0, 1.0, 7.0, 2.0])
     >>> log.expire(), log.ts
     (3, [20.0])
+    >>> log = EventLog(("amount",), retention=10.0, max_events=2)
+    >>> for ts, amount in [(1.0, 5.0), (3.0, 7.0), (2.0, 1.0)]:
+    ...     _ = log.insert(ts, (amount,))
+    >>> log.ts, log.column("amount")  # the event at 1.0 made room for the one at 2.0
+    ([2.0, 3.0], [1.0, 7.0])
     """
 
-    __slots__ = ("_columns", "_names", "retention", "ts")
+    __slots__ = ("_columns", "_names", "max_events", "retention", "ts")
 
-    def __init__(self, columns: Sequence[str], retention: float) -> None:
+    def __init__(self, columns: Sequence[str], retention: float, max_events: int | None = None) -> None:
+        if max_events is not None and max_events < 1:
+            raise ValueError("max_events must be at least 1")
         self._names = tuple(columns)
         self.retention = retention
+        self.max_events = max_events
         self.ts: list[float] = []
         self._columns: list[list[Any]] = [[] for _ in self._names]
 
     @classmethod
-    def from_state(cls, state: dict[str, Any] | None, columns: Sequence[str], retention: float) -> EventLog:
-        """Rebuild a log from :meth:`to_state` output (``None`` gives an empty log)."""
-        log = cls(columns, retention)
+    def from_state(
+        cls,
+        state: dict[str, Any] | None,
+        columns: Sequence[str],
+        retention: float,
+        max_events: int | None = None,
+    ) -> EventLog:
+        """Rebuild a log from :meth:`to_state` output (``None`` gives an empty log).
+
+        A state over ``max_events`` (written with a higher limit) is cut down on the next
+        :meth:`insert` or :meth:`expire`.
+        """
+        log = cls(columns, retention, max_events)
         if state:
             log.ts = state["ts"]
             log._columns = [state[name] for name in log._names]
@@ -79,6 +100,10 @@ class EventLog:
     def column(self, name: str) -> list[Any]:
         return self._columns[self._names.index(name)]
 
+    def columns(self) -> tuple[list[Any], ...]:
+        """Every column, in the order of the names the log was made with (one call for all)."""
+        return tuple(self._columns)
+
     @property
     def newest(self) -> float:
         return self.ts[-1] if self.ts else -math.inf
@@ -86,9 +111,12 @@ class EventLog:
     def insert(self, ts: float, values: Sequence[Any]) -> int:
         """Add an event after any others with the same timestamp; return its index.
 
-        Nothing is expired here, so that an event older than the retention still
-        gets its own window: call :meth:`expire` once it has been read.
+        A log at ``max_events`` first drops its oldest event to make room.  Nothing is
+        expired here, so that an event older than the retention still gets its own
+        window: call :meth:`expire` once it has been read.
         """
+        if self.max_events is not None and len(self.ts) >= self.max_events:
+            self._drop_oldest(len(self.ts) - self.max_events + 1)
         index = bisect_right(self.ts, ts)
         self.ts.insert(index, ts)
         for column, value in zip(self._columns, values, strict=True):
@@ -105,15 +133,20 @@ class EventLog:
         return range(start, end_index + 1)
 
     def expire(self) -> int:
-        """Drop events more than ``retention`` behind the newest; return how many."""
+        """Drop events more than ``retention`` behind the newest, and any over ``max_events``; count them."""
         if not self.ts:
             return 0
         dropped = bisect_right(self.ts, self.ts[-1] - self.retention)
+        if self.max_events is not None:
+            dropped = max(dropped, len(self.ts) - self.max_events)
         if dropped:
-            del self.ts[:dropped]
-            for column in self._columns:
-                del column[:dropped]
+            self._drop_oldest(dropped)
         return dropped
+
+    def _drop_oldest(self, n: int) -> None:
+        del self.ts[:n]
+        for column in self._columns:
+            del column[:n]
 
 
 class BucketCounts:
@@ -128,58 +161,112 @@ class BucketCounts:
     fields
         Number of quantities summed per bucket.
 
-    >>> counts = BucketCounts(width=HOUR, keep=24, fields=2)
+    Buckets are kept as parallel columns sorted by bucket, like an
+    :class:`EventLog` of buckets, so a window's sums are two binary searches and
+    a slice summed per quantity, whatever the number of buckets in it.  Every
+    add drops the buckets ``keep`` or more behind the newest, except the one it
+    added to: a very late event still counts itself.
+
+    >>> counts = BucketCounts(width=HOUR, keep=25, fields=2)
     >>> counts.add(10.0, (1, 12.5)); counts.add(4_000.0, (1, 2.5)); counts.add(90_000.0, (1, 1.0))
     >>> counts.window_sums(90_000.0, 24)  # buckets 2..25: only the newest event
     [1, 1.0]
     >>> counts.window_sums(90_000.0, 25)  # buckets 1..25
     [2, 3.5]
+    >>> counts.buckets  # bucket 0 is 25 behind the newest: dropped
+    {1: [1, 2.5], 25: [1, 1.0]}
     """
 
-    __slots__ = ("buckets", "fields", "keep", "width")
+    __slots__ = ("_ids", "_sums", "fields", "keep", "width")
 
     def __init__(self, width: float, keep: int, fields: int) -> None:
         self.width = width
         self.keep = keep
         self.fields = fields
-        self.buckets: dict[int, list[float]] = {}
+        self._ids: list[int] = []  # ascending
+        self._sums: list[list[float]] = [[] for _ in range(fields)]  # one column per quantity
 
     @classmethod
     def from_state(
         cls, state: list[list[float]] | None, width: float, keep: int, fields: int
     ) -> BucketCounts:
-        """Rebuild from :meth:`to_state` output: ``[[bucket, sum_1, ...], ...]``."""
+        """Rebuild from :meth:`to_state` output: ``[[bucket, sum_1, ...], ...]`` (any order)."""
         counts = cls(width, keep, fields)
         if state:
-            counts.buckets = {int(row[0]): row[1:] for row in state}
+            # Sorted already when written by this version; earlier ones kept insertion order.
+            rows = sorted(state, key=operator.itemgetter(0))
+            counts._ids = [int(row[0]) for row in rows]
+            counts._sums = [[row[i] for row in rows] for i in range(1, fields + 1)]
         return counts
 
     def to_state(self) -> list[list[float]]:
-        return [[bucket, *sums] for bucket, sums in self.buckets.items()]
+        return [[bucket, *sums] for bucket, sums in self._rows()]
+
+    @property
+    def buckets(self) -> dict[int, list[float]]:
+        """The sums of each bucket kept, oldest first."""
+        return {bucket: list(sums) for bucket, sums in self._rows()}
+
+    @property
+    def newest(self) -> int | None:
+        """The newest bucket kept (``None`` when there is none)."""
+        return self._ids[-1] if self._ids else None
 
     def add(self, ts: float, values: Sequence[float]) -> None:
         """Add ``values`` to the bucket of ``ts``, then drop buckets no window reaches."""
-        bucket = bucket_of(ts, self.width)
-        sums = self.buckets.get(bucket)
-        if sums is None:
-            self.buckets[bucket] = list(values)
-            newest = max(self.buckets)
-            if len(self.buckets) > self.keep:
-                self.buckets = {b: s for b, s in self.buckets.items() if b > newest - self.keep}
+        bucket = math.floor(ts / self.width)  # bucket_of, inlined: this runs for every event
+        ids = self._ids
+        if ids and ids[-1] == bucket:  # the usual case: the newest bucket
+            for column, value in zip(self._sums, values, strict=True):
+                column[-1] += value
+            return
+        index = bisect_left(ids, bucket)
+        if index < len(ids) and ids[index] == bucket:
+            for column, value in zip(self._sums, values, strict=True):
+                column[index] += value
+            return
+        ids.insert(index, bucket)
+        for column, value in zip(self._sums, values, strict=True):
+            column.insert(index, value)
+        cutoff = ids[-1] - self.keep
+        if ids[0] > cutoff:
+            return
+        stale = bisect_right(ids, cutoff)
+        if index < stale:  # a very late event: keep its bucket until the next add
+            self._drop(index + 1, stale)
+            self._drop(0, index)
         else:
-            for i, value in enumerate(values):
-                sums[i] += value
+            self._drop(0, stale)
 
     def window_sums(self, ts: float, n_buckets: int) -> list[float]:
         """Sums over buckets ``(bucket(ts) - n_buckets, bucket(ts)]``."""
-        end = bucket_of(ts, self.width)
-        start = end - n_buckets
-        totals = [0] * self.fields
-        for bucket, sums in self.buckets.items():
-            if start < bucket <= end:
-                for i, value in enumerate(sums):
-                    totals[i] += value
-        return totals
+        return self.nested_window_sums(ts, (n_buckets,))[0]
+
+    def nested_window_sums(self, ts: float, lengths: Sequence[int]) -> list[list[float]]:
+        """:meth:`window_sums` for windows of each of ``lengths`` buckets, all ending at the bucket of ``ts``.
+
+        >>> counts = BucketCounts(width=DAY, keep=30, fields=2)
+        >>> counts.add(0.0, (1, 5.0)); counts.add(9 * DAY, (1, 2.0))
+        >>> counts.nested_window_sums(9 * DAY, (7, 30))
+        [[1, 2.0], [2, 7.0]]
+        """
+        end = math.floor(ts / self.width)
+        ids = self._ids
+        stop = bisect_right(ids, end)
+        sums = []
+        for n in lengths:
+            start = bisect_right(ids, end - n, 0, stop)
+            sums.append([sum(column[start:stop]) for column in self._sums])
+        return sums
+
+    def _rows(self) -> zip[tuple[int, tuple[float, ...]]]:
+        return zip(self._ids, zip(*self._sums, strict=True), strict=True)
+
+    def _drop(self, start: int, stop: int) -> None:
+        if start < stop:
+            del self._ids[start:stop]
+            for column in self._sums:
+                del column[start:stop]
 
 
 class PartitionWatermarks:

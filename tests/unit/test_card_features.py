@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import uuid
 from dataclasses import dataclass
 
 import orjson
@@ -11,7 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tables import card_features
 from tables.card_features import (
+    FEATURE_NAMES,
+    MAX_EVENTS,
+    RETENTION,
     DuplicateTransaction,
     add_transaction,
     card_features_at,
@@ -343,3 +348,94 @@ def test_a_card_idle_at_the_watermark_gives_later_transactions_the_features_of_a
     for i, offset in enumerate(sorted(later_offsets)):
         later = {"tx_id": f"later-{i}", "ts": watermark + offset, "amount": 5.0, "merchant_id": "m1"}
         assert add_transaction(log, **later, country="FR") == add_transaction(dropped, **later, country="FR")
+
+
+# --- the count limit ---------------------------------------------------------------------
+
+
+def test_features_come_in_the_documented_order():
+    assert tuple(add(card_log(None), "t1", 0)) == FEATURE_NAMES
+
+
+def brute_force_with_count_limit(done: list[Tx], current: Tx, max_events: int) -> dict[str, float]:
+    """Features of ``current`` seeing only the last ``max_events - 1`` earlier transactions of its card."""
+    earlier = [tx for tx in done if tx.card == current.card and tx is not current]
+    return brute_force_features([*earlier[max(0, len(earlier) - (max_events - 1)) :], current], current)
+
+
+@settings(max_examples=200, deadline=None)
+@given(transactions(max_size=60), st.integers(1, 6))
+def test_with_a_count_limit_features_match_brute_force_over_the_kept_transactions(txs, max_events):
+    order = sorted(txs, key=lambda tx: tx.ts)  # in event-time order the kept ones are the newest
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(card_features, "MAX_EVENTS", max_events)
+        results = process(order)
+        reloaded = process(order, round_trip=True)
+    assert reloaded == results
+    for i, (tx, got) in enumerate(zip(order, results, strict=True)):
+        assert_features_match(got, brute_force_with_count_limit(order[: i + 1], tx, max_events), tx)
+
+
+def test_a_busy_card_keeps_max_events_and_its_state_stays_far_below_kafkas_record_limit():
+    log = card_log(None)
+    for i in range(3 * MAX_EVENTS):  # one payment a minute for two days
+        features = add(log, f"{uuid.UUID(int=i)}", i * 60.0, amount=10.0 + i % 7, merchant=f"m-{i % 50:04d}")
+        assert len(log.ts) <= MAX_EVENTS
+    assert features["card_count_30d"] == MAX_EVENTS  # the window holds the kept transactions only
+    assert features["card_count_5m"] == 5 and features["card_count_1h"] == 60  # short windows exact
+    assert log.ts[0] == (2 * MAX_EVENTS) * 60.0  # the oldest went first
+    size = len(orjson.dumps(log.to_state()))
+    assert size < 150_000, size
+    # The newest transaction's features can be recomputed from the stored log (a redelivery).
+    restored = card_log(orjson.loads(orjson.dumps(log.to_state())))
+    assert card_features_at(restored, len(restored.ts) - 1) == features
+
+
+def test_a_state_over_the_count_limit_is_cut_down_on_the_next_transaction():
+    log = card_log(None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(card_features, "MAX_EVENTS", 10)  # written by a version that kept more
+        for i in range(10):
+            add(log, f"t{i}", i)
+    state = orjson.loads(orjson.dumps(log.to_state()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(card_features, "MAX_EVENTS", 4)
+        log = card_log(state)
+        features = add(log, "t10", 10)
+    assert log.column("tx") == ["t7", "t8", "t9", "t10"]
+    assert features["card_count_5m"] == 4
+
+
+def test_a_late_transaction_into_a_full_log_drops_the_oldest_and_counts_only_itself():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(card_features, "MAX_EVENTS", 3)
+        log = card_log(None)
+        for i, ts in enumerate([100, 200, 300]):
+            add(log, f"t{i}", ts)
+        features = add(log, "late", 50, amount=7.0)
+    assert log.column("tx") == ["late", "t1", "t2"]
+    assert features["card_count_5m"] == 1 and features["card_amount_sum_1h"] == 7.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    transactions(),
+    st.integers(1, 4),
+    st.sampled_from([30 * DAY, 31 * DAY - 1, 31 * DAY, 31 * DAY + 1, 32 * DAY]),
+)
+def test_the_count_limit_keeps_the_newest_transaction_so_card_is_idle_still_tells(txs, max_events, lag):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(card_features, "MAX_EVENTS", max_events)
+        log = card_log(None)
+        for tx in sorted(txs, key=lambda tx: tx.ts):
+            add_transaction(
+                log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant, country=tx.country
+            )
+        assert len(log.ts) <= max_events
+        assert log.newest == max(tx.ts for tx in txs)
+        watermark = log.newest + lag
+        idle = card_is_idle(log.to_state(), watermark)
+        assert idle == (lag > RETENTION)
+        if idle:
+            later = {"tx_id": "later", "ts": watermark, "amount": 5.0, "merchant_id": "m1", "country": "FR"}
+            assert add_transaction(log, **later) == add_transaction(card_log(None), **later)

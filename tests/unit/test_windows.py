@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 import orjson
 import pytest
@@ -108,6 +109,43 @@ def test_insert_returns_index_of_inserted_event_keeps_ties_in_insertion_order_an
         expected = sorted((t, s) for t, s in inserted if t > newest - retention)
         assert list(zip(log.ts, log.column("seq"), strict=True)) == expected
         assert log.newest == newest
+
+
+def test_a_full_log_drops_its_oldest_event_to_make_room_for_any_insert():
+    log = EventLog(("v",), retention=100.0, max_events=3)
+    for ts, v in [(1.0, "a"), (2.0, "b"), (3.0, "c")]:
+        log.insert(ts, (v,))
+    assert log.insert(2.5, ("d",)) == 1  # "a" made room
+    assert (log.ts, log.column("v")) == ([2.0, 2.5, 3.0], ["b", "d", "c"])
+    assert log.insert(0.5, ("late",)) == 0  # older than all: still inserted, "b" made room
+    assert log.column("v") == ["late", "d", "c"]
+
+
+def test_expire_also_cuts_a_log_over_its_count_limit():
+    log = EventLog.from_state({"ts": [1.0, 2.0, 3.0, 4.0], "v": list("abcd")}, ("v",), 100.0, max_events=2)
+    assert log.expire() == 2
+    assert (log.ts, log.column("v")) == ([3.0, 4.0], ["c", "d"])
+    with pytest.raises(ValueError, match="max_events"):
+        EventLog(("v",), retention=1.0, max_events=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=40), st.integers(1, 5), st.integers(1, 30))
+def test_a_count_limited_log_holds_what_a_plain_log_holds_minus_the_oldest_dropped_before_each_insert(
+    timestamps, max_events, retention
+):
+    log = EventLog(("seq",), retention=float(retention), max_events=max_events)
+    expected: list[tuple[float, int]] = []  # (ts, arrival), the reference log
+    for seq, ts in enumerate(timestamps):
+        del expected[: max(0, len(expected) - max_events + 1)]
+        index = log.insert(float(ts), (seq,))
+        expected.insert(bisect_right([t for t, _ in expected], float(ts)), (float(ts), seq))
+        assert list(zip(log.ts, log.column("seq"), strict=True)) == expected
+        assert log.column("seq")[index] == seq
+        log.expire()
+        expected = [(t, s) for t, s in expected if t > expected[-1][0] - retention]
+        assert list(zip(log.ts, log.column("seq"), strict=True)) == expected
+        assert len(log.ts) <= max_events
 
 
 # --- EventLog.window ---------------------------------------------------------------------
@@ -260,3 +298,58 @@ def test_bucket_counts_add_copies_values_instead_of_aliasing_them():
     counts.add(1.0, (1, 2.0))
     assert values == [1, 5.0]
     assert counts.window_sums(0.0, 1) == [2, 7.0]
+
+
+def test_bucket_counts_drop_stale_buckets_at_once_and_keep_them_in_order():
+    counts = BucketCounts(width=MINUTE, keep=120, fields=2)
+    counts.add(0.0, (1, 1.0))
+    counts.add(10 * HOUR, (1, 2.0))  # bucket 0 is 600 behind: gone at once, not at the 121st bucket
+    assert list(counts.buckets) == [600]
+    counts.add(10 * HOUR - 30 * MINUTE, (1, 3.0))  # a late event opens an older bucket
+    assert list(counts.buckets) == [570, 600]
+    assert counts.window_sums(10 * HOUR, 60) == [2, 5.0]
+
+
+def test_a_very_late_event_counts_itself_even_behind_what_the_buckets_keep():
+    counts = BucketCounts(width=MINUTE, keep=120, fields=2)
+    counts.add(10 * HOUR, (1, 2.0))
+    counts.add(0.0, (1, 1.0))  # 600 buckets behind the newest
+    assert counts.window_sums(0.0, 60) == [1, 1.0]
+    counts.add(10 * HOUR + MINUTE, (1, 1.0))  # the next add drops it
+    assert list(counts.buckets) == [600, 601]
+
+
+def test_bucket_counts_read_states_in_any_order_and_write_them_in_order():
+    state = [[5, 1, 1.0], [2, 1, 2.0], [7, 2, 3.0]]  # insertion order, as older versions wrote it
+    counts = BucketCounts.from_state(state, width=10.0, keep=100, fields=2)
+    assert counts.to_state() == sorted(state)
+    assert counts.window_sums(70.0, 6) == [4, 6.0]
+    counts.add(30.0, (1, 1.0))
+    assert [row[0] for row in counts.to_state()] == [2, 3, 5, 7]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.floats(0, 100, allow_nan=False)), min_size=1, max_size=60),
+    st.integers(1, 12),
+    st.integers(0, 40),
+)
+def test_windows_reaching_no_further_back_than_keep_from_the_newest_match_brute_force_in_any_order(
+    adds, keep, lateness
+):
+    counts = BucketCounts(width=10.0, keep=keep, fields=2)
+    history = []
+    newest = -math.inf
+    for ts, amount in adds:
+        counts.add(float(ts), (1, amount))
+        history.append((float(ts), (1, amount)))
+        newest = max(newest, float(ts))
+        assert list(counts.buckets) == sorted(counts.buckets)
+        assert len(counts.buckets) <= keep + 1
+        query = newest - lateness
+        for n in range(1, keep + 1):
+            if math.floor(query / 10.0) - n >= math.floor(newest / 10.0) - keep:
+                got = counts.window_sums(query, n)
+                expected = brute_force_sums(history, 10.0, query, n, 2)
+                assert got[0] == expected[0]
+                assert math.isclose(got[1], expected[1], rel_tol=1e-9, abs_tol=1e-9)
