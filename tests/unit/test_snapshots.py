@@ -113,7 +113,8 @@ def test_a_fraud_learners_snapshot_does_not_grow_from_20k_to_200k_labels():
     # 125,357 and 126,875 bytes: the Half-Space Trees' masses compress a KB better or worse from
     # one window to the next, the drift detector's successor window (~0.7 KB) exists at 200k
     # and not right after its rotation at 20k, and the histogram's counts get longer.
-    assert size_200k <= size_20k * 1.02, (size_20k, size_200k)
+    # Counters take a few more bytes as they grow (logarithmically); nothing grows per label.
+    assert size_200k <= size_20k + 4_096, (size_20k, size_200k)
     assert size_200k < MAX_SNAPSHOT_BYTES // 4, size_200k
     # The metrics inside are the learner's, over the last 5,000 labels.
     restored = FraudLearner.from_snapshot(Snapshot.decode(snapshot.encode()))
