@@ -276,7 +276,7 @@ def _decide(message: Message) -> None:
             scoring.current(),
             scoring.version,
             policy,
-            received_at=message.timestamp / 1000.0,
+            received_at=message.timestamp,  # faust gives seconds
             now=time.time(),
             offset=message.offset,
             committed=app.consumer._committed_offset.get(message.tp) or 0,
@@ -310,7 +310,7 @@ async def count_merchant_events(stream):
 def _count_merchant_events(message: Message) -> None:
     events = MerchantEvents.decode(message.value)
     partition, key = message.partition, message.key
-    merchant_input_lag.add(max(0.0, time.time() - message.timestamp / 1000.0))
+    merchant_input_lag.add(max(0.0, time.time() - message.timestamp))
     for ts in (*(ts for ts, _ in events.transactions), *(ts for ts, _ in events.labels)):
         merchant_watermarks.observe(partition, ts)
     merchant = merchant_state.get(partition, key) or MerchantActivity()
