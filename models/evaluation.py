@@ -23,7 +23,7 @@ from tables.transaction_features import InMemoryActivity, transaction_features
 from tables.windows import DAY
 
 
-@dataclass
+@dataclass(slots=True)
 class ScoredTransaction:
     tx_id: str
     card_id: str
