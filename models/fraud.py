@@ -234,10 +234,21 @@ class FraudModel:
         self._classifier_weights = self.classifier._weights.to_dict()
 
     def observe(self, features: dict[str, float]) -> None:
-        """Learn what normal traffic looks like from one (unlabelled) transaction."""
-        x = classifier_inputs(features)
-        self.scaler.learn_one(x)
-        self._update_standardizers(x)
+        """Learn what normal traffic looks like from one (unlabelled) transaction.
+
+        This is the scaler's ``learn_one`` (Welford's update of each input's count, mean
+        and variance, written into the scaler as it writes them), with each input's
+        standardizer refreshed in the same pass.
+        """
+        counts, means, variances = self.scaler.counts, self.scaler.means, self.scaler.vars
+        standardizers = self._standardizers
+        for name, value in classifier_inputs(features).items():
+            n = counts[name] + 1
+            counts[name] = n
+            old_mean, old_var = means[name], variances[name]
+            mean = means[name] = old_mean + (value - old_mean) / n
+            variance = variances[name] = old_var + ((value - old_mean) * (value - mean) - old_var) / n
+            standardizers[name] = (_LOG_SCALED[name], mean, variance**-0.5 if variance else 0.0)
         self.observed += 1
 
     def learn(self, features: dict[str, float], is_fraud: bool) -> None:

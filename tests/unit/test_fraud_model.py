@@ -107,3 +107,13 @@ def test_a_pickle_from_before_the_z_score_anomaly_loads_and_drops_its_half_space
     assert not hasattr(old, "detector")
     for features in examples:
         assert old.score(features) == model.score(features)
+
+
+def test_observe_updates_the_scaler_exactly_as_its_own_learn_one(trained):
+    model, _ = trained
+    scaler = preprocessing.StandardScaler()
+    for features in traffic(800, seed=1):
+        scaler.learn_one(classifier_inputs(features))
+    assert model.scaler.counts == scaler.counts
+    assert model.scaler.means == scaler.means  # bit for bit: the same arithmetic in the same order
+    assert model.scaler.vars == scaler.vars
