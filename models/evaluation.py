@@ -34,7 +34,7 @@ from tables.merchant_features import MerchantActivity
 from tables.windows import DAY
 
 
-@dataclass
+@dataclass(slots=True)
 class ScoredTransaction:
     tx_id: str
     card_id: str

@@ -150,7 +150,7 @@ def largest_positive(values: dict[str, float], n: int) -> list[str]:
     >>> largest_positive({"a": 0.0, "b": -1.0}, 2)
     []
     """
-    if not values or n < 1:
+    if not values:
         return []
     ordered = sorted(values.values())
     # Only the values from the n-th largest up need ranking by name too: a few, not all.
@@ -214,13 +214,15 @@ class FraudModel:
         self.frauds_learned = 0
         self.legit_learned = 0
         self.observed = 0
-        # Per input: (log-scaled?, mean, 1 / standard deviation), from the scaler after each
-        # observation, so that standardizing is one lookup per input (and no square root).
+        # Derived from the scaler and the classifier after each update, for scoring, not pickled:
+        # per input (log-scaled?, mean, 1 / standard deviation), so that standardizing is one
+        # lookup per input (and no square root), and the weights as a plain dict.
         self._standardizers: dict[str, tuple[bool, float, float]] = {}
+        self._classifier_weights: dict[str, float] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_standardizers"]  # derived from the scaler: rebuilt on load
+        del state["_standardizers"], state["_classifier_weights"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -229,17 +231,30 @@ class FraudModel:
         self.__dict__.update(state)
         self._standardizers = {}
         self._update_standardizers(self.scaler.means)
+        self._classifier_weights = self.classifier._weights.to_dict()
 
     def observe(self, features: dict[str, float]) -> None:
-        """Learn what normal traffic looks like from one (unlabelled) transaction."""
-        x = classifier_inputs(features)
-        self.scaler.learn_one(x)
-        self._update_standardizers(x)
+        """Learn what normal traffic looks like from one (unlabelled) transaction.
+
+        This is the scaler's ``learn_one`` (Welford's update of each input's count, mean
+        and variance, written into the scaler as it writes them), with each input's
+        standardizer refreshed in the same pass.
+        """
+        counts, means, variances = self.scaler.counts, self.scaler.means, self.scaler.vars
+        standardizers = self._standardizers
+        for name, value in classifier_inputs(features).items():
+            n = counts[name] + 1
+            counts[name] = n
+            old_mean, old_var = means[name], variances[name]
+            mean = means[name] = old_mean + (value - old_mean) / n
+            variance = variances[name] = old_var + ((value - old_mean) * (value - mean) - old_var) / n
+            standardizers[name] = (_LOG_SCALED[name], mean, variance**-0.5 if variance else 0.0)
         self.observed += 1
 
     def learn(self, features: dict[str, float], is_fraud: bool) -> None:
         """Learn from one labelled transaction, given the features it was scored with."""
         self.classifier.learn_one(self.standardized_inputs(features), is_fraud)
+        self._classifier_weights = self.classifier._weights.to_dict()
         if is_fraud:
             self.frauds_learned += 1
         else:
@@ -281,9 +296,10 @@ class FraudModel:
     def _update_standardizers(self, names: Iterable[str]) -> None:
         means = self.scaler.means
         variances = self.scaler.vars
+        standardizers = self._standardizers
         for name in names:
             variance = variances[name]
-            self._standardizers[name] = (_LOG_SCALED[name], means[name], variance**-0.5 if variance else 0.0)
+            standardizers[name] = (_LOG_SCALED[name], means[name], variance**-0.5 if variance else 0.0)
 
     def score(self, features: dict[str, float]) -> FraudScore:
         """Score one transaction (no learning happens here)."""
@@ -293,7 +309,7 @@ class FraudModel:
         if weight:
             # Each input's push on the classifier's log-odds: their sum (and the intercept)
             # gives its probability, their largest name the reasons.
-            weights = self.classifier._weights.to_dict()  # a plain dict: faster to read
+            weights = self._classifier_weights
             pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
             p_fraud = self._calibrated(sigmoid(self.classifier.intercept + sum(pushes.values())))
         else:

@@ -16,11 +16,13 @@ def time_features(ts: float) -> dict[str, float]:
     >>> time_features(1767268800.0)  # Thursday 2026-01-01 12:00 UTC
     {'hour': 12.0, 'weekend': 0.0}
     """
+    hour, weekend = _hour_and_weekend(ts)
+    return {"hour": hour, "weekend": weekend}
+
+
+def _hour_and_weekend(ts: float) -> tuple[float, float]:
     moment = datetime.fromtimestamp(ts, tz=UTC)
-    return {
-        "hour": moment.hour + moment.minute / 60.0,
-        "weekend": 1.0 if moment.weekday() >= 5 else 0.0,
-    }
+    return moment.hour + moment.minute / 60.0, 1.0 if moment.weekday() >= 5 else 0.0
 
 
 def transaction_features(
@@ -31,11 +33,13 @@ def transaction_features(
     card_features: dict[str, float],
     merchant_features: dict[str, float],
 ) -> dict[str, float]:
-    """Everything the models see about one transaction."""
+    """Everything the models see about one transaction: its fields, :func:`time_features`, card, merchant."""
+    hour, weekend = _hour_and_weekend(ts)
     return {
         "amount": amount,
         "online": 1.0 if channel == "online" else 0.0,
-        **time_features(ts),
+        "hour": hour,
+        "weekend": weekend,
         **card_features,
         **merchant_features,
     }

@@ -240,7 +240,11 @@ class BucketCounts:
 
     def window_sums(self, ts: float, n_buckets: int) -> list[float]:
         """Sums over buckets ``(bucket(ts) - n_buckets, bucket(ts)]``."""
-        return self.nested_window_sums(ts, (n_buckets,))[0]
+        end = math.floor(ts / self.width)
+        ids = self._ids
+        stop = bisect_right(ids, end)
+        start = bisect_right(ids, end - n_buckets, 0, stop)
+        return [sum(column[start:stop]) for column in self._sums]
 
     def nested_window_sums(self, ts: float, lengths: Sequence[int]) -> list[list[float]]:
         """:meth:`window_sums` for windows of each of ``lengths`` buckets, all ending at the bucket of ``ts``.
