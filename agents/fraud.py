@@ -109,6 +109,7 @@ TRAINING_KEY = MODEL_NAME.encode()
 policy = DecisionPolicy(settings.fraud_review_threshold, settings.fraud_block_threshold)
 LABEL_TTL = settings.fraud_label_ttl_days * DAY
 SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while labels flow
+SNAPSHOT_SEND_TIMEOUT = 30.0  # seconds: a publish that hangs must not hold the learner for ever
 
 # --- stages ------------------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class _TrainingBuffer:
     """Training records of one flush, sent as a few records of many (the learner reads one
     partition: per-record overhead there would cap the whole cluster)."""
 
-    RECORDS_PER_MESSAGE = 250  # about 1.5 KB each: messages stay far below Kafka's 1 MB
+    RECORDS_PER_MESSAGE = 50  # about 1.5 KB each: messages stay far below any fetch limit
 
     def __init__(self, stage: BatchedStage) -> None:
         self.stage = stage
@@ -490,6 +491,7 @@ async def publish_pending_snapshot() -> None:
 
 
 async def _replay_training(learner: FraudLearner, partition: int, start: int, stop: int) -> None:
+    logger.info("learner replays training messages %d..%d", start, stop - 1)
     replayed = 0
     async for offset, value in read_partition_range(
         settings.kafka_bootstrap, TRAINING, partition, start, stop
@@ -508,8 +510,12 @@ async def _publish_snapshot(learner: FraudLearner) -> None:
         try:
             snapshot = learner.snapshot()
             encoded = await asyncio.to_thread(snapshot.encode)
-            # Sent in version order: the compacted topic keeps the last one written.
-            await snapshots_topic.send(key=TRAINING_KEY, value=encoded)
+            # Sent in version order, and awaited: the compacted topic keeps the last one written.
+            producer = app.producer._ensure_producer()
+            await asyncio.wait_for(
+                producer.send_and_wait(snapshots_topic.get_topic_name(), encoded, key=TRAINING_KEY),
+                timeout=SNAPSHOT_SEND_TIMEOUT,
+            )
         except asyncio.CancelledError:
             raise
         except Exception:

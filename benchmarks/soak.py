@@ -13,9 +13,11 @@ import asyncio
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from app.simulation.producer import ensure_topics, produce_events
@@ -47,6 +49,11 @@ async def _record_sizes(bootstrap: str, topic: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def _get_json(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return orjson.loads(response.read())
+
+
 def _resident_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -59,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=120.0)
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--merchants", type=int, default=4_000)
+    parser.add_argument("--keep-log", help="copy the worker's log to this file")
     args = parser.parse_args(argv)
     kafka = LocalKafka.from_env()
     started = kafka.start()
@@ -74,16 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
         asyncio.run(produce_events(events, bootstrap, topic_prefix=prefix))
         with tempfile.TemporaryDirectory(prefix="eddy-soak-") as tmp:
-            worker = start_worker(Path(tmp), web_port=free_port(), env=_worker_env(bootstrap, prefix))
+            web_port = free_port()
+            worker = start_worker(Path(tmp), web_port=web_port, env=_worker_env(bootstrap, prefix))
             began = time.monotonic()
             try:
                 decisions = asyncio.run(_read_decisions(bootstrap, f"{prefix}fraud-decisions", n_tx, 3_600))
                 seconds = time.monotonic() - began
                 time.sleep(8)  # the last snapshot
                 alive = worker.poll() is None
+                model = _get_json(web_port, "/fraud/model/") if alive else {}
                 rss = _resident_mb(worker.pid) if alive else float("nan")
             finally:
                 stop_worker(worker)
+                if args.keep_log:
+                    Path(args.keep_log).write_bytes((Path(tmp) / "worker.log").read_bytes())
         snapshots = asyncio.run(_record_sizes(bootstrap, f"{prefix}fraud-model-snapshots"))
         cards = asyncio.run(
             _record_sizes(bootstrap, f"eddy-bench-{prefix.rstrip('-')}-fraud-card-activity-changelog")
@@ -95,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"decisions: {len({r.key for r in decisions})} of {n_tx}; "
         f"worker alive at the end: {alive}; RSS {rss:.0f} MB"
+    )
+    counts = model.get("counts", {})
+    print(
+        f"learner: model version {model.get('model_version')}, "
+        f"labels {model.get('metrics', {}).get('labels')}, "
+        f"traffic {counts.get('traffic')}, labelled {counts.get('labelled')}"
     )
     if snapshots:
         tenth = max(1, len(snapshots) // 10)
