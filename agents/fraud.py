@@ -1,55 +1,72 @@
-"""Fraud detection: one decision per transaction, from live features and online models.
+"""Fraud detection: one decision per transaction, in one hop, from live features and online models.
 
 Data flows one way::
 
     transactions (key card_id)
-      -> card_stage:      card features            -> fraud-card-features (key merchant_id)
-      -> merchant_stage:  merchant features, score -> fraud-scored (key tx_id)
-                          traffic samples          -> fraud-training (1 partition)
-    fraud-scored + fraud-labels (key tx_id)
-      -> label_join_stage: first score of a tx     -> fraud-decisions (key tx_id), exactly one per tx
-                           point-in-time join      -> fraud-training, fraud-merchant-labels
+      -> decide_transactions: card state, merchant view, score -> fraud-decisions (key tx_id)
+                              per merchant, per flush          -> fraud-merchant-events (key merchant_id)
+                              traffic samples                  -> fraud-training (1 partition)
+    fraud-merchant-events
+      -> count_merchant_events: merchant activity table; its changelog -> every worker's merchant view
+    fraud-decisions + fraud-labels (key tx_id)
+      -> join_labels: point-in-time join  -> fraud-training, fraud-merchant-events (labels)
     fraud-training
-      -> learner_stage:   learn, measure           -> fraud-model-snapshots (compacted)
-    fraud-model-snapshots -> every worker hot-swaps the scoring model
+      -> learner_stage: learn, measure    -> fraud-model-snapshots (compacted) -> every worker
+
+Every stage is a :class:`~app.stages.stage.BatchedStage`: state written once per
+key per flush, outputs in batches, offsets committed only after both are durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from faust.types import Message
 from faust.web import Request, Response, View
 
 from app import codecs
-from app.contracts import parse_fraud_label, parse_transaction
-from app.dead_letters import send_dead_letter, valid_records
-from app.faust_app import app, declared_at_startup, producer_knows_partitions
+from app.contracts import FraudDecision, MerchantEvents, parse_fraud_label, parse_transaction
+from app.faust_app import app, declared_at_startup
 from app.settings import settings
+from app.stages.follower import TopicFollower
+from app.stages.outputs import key_partition
+from app.stages.stage import BatchedStage
+from app.stages.state import store_keys
 from app.views import json_response, routed_to_key_owner
 from models.fraud import FraudModel
-from models.learner import MODEL_NAME, TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
+from models.fraud_steps import (
+    Decided,
+    DecisionPolicy,
+    apply_merchant_events,
+    decide_transaction,
+    held_for_label,
+    learns_from,
+    traffic_record,
+)
+from models.learner import MODEL_NAME, FraudLearner
 from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range
 from tables import label_join as join
-from tables.card_features import (
-    ConflictingTransaction,
-    DuplicateTransaction,
-    add_transaction,
-    card_features_at,
-    card_is_idle,
-    card_log,
-    redelivered_features,
-)
-from tables.fraud import card_activity, label_join, merchant_activity
+from tables.card_features import ConflictingTransaction, card_features_at
+from tables.card_state import CardState
+from tables.fraud import card_state, decode_merchant, label_join_state, merchant_state
 from tables.merchant_features import MerchantActivity
-from tables.transaction_features import transaction_features
+from tables.merchant_view import LagSample, MerchantView
 from tables.windows import DAY, PartitionWatermarks
 
 logger = logging.getLogger(__name__)
+
+if settings.processing_guarantee != "at_least_once":
+    raise RuntimeError(
+        "eddy's fraud pipeline gives exactly one decision per transaction on top of at-least-once "
+        f"delivery; EDDY_PROCESSING_GUARANTEE={settings.processing_guarantee!r} is not supported"
+    )
 
 # --- topics ------------------------------------------------------------------------------
 
@@ -57,49 +74,112 @@ PARTITIONS = settings.topic_partitions
 
 
 def _topic(*names: str, **options: Any):
-    """A topic this app declares (creates when missing) with the configured partitions."""
+    """A topic this app declares (creates when missing); raw bytes in and out."""
     options.setdefault("partitions", PARTITIONS)
-    return app.topic(*(settings.topic_name(name) for name in names), internal=True, **options)
+    return app.topic(
+        *(settings.topic_name(name) for name in names),
+        internal=True,
+        key_type=bytes,
+        value_serializer="raw",
+        **options,
+    )
 
 
-transactions_topic = _topic("transactions", key_type=bytes, value_serializer="raw")
-labels_topic = _topic("fraud-labels", key_type=bytes, value_serializer="raw")
-card_features_topic = _topic("fraud-card-features", key_type=str)
-merchant_labels_topic = _topic("fraud-merchant-labels", key_type=str)
-merchant_inputs = _topic("fraud-card-features", "fraud-merchant-labels", key_type=str)
-scored_topic = _topic("fraud-scored", key_type=str)
-decisions_topic = declared_at_startup(_topic("fraud-decisions", key_type=str))
-join_inputs = _topic("fraud-scored", "fraud-labels", key_type=bytes, value_serializer="raw")
-training_topic = _topic("fraud-training", key_type=str, partitions=1)
+transactions_topic = _topic("transactions")
+labels_topic = _topic("fraud-labels")
+decisions_topic = declared_at_startup(_topic("fraud-decisions"))
+join_inputs = _topic("fraud-decisions", "fraud-labels")
+merchant_events_topic = _topic("fraud-merchant-events")
+training_topic = _topic("fraud-training", partitions=1)
 snapshots_topic = declared_at_startup(
     _topic(
         "fraud-model-snapshots",
-        key_type=str,
-        value_serializer="raw",
         partitions=1,
         config={"cleanup.policy": "compact", "max.message.bytes": str(16 * 2**20)},
     )
 )
 
-snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
+TRANSACTIONS = transactions_topic.get_topic_name()
+LABELS = labels_topic.get_topic_name()
+DECISIONS = decisions_topic.get_topic_name()
+MERCHANT_EVENTS = merchant_events_topic.get_topic_name()
+TRAINING = training_topic.get_topic_name()
+TRAINING_KEY = MODEL_NAME.encode()
 
+policy = DecisionPolicy(settings.fraud_review_threshold, settings.fraud_block_threshold)
 LABEL_TTL = settings.fraud_label_ttl_days * DAY
+SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while labels flow
+
+# --- stages ------------------------------------------------------------------------------
+
+decide_stage = BatchedStage(app, "decide_transactions", [card_state], flush_interval=0.02)
+join_stage = BatchedStage(app, "join_labels", [label_join_state], flush_interval=0.1)
+# Merchant activity is published once per flush per merchant: a longer interval coalesces
+# more (fewer records for every worker to read) at the price of staler merchant features.
+merchant_stage = BatchedStage(app, "count_merchant_events", [merchant_state], flush_interval=0.5)
+
+snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
+merchant_view = MerchantView(decode_merchant)
+merchant_follower = TopicFollower(
+    settings.kafka_bootstrap, merchant_state.changelog_topic, merchant_view.apply
+)
+merchant_input_lag = LagSample()
 
 # Event time reached per partition by each stage: what the idle-state sweep measures against.
 card_watermarks = PartitionWatermarks()
 merchant_watermarks = PartitionWatermarks()
 join_watermarks = PartitionWatermarks()
 swept: Counter[str] = Counter()
-SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while labels flow
+decided: Counter[str] = Counter()
 
 
-def decide(score: float) -> str:
-    """``block``, ``review`` or ``approve`` for a score, by the configured thresholds."""
-    if score >= settings.fraud_block_threshold:
-        return "block"
-    if score >= settings.fraud_review_threshold:
-        return "review"
-    return "approve"
+class _MerchantEventsBuffer:
+    """Transactions and labels per merchant, sent as one record per merchant per flush."""
+
+    def __init__(self, stage: BatchedStage) -> None:
+        self.stage = stage
+        self._events: dict[str, MerchantEvents] = defaultdict(lambda: MerchantEvents([], []))
+        stage.before_flush.append(self.emit)
+
+    def transaction(self, merchant_id: str, ts: float, amount: float) -> None:
+        self._events[merchant_id].transactions.append((ts, amount))
+
+    def label(self, merchant_id: str, label_ts: float, is_fraud: bool) -> None:
+        self._events[merchant_id].labels.append((label_ts, is_fraud))
+
+    def emit(self) -> None:
+        events, self._events = self._events, defaultdict(lambda: MerchantEvents([], []))
+        for merchant_id, merchant_events in events.items():
+            self.stage.emit(MERCHANT_EVENTS, merchant_id.encode(), merchant_events.encode())
+
+
+decided_merchant_events = _MerchantEventsBuffer(decide_stage)
+labelled_merchant_events = _MerchantEventsBuffer(join_stage)
+
+
+class _TrainingBuffer:
+    """Training records of one flush, sent as a few records of many (the learner reads one
+    partition: per-record overhead there would cap the whole cluster)."""
+
+    RECORDS_PER_MESSAGE = 250  # about 1.5 KB each: messages stay far below Kafka's 1 MB
+
+    def __init__(self, stage: BatchedStage) -> None:
+        self.stage = stage
+        self._records: list[dict[str, Any]] = []
+        stage.before_flush.append(self.emit)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self._records.append(record)
+
+    def emit(self) -> None:
+        records, self._records = self._records, []
+        for start in range(0, len(records), self.RECORDS_PER_MESSAGE):
+            chunk = records[start : start + self.RECORDS_PER_MESSAGE]
+            self.stage.emit_to_partition(TRAINING, 0, TRAINING_KEY, codecs.dumps(chunk))
+
+
+decided_training = _TrainingBuffer(decide_stage)
+joined_training = _TrainingBuffer(join_stage)
 
 
 class _ScoringModel:
@@ -119,193 +199,180 @@ class _ScoringModel:
 scoring = _ScoringModel()
 
 
+def never_stops_the_worker(interval: float) -> Callable[[Callable[[], Awaitable[None]]], Any]:
+    """``app.timer(interval)`` whose exceptions are logged: a failing timer would stop the worker."""
+
+    def decorate(body: Callable[[], Awaitable[None]]) -> Any:
+        @functools.wraps(body)
+        async def guarded() -> None:
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("timer %s failed; it runs again in %.0f s", body.__name__, interval)
+
+        return app.timer(interval=interval)(guarded)
+
+    return decorate
+
+
 # --- agents ------------------------------------------------------------------------------
 
 
 @app.task
 async def follow_model_snapshots() -> None:
-    """Keep this worker's scoring model at the newest snapshot (a compacted topic, not an agent)."""
+    """Keep this worker's scoring model at the newest published snapshot."""
     await snapshots.run()
 
 
-@app.agent(transactions_topic)
-async def card_stage(stream):
-    """Validate transactions, update the card's log, forward card features by merchant."""
-    async for tx, event in valid_records(stream, {transactions_topic.get_topic_name(): parse_transaction}):
-        card_watermarks.observe(event.message.partition, tx.ts)
-        log = card_log(card_activity.get(tx.card_id))
+@app.task
+async def follow_merchant_activity() -> None:
+    """Keep this worker's merchant view at the merchants' newest published activity."""
+    await merchant_follower.run()
+
+
+@app.task
+async def flush_stages() -> None:
+    await asyncio.gather(*(stage.run_flushes() for stage in (decide_stage, join_stage, merchant_stage)))
+
+
+async def _run_stage(stage: BatchedStage, stream: Any, handle: Callable[[Message], None]) -> None:
+    """Hand every event to ``handle`` and then to the stage, which acks it after its flush."""
+    async for event in stream.noack().events():
+        message = event.message
         try:
-            try:
-                features = add_transaction(
-                    log,
-                    tx_id=tx.tx_id,
-                    ts=tx.ts,
-                    amount=tx.amount,
-                    merchant_id=tx.merchant_id,
-                    country=tx.country,
-                )
-                card_activity.set(tx.card_id, log.to_state())
-            except DuplicateTransaction:
-                # Delivered again (rebalance, restart, producer retry): forward, don't count.
-                # The join stage publishes one decision per tx_id whatever arrives twice.
-                features = redelivered_features(
-                    log, tx_id=tx.tx_id, ts=tx.ts, amount=tx.amount, merchant_id=tx.merchant_id
-                )
-        except ConflictingTransaction as exc:
-            await send_dead_letter(event, str(exc))
-            continue
+            handle(message)
         except Exception as exc:  # a bug must cost one record (kept, with the reason), not the worker
-            logger.exception("card features failed for %s", tx.tx_id)
-            await send_dead_letter(event, f"card features failed: {exc!r}")
-            continue
-        card_features_topic.send_soon(
-            key=tx.merchant_id,
-            value={
-                "tx": {
-                    "tx_id": tx.tx_id,
-                    "card_id": tx.card_id,
-                    "merchant_id": tx.merchant_id,
-                    "amount": tx.amount,
-                    "ts": tx.ts,
-                    "channel": tx.channel,
-                },
-                "card_features": features,
-                "received_at": event.message.timestamp,
-            },
-        )
+            logger.exception(
+                "%s failed on %s[%d]@%d", stage.name, message.topic, message.partition, message.offset
+            )
+            stage.dead_letter(message, f"{stage.name} failed: {exc!r}")
+        stage.processed(message)
+        await stage.after_event()
 
 
-@app.agent(merchant_inputs)
-async def merchant_stage(stream):
-    """Add merchant and time features and score; the join stage turns scores into decisions."""
-    async for event in stream.events():
-        record = event.value
-        merchant_id = event.key
-        merchant = MerchantActivity(merchant_activity.get(merchant_id))
-        if event.message.topic == merchant_labels_topic.get_topic_name():
-            merchant_watermarks.observe(event.message.partition, record["label_ts"])
-            merchant.add_label(record["label_ts"], record["is_fraud"])
-            merchant_activity.set(merchant_id, merchant.to_state())
-            continue
-        tx = record["tx"]
-        merchant_watermarks.observe(event.message.partition, tx["ts"])
-        features = transaction_features(
-            amount=tx["amount"],
-            ts=tx["ts"],
-            channel=tx["channel"],
-            card_features=record["card_features"],
-            merchant_features=merchant.add_transaction(tx["ts"], tx["amount"]),
+@app.agent(transactions_topic)
+async def decide_transactions(stream):
+    """Validate a transaction, count it in its card, score it and publish its decision."""
+    await decide_stage.prepare([decisions_topic, merchant_events_topic, training_topic])
+    await _run_stage(decide_stage, stream, _decide)
+
+
+def _decide(message: Message) -> None:
+    try:
+        tx = parse_transaction(message.key, message.value)
+    except (ValueError, TypeError, KeyError) as exc:
+        decide_stage.dead_letter(message, f"{type(exc).__name__}: {exc}")
+        return
+    partition, key = message.partition, message.key
+    card_watermarks.observe(partition, tx.ts)
+    card = card_state.get(partition, key) or CardState.decode(None)
+    try:
+        outcome = decide_transaction(
+            card,
+            tx,
+            merchant_view.get(tx.merchant_id),
+            scoring.current(),
+            scoring.version,
+            policy,
+            received_at=message.timestamp,  # faust gives seconds
+            now=time.time(),
+            offset=message.offset,
+            committed=app.consumer._committed_offset.get(message.tp) or 0,
         )
-        merchant_activity.set(merchant_id, merchant.to_state())
-        model = scoring.current()
-        result = model.score(features)
-        scored_topic.send_soon(
-            key=tx["tx_id"],
-            value={
-                "tx_id": tx["tx_id"],
-                "card_id": tx["card_id"],
-                "merchant_id": merchant_id,
-                "score": result.score,
-                "decision": decide(result.score),
-                "reasons": result.reasons,
-                "model_version": scoring.version,
-                "p_fraud": result.p_fraud,
-                "anomaly": result.anomaly,
-                "features": features,
-                "event_ts": tx["ts"],
-                "received_at": record["received_at"],
-            },
-        )
-        if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
-            training_topic.send_soon(key=MODEL_NAME, value={"kind": "traffic", "features": features})
+    except ConflictingTransaction as exc:
+        decide_stage.dead_letter(message, str(exc))
+        return
+    card_state.put(partition, key, card)
+    tx_key = tx.tx_id.encode()
+    if isinstance(outcome, Decided):
+        decided["decisions"] += 1
+        decide_stage.emit(DECISIONS, tx_key, outcome.encoded)
+        decided_merchant_events.transaction(tx.merchant_id, tx.ts, tx.amount)
+        if outcome.traffic_sample:
+            decided_training.add(traffic_record(outcome.decision.features))
+    elif outcome.encoded is not None:
+        # Delivered again (a crash before its offset was committed): the same decision again.
+        decided["redelivered_reemitted"] += 1
+        decide_stage.emit(DECISIONS, tx_key, outcome.encoded)
+    else:
+        decided["duplicate_transactions"] += 1
+
+
+@app.agent(merchant_events_topic)
+async def count_merchant_events(stream):
+    """Count each merchant's transactions and labels; the table's changelog publishes them."""
+    await merchant_stage.prepare([])
+    await _run_stage(merchant_stage, stream, _count_merchant_events)
+
+
+def _count_merchant_events(message: Message) -> None:
+    events = MerchantEvents.decode(message.value)
+    partition, key = message.partition, message.key
+    merchant_input_lag.add(max(0.0, time.time() - message.timestamp))
+    for ts in (*(ts for ts, _ in events.transactions), *(ts for ts, _ in events.labels)):
+        merchant_watermarks.observe(partition, ts)
+    merchant = merchant_state.get(partition, key) or MerchantActivity()
+    apply_merchant_events(merchant, events)
+    merchant_state.put(partition, key, merchant)
 
 
 @app.agent(join_inputs)
-async def label_join_stage(stream):
-    """Join each label with the features its transaction was scored with."""
-    await producer_knows_partitions(label_join.table.changelog_topic.get_topic_name())
-    parsers = {
-        labels_topic.get_topic_name(): parse_fraud_label,
-        scored_topic.get_topic_name(): _scored_fields,
-    }
-    async for arrival, event in valid_records(stream, parsers):
-        message = event.message
-        decision = None
-        if message.topic == labels_topic.get_topic_name():
-            tx_id = arrival.tx_id
-            label = {"is_fraud": arrival.is_fraud, "ts": arrival.ts}
-            entry, outputs = join.on_label(label_join.get(tx_id), tx_id, label)
-            arrival_ts = arrival.ts
+async def join_labels(stream):
+    """Join each label with the features its transaction was decided with."""
+    await join_stage.prepare([training_topic, merchant_events_topic])
+    await _run_stage(join_stage, stream, _join)
+
+
+def _join(message: Message) -> None:
+    partition, key = message.partition, message.key
+    try:
+        if message.topic == LABELS:
+            label = parse_fraud_label(key, message.value)
+            tx_id, arrival_ts = label.tx_id, label.ts
+            entry, outputs = join.on_label(
+                label_join_state.get(partition, key), tx_id, {"is_fraud": label.is_fraud, "ts": label.ts}
+            )
         else:
-            tx_id = arrival["tx_id"]
-            learn = arrival["decision_label_sampled"]
-            entry, outputs = join.on_decision(label_join.get(tx_id), tx_id, arrival["held"], learn)
-            arrival_ts = arrival["held"]["event_ts"]
-            if not any(output["kind"] == "duplicate_decision" for output in outputs):
-                decision = _published(arrival["decision"])
-        join_watermarks.observe(message.partition, arrival_ts)
-        # The entry is written before anything is sent: a redelivery after a rebalance
-        # then finds it in the restored table and is not decided a second time.
-        if entry is None:
-            label_join.delete(tx_id)
-        else:
-            label_join.set(tx_id, entry)
-        if decision is not None:
-            decisions_topic.send_soon(key=tx_id, value=decision)
-        _publish_training(outputs)
-
-
-def _published(scored: dict[str, Any]) -> dict[str, Any]:
-    """The public decision: the score with when it was decided and how long that took."""
-    decision = dict(scored)
-    received_at = decision.pop("received_at")
-    decision["decided_at"] = time.time()
-    decision["latency_ms"] = (decision["decided_at"] - received_at) * 1000.0
-    return decision
-
-
-def _scored_fields(key: bytes | None, value: bytes | None) -> dict[str, Any]:
-    decision = codecs.loads(value)
-    tx_id = decision["tx_id"]
-    return {
-        "tx_id": tx_id,
-        "decision": decision,
-        # Legitimate transactions are learned from by a deterministic sample (frauds always).
-        "decision_label_sampled": sampled(tx_id, settings.fraud_legit_sample_rate),
-        "held": {
-            "features": decision["features"],
-            "score": decision["score"],
-            "event_ts": decision["event_ts"],
-            "merchant_id": decision["merchant_id"],
-        },
-    }
+            decision = FraudDecision.decode(message.value)
+            tx_id, arrival_ts = decision.tx_id, decision.event_ts
+            entry, outputs = join.on_decision(
+                label_join_state.get(partition, key),
+                tx_id,
+                held_for_label(decision),
+                learns_from(tx_id, settings.fraud_legit_sample_rate),
+            )
+    except (ValueError, TypeError, KeyError) as exc:
+        join_stage.dead_letter(message, f"{type(exc).__name__}: {exc}")
+        return
+    join_watermarks.observe(partition, arrival_ts)
+    label_join_state.put(partition, key, entry)
+    _publish_training(outputs)
 
 
 def _publish_training(outputs: list[dict[str, Any]]) -> None:
     for output in outputs:
         if output["kind"] == "labelled":
-            merchant_labels_topic.send_soon(
-                key=output["merchant_id"],
-                value={"label_ts": output["label_ts"], "is_fraud": output["is_fraud"]},
-            )
-        training_topic.send_soon(key=MODEL_NAME, value=output)
+            labelled_merchant_events.label(output["merchant_id"], output["label_ts"], output["is_fraud"])
+        joined_training.add(output)
 
 
-@app.timer(interval=settings.fraud_sweep_interval_s)
+@never_stops_the_worker(settings.fraud_sweep_interval_s)
 async def sweep_idle_state() -> None:
     """Drop what no window or join can reach any more, so state does not grow without bound.
 
     Cards and merchants go once their newest event is a month of event time behind
     every partition; label-join entries once past the label TTL (counted by the learner).
+    The deletions go through each stage's flush, tombstones included.
     """
     if (watermark := card_watermarks.low) is not None:
-        swept["idle_cards"] += await card_activity.sweep(lambda state: card_is_idle(state, watermark))
+        swept["idle_cards"] += await _sweep(card_state, lambda card: card.is_idle(watermark))
     if (watermark := merchant_watermarks.low) is not None:
-        swept["idle_merchants"] += await merchant_activity.sweep(
-            lambda state: MerchantActivity(state).is_idle(watermark)
-        )
+        swept["idle_merchants"] += await _sweep(merchant_state, lambda m: m.is_idle(watermark))
     if (watermark := join_watermarks.low) is not None:
-        swept["expired_join_entries"] += await label_join.sweep(
+        swept["expired_join_entries"] += await _sweep(
+            label_join_state,
             lambda entry: join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None,
             on_evicted=lambda tx_id, entry: _publish_training(
                 join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1]
@@ -313,9 +380,38 @@ async def sweep_idle_state() -> None:
         )
 
 
+async def _sweep(state: Any, is_idle: Callable[[Any], bool], on_evicted: Any = None, chunk: int = 500) -> int:
+    evicted = 0
+    for seen, (partition, key) in enumerate(store_keys(state.table), start=1):
+        value = state.peek(partition, key)
+        if value is not None and is_idle(value):
+            state.put(partition, key, None)
+            evicted += 1
+            if on_evicted is not None:
+                on_evicted(key.decode(), value)
+        if seen % chunk == 0:
+            await asyncio.sleep(0)
+    return evicted
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked_state(app_: Any, revoked: set, **kwargs: Any) -> None:
+    """Revoked partitions were flushed (faust waited for their acks): drop their cached state."""
+    for stage, topics in (
+        (decide_stage, {TRANSACTIONS}),
+        (join_stage, {DECISIONS, LABELS}),
+        (merchant_stage, {MERCHANT_EVENTS}),
+    ):
+        stage.forget_partitions({tp.partition for tp in revoked if tp.topic in topics}, topics)
+
+
+# --- the learner -------------------------------------------------------------------------
+
+
 class _LearnerState:
     learner: FraudLearner | None = None
     unsnapshotted: int = 0
+    failed_publishes: int = 0
     # Held while the learner changes and while a snapshot of it is encoded off the event loop.
     lock = asyncio.Lock()
 
@@ -341,11 +437,29 @@ async def learner_stage(stream):
                 continue  # already in the restored snapshot
             if offset > learner.training_offset + 1:
                 await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
-            learner.apply(event.value)
-            learner.training_offset = offset
+            _learn(learner, event.message.value, offset)
             learner_state.unsnapshotted += 1
         if learner_state.unsnapshotted >= settings.fraud_snapshot_every:
             await _publish_snapshot(learner)
+
+
+def _learn(learner: FraudLearner, value: bytes | None, offset: int) -> None:
+    """Apply one training message (a list of records); a bad one is counted, never fatal."""
+    try:
+        records = codecs.loads(value)
+        if not isinstance(records, list):
+            raise TypeError(f"expected a list of training records, got {type(records).__name__}")
+    except Exception as exc:  # a bad message must not stop learning for the whole cluster
+        logger.warning("training message at offset %d refused: %r", offset, exc)
+        learner.counts["refused_training_records"] += 1
+        records = []
+    for record in records:
+        try:
+            learner.apply(record)
+        except Exception:
+            logger.exception("training record at offset %d refused", offset)
+            learner.counts["refused_training_records"] += 1
+    learner.training_offset = offset
 
 
 async def _restored_learner() -> FraudLearner:
@@ -360,14 +474,14 @@ async def _restored_learner() -> FraudLearner:
 async def hand_over_learner(app_: Any, revoked: set, **kwargs: Any) -> None:
     """When the training partition leaves this worker, publish what it learned and let go."""
     learner = learner_state.learner
-    if learner is None or not any(tp.topic == training_topic.get_topic_name() for tp in revoked):
+    if learner is None or not any(tp.topic == TRAINING for tp in revoked):
         return
     if learner_state.unsnapshotted:
         await _publish_snapshot(learner)
     learner_state.learner = None
 
 
-@app.timer(interval=SNAPSHOT_INTERVAL)
+@never_stops_the_worker(SNAPSHOT_INTERVAL)
 async def publish_pending_snapshot() -> None:
     """Publish what the learner learned since its last snapshot, at least every few seconds."""
     learner = learner_state.learner
@@ -378,37 +492,48 @@ async def publish_pending_snapshot() -> None:
 async def _replay_training(learner: FraudLearner, partition: int, start: int, stop: int) -> None:
     replayed = 0
     async for offset, value in read_partition_range(
-        settings.kafka_bootstrap, training_topic.get_topic_name(), partition, start, stop
+        settings.kafka_bootstrap, TRAINING, partition, start, stop
     ):
-        learner.apply(codecs.loads(value))
-        learner.training_offset = offset
+        _learn(learner, value, offset)
         replayed += 1
     learner.counts["replayed_after_restart"] += replayed
     logger.info("learner replayed %d training records (offsets %d..%d)", replayed, start, stop - 1)
 
 
 async def _publish_snapshot(learner: FraudLearner) -> None:
+    """Publish a snapshot; on failure keep learning and let the timer try again."""
     # Encoding takes tens of ms: a thread keeps decisions flowing meanwhile (the GIL is handed
     # back every few ms), and the lock keeps the learner still until the bytes are taken.
     async with learner_state.lock:
-        snapshot = learner.snapshot()
-        encoded = await asyncio.to_thread(snapshot.encode)
+        try:
+            snapshot = learner.snapshot()
+            encoded = await asyncio.to_thread(snapshot.encode)
+            # Sent in version order: the compacted topic keeps the last one written.
+            await snapshots_topic.send(key=TRAINING_KEY, value=encoded)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            learner_state.failed_publishes += 1
+            logger.exception("publishing model snapshot %d failed; retrying later", learner.version)
+            return
         learner_state.unsnapshotted = 0
-        # Sent in version order: the compacted topic keeps the last one written.
-        await snapshots_topic.send(key=MODEL_NAME, value=encoded)
 
 
 # --- views -------------------------------------------------------------------------------
 
 
+def _card_partition(card_id: str) -> int:
+    return key_partition(card_id.encode(), PARTITIONS)
+
+
 @app.page("/fraud/cards/{card_id}/")
-@routed_to_key_owner(card_activity.table, match_info="card_id")
+@routed_to_key_owner(card_state.table, match_info="card_id")
 async def card_view(web: View, request: Request, card_id: str) -> Response:
     """The card's live features as of its newest transaction."""
-    state = card_activity.get(card_id)
-    if state is None:
+    card = card_state.peek(_card_partition(card_id), card_id.encode())
+    if card is None or not card.log.ts:
         return json_response(web, {"error": f"unknown card {card_id!r}"}, status=404)
-    log = card_log(state)
+    log = card.log
     return json_response(
         web,
         {
@@ -421,13 +546,12 @@ async def card_view(web: View, request: Request, card_id: str) -> Response:
 
 
 @app.page("/fraud/merchants/{merchant_id}/")
-@routed_to_key_owner(merchant_activity.table, match_info="merchant_id")
-async def merchant_view(web: View, request: Request, merchant_id: str) -> Response:
-    """The merchant's live activity and fraud-rate features as of its newest bucket."""
-    state = merchant_activity.get(merchant_id)
-    if state is None:
+async def merchant_view_page(web: View, request: Request, merchant_id: str) -> Response:
+    """The merchant's published activity and fraud-rate features as of its newest bucket (any worker)."""
+    merchant = merchant_view.get(merchant_id)
+    if merchant is None:
         return json_response(web, {"error": f"unknown merchant {merchant_id!r}"}, status=404)
-    merchant = MerchantActivity(state)
+    state = merchant.to_state()
     newest_day = max((row[0] for row in state["days"]), default=0)
     ts = (newest_day + 1) * DAY - 1
     return json_response(web, {"merchant_id": merchant_id, "features": merchant.features_at(ts, 0.0)})
@@ -435,7 +559,7 @@ async def merchant_view(web: View, request: Request, merchant_id: str) -> Respon
 
 @app.page("/fraud/state/")
 async def state_view(web: View, request: Request) -> Response:
-    """This worker's event-time watermarks and what its sweeps dropped since it started."""
+    """This worker's stages, watermarks, merchant-feature staleness and sweeps."""
     return json_response(
         web,
         {
@@ -445,6 +569,14 @@ async def state_view(web: View, request: Request) -> Response:
                 "label_join": join_watermarks.low,
             },
             "swept": dict(swept),
+            "decisions": dict(decided),
+            "stages": {stage.name: stage.report() for stage in (decide_stage, join_stage, merchant_stage)},
+            "merchant_features": {
+                "merchants_in_view": len(merchant_view),
+                "merchant_stage_input_lag": merchant_input_lag.report(),
+                "view_lag_after_merchant_flush": merchant_view.lag.report(),
+            },
+            "learner": {"failed_snapshot_publishes": learner_state.failed_publishes},
         },
     )
 

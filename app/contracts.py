@@ -14,7 +14,10 @@ from typing import Any
 
 import orjson
 
-from app.dead_letters import InvalidRecord
+
+class InvalidRecord(ValueError):
+    """A record that breaks its topic's contract; the message says how."""
+
 
 # Epoch seconds beyond this (year 5138) are almost surely milliseconds.
 _MAX_EPOCH_SECONDS = 1e11
@@ -30,6 +33,25 @@ class Transaction:
     currency: str | None = None
     country: str | None = None
     channel: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Transaction:
+        """A transaction from an already valid payload (simulators, replays); no checks.
+
+        >>> Transaction.from_payload({"tx_id": "t1", "card_id": "c1", "merchant_id": "m1",
+        ...                           "amount": 5, "ts": 0}).amount
+        5.0
+        """
+        return cls(
+            tx_id=payload["tx_id"],
+            card_id=payload["card_id"],
+            merchant_id=payload["merchant_id"],
+            amount=float(payload["amount"]),
+            ts=float(payload["ts"]),
+            currency=payload.get("currency"),
+            country=payload.get("country"),
+            channel=payload.get("channel"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +69,7 @@ def parse_timestamp(value: Any) -> float:
     >>> parse_timestamp("yesterday")
     Traceback (most recent call last):
     ...
-    app.dead_letters.InvalidRecord: ts: not an ISO-8601 timestamp: 'yesterday'
+    app.contracts.InvalidRecord: ts: not an ISO-8601 timestamp: 'yesterday'
     """
     if isinstance(value, bool):
         raise InvalidRecord(f"ts: expected epoch seconds or ISO-8601 string, got {value!r}")
@@ -151,3 +173,63 @@ def _check_key(key: bytes | None, expected: str, field: str) -> None:
 
 def _describe(value: Any) -> str:
     return "nothing (missing)" if value is None else f"{type(value).__name__} {value!r}"
+
+
+# --- messages between the fraud pipeline's stages ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FraudDecision:
+    """A transaction's decision, as published on ``fraud-decisions`` (key ``tx_id``).
+
+    ``features`` are exactly what the model saw, so that the label join learns from
+    the features as they were at decision time.
+    """
+
+    tx_id: str
+    card_id: str
+    merchant_id: str
+    score: float
+    decision: str
+    reasons: list[str]
+    model_version: int
+    p_fraud: float
+    anomaly: float
+    features: dict[str, float]
+    event_ts: float
+    decided_at: float
+    latency_ms: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> FraudDecision:
+        """The decision in ``data``; raises ``ValueError``/``TypeError`` when it is not one."""
+        payload = orjson.loads(data)
+        if not isinstance(payload, dict):
+            raise InvalidRecord("value: expected a JSON object")
+        return cls(**{name: payload[name] for name in cls.__slots__})
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantEvents:
+    """What happened at one merchant during one flush of a stage (``fraud-merchant-events``).
+
+    ``transactions`` are ``(ts, amount)`` pairs; ``labels`` are ``(label_ts, is_fraud)``
+    pairs counted at the event time at which each label arrived.
+    """
+
+    transactions: list[tuple[float, float]]
+    labels: list[tuple[float, bool]]
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.transactions, self.labels])
+
+    @classmethod
+    def decode(cls, data: bytes) -> MerchantEvents:
+        transactions, labels = orjson.loads(data)
+        return cls(
+            transactions=[(float(ts), float(amount)) for ts, amount in transactions],
+            labels=[(float(ts), bool(is_fraud)) for ts, is_fraud in labels],
+        )

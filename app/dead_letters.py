@@ -9,13 +9,16 @@ partition, offset, the error and the original bytes.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import orjson
 from faust import StreamT
-from faust.types import EventT
+from faust.types import EventT, Message
 
+from app.contracts import InvalidRecord  # noqa: F401  (raised by parsers; kept importable here)
 from app.faust_app import app, declared_at_startup
 from app.settings import settings
 
@@ -29,8 +32,9 @@ dead_letters_topic = declared_at_startup(
 )
 
 
-class InvalidRecord(ValueError):
-    """A record that breaks its topic's contract; the message says how."""
+# A dead letter quotes its original twice (text and base64): quoting at most this many bytes
+# keeps it under Kafka's default 1 MB record limit.
+MAX_QUOTED_BYTES = 256 * 1024
 
 
 def dead_letter(
@@ -62,18 +66,33 @@ def dead_letter(
     }
 
 
-async def send_dead_letter(event: EventT, error: str) -> None:
-    """Publish ``event``'s original bytes to ``dead-letters`` with ``error``."""
-    message = event.message
+def dead_letter_record(message: Message, error: str) -> tuple[bytes, bytes]:
+    """Key and value of the dead letter for ``message``, quoting at most :data:`MAX_QUOTED_BYTES` of it.
+
+    An original too large to quote in full (a dead letter must fit in a Kafka record)
+    is cut, and the letter says so with the original's size and SHA-256.
+    """
+    key, value = _raw(message.key), _raw(message.value)
+    original_bytes = len(key or b"") + len(value or b"")
     letter = dead_letter(
         source_topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         error=error,
-        key=_raw(message.key),
-        value=_raw(message.value),
+        key=key if original_bytes <= MAX_QUOTED_BYTES else _cut(key),
+        value=value if original_bytes <= MAX_QUOTED_BYTES else _cut(value),
     )
-    await dead_letters_topic.send(key=message.topic, value=letter)
+    if original_bytes > MAX_QUOTED_BYTES:
+        letter["truncated"] = True
+        letter["original_bytes"] = original_bytes
+        letter["original_sha256"] = hashlib.sha256((key or b"") + b"\0" + (value or b"")).hexdigest()
+    return message.topic.encode(), orjson.dumps(letter)
+
+
+async def send_dead_letter(event: EventT, error: str) -> None:
+    """Publish ``event``'s original bytes to ``dead-letters`` with ``error``."""
+    key, value = dead_letter_record(event.message, error)
+    await dead_letters_topic.send(key=key, value=value, value_serializer="raw")
 
 
 async def valid_records(
@@ -99,6 +118,10 @@ def _raw(data: object) -> bytes | None:
     if data is None or isinstance(data, bytes):
         return data
     return str(data).encode()
+
+
+def _cut(data: bytes | None) -> bytes | None:
+    return None if data is None else data[: MAX_QUOTED_BYTES // 2]
 
 
 def _as_text(data: bytes | None) -> str | None:

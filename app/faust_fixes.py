@@ -1,43 +1,213 @@
-"""Work-arounds for faust-streaming behaviour that breaks at-least-once delivery.
+"""Patches of faust-streaming internals: no record lost around rebalances, less work per record.
 
-Each fix names the behaviour, why it loses data, and is applied once on import.
+Importing this module (``app.faust_app`` does) checks the installed faust-streaming
+version and installs the patches once.  Faust is ours to bend, carefully:
+
+* The patches were written against faust-streaming :data:`FAUST_VERSION` and import
+  refuses to run with any other version (``RuntimeError``).  Set the environment variable
+  ``EDDY_ALLOW_UNTESTED_FAUST=1`` to run anyway with a logged warning, e.g. to try an
+  upgrade; then run ``tests/unit/test_faust_fixes.py``, whose fingerprint test names every
+  patched or relied-upon faust function whose source changed.
+* :data:`PATCHED` fingerprints (sha256 of the source) every faust function replaced here,
+  :data:`RELIED_ON` the faust code the patches assume the behaviour of without replacing it.
+
+The patches (each function's docstring says why it is needed and why it is safe):
+
+* ``AIOKafkaConsumerThread.seek_to_committed`` -> :func:`_seek_to_committed_or_beginning`:
+  partitions with no committed offset go back to the beginning after a rebalance.
+* ``Consumer._new_offset`` -> :func:`_new_offset_after_every_fetched_offset`, with
+  ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` keeping
+  the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
+* ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_committing_first`:
+  commit what was acked before faust forgets it, so a partition moves without repeats.
+* ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
+  record to the streams without creating tasks, unless the hand-over has to wait.
+* ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
+  faust's livelock detector no longer crashes the worker on a partition without a position.
+* ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
+  stream loop, which does not ack the events it skips during a rebalance (faust's
+  pure-Python loop acks them, and their offsets were committed unprocessed).
+
+Deleted: ``Consumer.ack`` -> ``_ack_unless_skipped_in_rebalance``, which refused acks while
+flow control was suspended.  The Cython loop acks inline and never called it, so it guarded
+only the pure-Python loop, which no longer runs; and it refused the acks of events that *were*
+processed when a rebalance began, on which the revoke handler's ``wait_empty`` waits.
+
+:func:`ack_processed` acks a processed message from outside a stream loop, and
+:class:`LeanMonitor` is the per-record-cheap monitor sensor ``app.faust_app`` installs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import importlib.metadata
+import inspect
+import logging
+import os
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from time import monotonic
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.transport.consumer import Consumer
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver
-from faust.types import TP, Message
-from faust.types.enums import ProcessingGuarantee
-from faust.utils.functional import consecutive_numbers
+logger = logging.getLogger(__name__)
 
-_original_ack = Consumer.ack
+#: The faust-streaming release every patch here was written and tested against.
+FAUST_VERSION = "0.15.3"
+#: Set to ``1`` to start with another faust-streaming version (logs a warning instead).
+ALLOW_UNTESTED_FAUST_ENV = "EDDY_ALLOW_UNTESTED_FAUST"
+
+
+def check_faust_version(installed: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse to run with a faust-streaming version the patches were not written for.
+
+    >>> check_faust_version(FAUST_VERSION)
+    >>> check_faust_version("0.16.0", environ={ALLOW_UNTESTED_FAUST_ENV: "1"})
+    """
+    if installed is None:
+        installed = importlib.metadata.version("faust-streaming")
+    if installed == FAUST_VERSION:
+        return
+    env = os.environ if environ is None else environ
+    message = (
+        f"app.faust_fixes patches faust-streaming {FAUST_VERSION} internals, but faust-streaming "
+        f"{installed} is installed: the patched code may have changed, and a wrong patch loses "
+        f"records. Pin faust-streaming=={FAUST_VERSION}, or re-check every patch "
+        f"(tests/unit/test_faust_fixes.py) and update FAUST_VERSION"
+    )
+    if env.get(ALLOW_UNTESTED_FAUST_ENV) == "1":
+        logger.warning("%s; running anyway because %s=1", message, ALLOW_UNTESTED_FAUST_ENV)
+        return
+    raise RuntimeError(f"{message} (or set {ALLOW_UNTESTED_FAUST_ENV}=1 to run untested).")
+
+
+check_faust_version()  # before touching faust: a different faust may not even import the same
+
+import asyncio  # noqa: E402
+
+import faust.streams  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from faust.sensors.monitor import Monitor  # noqa: E402
+from faust.streams import Stream  # noqa: E402
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver  # noqa: E402
+from faust.types import TP, Message  # noqa: E402
+from faust.types.enums import ProcessingGuarantee  # noqa: E402
+from faust.utils.functional import consecutive_numbers  # noqa: E402
+
+# --- originals and their fingerprints ---------------------------------------------------------
+
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
 _original_to_message = AIOKafkaConsumerDriver._to_message
 _original_on_partitions_revoked = Consumer.on_partitions_revoked
 _original_new_offset = Consumer._new_offset
+_original_drain_messages = Consumer._drain_messages
+_original_stream_aiter = Stream.__aiter__
+_original_ack = Consumer.ack
+_original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
+
+_FAUST_DIR = Path(faust.__file__).parent
 
 
-def _ack_unless_skipped_in_rebalance(self: Consumer, message: Message) -> bool:
-    """Refuse to ack a message the stream skipped because a rebalance was under way.
+def fingerprint(source: str) -> str:
+    """sha256 of a piece of source text (how the originals are recognised)."""
+    return hashlib.sha256(source.encode()).hexdigest()
 
-    faust-streaming discards messages fetched in an older consumer generation, or
-    while flow control is suspended for a rebalance (faust PR #223), and *acks*
-    them so that lag does not grow.  Their offsets are then committed although
-    they were never processed, and they are lost (seen here: the first records of a
-    partition never reached the agent when a second worker joined).  Not acking
-    them lets the partition's owner read them again from the committed offset.
+
+def source_of(name: str) -> str:
+    """The source of a fingerprinted faust object: ``module:Qual.name`` or a path in faust's package.
+
+    For a patched function, the source of the original (the class now holds the patch).
     """
-    stale = message.generation_id is not None and message.generation_id != self.app.consumer_generation_id
-    if stale or not self.app.flow_control.is_active():
-        return False
-    _unacked_fetched(self).get(message.tp, set()).discard(message.offset)
-    return _original_ack(self, message)
+    if name in _ORIGINALS:
+        return inspect.getsource(_ORIGINALS[name])
+    if ":" not in name:
+        return (_FAUST_DIR / name).read_text()
+    module_name, qualname = name.split(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return inspect.getsource(obj)
+
+
+_ORIGINALS: dict[str, Any] = {
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed": _original_seek_to_committed,
+    "faust.transport.drivers.aiokafka:Consumer._to_message": _original_to_message,
+    "faust.transport.consumer:Consumer.on_partitions_revoked": _original_on_partitions_revoked,
+    "faust.transport.consumer:Consumer._new_offset": _original_new_offset,
+    "faust.transport.consumer:Consumer._drain_messages": _original_drain_messages,
+    "faust.streams:Stream.__aiter__": _original_stream_aiter,
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
+}
+
+#: faust functions replaced here -> sha256 of their source in faust-streaming FAUST_VERSION.
+PATCHED: dict[str, str] = {
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek_to_committed": (
+        "775ab0adc4b052abee204d5347a556412b1f77ed4de971adde69a55a1cb6f908"
+    ),
+    "faust.transport.drivers.aiokafka:Consumer._to_message": (
+        "7c24f6511b2fcef7cbfe73526e78de033bfe0df211f1fd30509d699c9deb6ce4"
+    ),
+    "faust.transport.consumer:Consumer.on_partitions_revoked": (
+        "d04b7ae72c6fc206924a2879d6c90dd383f3e8ba6f4b10a19ca99a921eb8f4db"
+    ),
+    "faust.transport.consumer:Consumer._new_offset": (
+        "1d2c7ea89a7ad4f1a216c1d51936e569162cd66bd56f889e13fd29c910b58eb0"
+    ),
+    "faust.transport.consumer:Consumer._drain_messages": (
+        "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+    ),
+    "faust.streams:Stream.__aiter__": "e815c0e831f1d2ccf43b083b725f87403dc38142dedda59d12b249ab2e044c50",
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": (
+        "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
+    ),
+}
+
+#: faust code whose behaviour the patches rely on without replacing it -> sha256 of its source.
+RELIED_ON: dict[str, str] = {
+    # ack_processed applies these semantics; the Cython loop inlines them.
+    "faust.transport.consumer:Consumer.ack": (
+        "5fcf41cf45153475de3790dc56fec1b83335956dc8b3bf7ff6bbb2b57627f03f"
+    ),
+    # The Cython stream loop: skips stale / flow-stopped events without acking them.
+    "faust.streams:Stream._c_aiter": "fa44582a5882e9df5240199eabc475668bcd3c13b1816c45805dc746145b80bf",
+    "_cython/streams.pyx": "0041622f4a251188f53d73e6d51d18d16f0f427512df1e96c043cfdeea4c3250",
+    # The hand-over the drain patch awaits, and how a revoke unblocks or abandons it.
+    "transport/_cython/conductor.pyx": "dde1f974267881cf8c5f7e4fd2b114a2c6d754633a2aa9a2a2fc92f93e143dba",
+    "faust.transport.conductor:Conductor._compile_message_handler": (
+        "9fbc0538097aa4eca6113b99df8d17605ae72a6b5030482f041a183f4cc34df1"
+    ),
+    "faust.app.base:App._on_partitions_revoked": (
+        "d5c895bbe57dc73ae4d7f762f6fdc9fdd3abd02f9e05863ccfd8034082e5682f"
+    ),
+    "mode.utils.queues:ThrowableQueue.clear": (
+        "d18f09e451acf62e1cfa4e957497403d287463595b2dff70ea1c7a1271a95036"
+    ),
+    "mode.utils.queues:FlowControlQueue.put": (
+        "0ba84eb5e357a17e7eb5554b631d72d20dcf4abcec3fa65fddd6237a777c006b"
+    ),
+    "mode.services:Service.wait_first": "feade6a31f8a67897cf687c54c66f5f4535288050bbaac07249ce2063d36ae2e",
+}
+
+
+# --- the version guard's companion: faust must still be what the patches expect --------------
+
+
+def changed_sources() -> dict[str, str]:
+    """Fingerprinted faust code whose source is no longer what the patches were written against."""
+    changed = {}
+    for name, expected in {**PATCHED, **RELIED_ON}.items():
+        try:
+            actual = fingerprint(source_of(name))
+        except (AttributeError, ImportError, OSError, TypeError) as exc:
+            changed[name] = f"unreadable: {exc!r}"
+            continue
+        if actual != expected:
+            changed[name] = actual
+    return changed
+
+
+# --- no commit past an unprocessed record -------------------------------------------------------
 
 
 async def _seek_to_committed_or_beginning(self: AIOKafkaConsumerThread) -> Mapping[TP, int]:
@@ -75,7 +245,14 @@ async def _seek_to_beginning_if_assigned(
 
 
 def _unacked_fetched(consumer: Consumer) -> dict[TP, set[int]]:
-    """Offsets fetched for streams and not acked yet, per partition (kept on the consumer)."""
+    """Offsets fetched for streams and not known to be acked, per partition (kept on the consumer).
+
+    Offsets are added as records are fetched and removed by :func:`ack_processed`, when
+    the partition is revoked, and once a commit has passed them.  The Cython stream loop
+    acks inline, bypassing ``Consumer.ack``, so most acked offsets leave the set only when
+    the next commit passes them: the commit rule counts an offset in the set as a hole
+    only when it lies before the first acked one.
+    """
     try:
         return consumer._eddy_unacked_fetched  # type: ignore[attr-defined]
     except AttributeError:
@@ -90,12 +267,29 @@ def _to_message_noting_fetched(self: AIOKafkaConsumerDriver, tp: TP, record: Any
     return _original_to_message(self, tp, record)
 
 
-async def _on_partitions_revoked_forgetting_fetches(self: Consumer, revoked: set[TP]) -> None:
-    # Whatever was fetched and not processed is read again by the next owner.
+async def _on_partitions_revoked_committing_first(self: Consumer, revoked: set[TP]) -> None:
+    """faust's ``Consumer.on_partitions_revoked``, after committing what was acked so far.
+
+    faust drops the revoked partitions' acked offsets (and committed offsets) *before*
+    the app's revoke handler waits for in-flight events and commits: whatever was acked
+    since the last periodic commit was never committed, and the next owner processed it
+    again (seen here: the records of a stage's last flushes before a worker joined were
+    decided twice).  Committing them first leaves only the acks that arrive during the
+    handler, which the handler commits.  Both commits still never pass a fetched record
+    that was not processed (:func:`_new_offset_after_every_fetched_offset`); only after
+    the handler is what was fetched and not processed forgotten (the next owner reads it).
+    """
+    # Acks keep arriving while a commit is on the wire: commit until none is left, so that
+    # faust's forgetting (the first thing the original does, before it awaits) loses none.
+    for _ in range(5):
+        await self.maybe_wait_for_commit_to_finish()
+        committed = await self.force_commit(revoked)
+        if not committed or not any(self._acked.get(tp) for tp in revoked):
+            break
+    await _original_on_partitions_revoked(self, revoked)
     unacked = _unacked_fetched(self)
     for tp in revoked:
         unacked.pop(tp, None)
-    await _original_on_partitions_revoked(self, revoked)
 
 
 def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None:
@@ -142,16 +336,324 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
     return run[-1] + 1
 
 
+def ack_processed(consumer: Consumer, message: Message) -> None:
+    """Mark ``message`` processed, so that its offset is committed with the ones before it.
+
+    For a message taken from a stream without acking it (``stream.noack()``) and processed
+    outside the stream loop, e.g. acked once the batch it belongs to is durable.  This is
+    faust's own ``Consumer.ack`` -- the message itself is acked, whatever references other
+    streams still hold -- and it works while a rebalance has suspended flow control: the
+    message really was processed, and the revoke handler's ``consumer.wait_empty()`` waits
+    for exactly these acks and commits them before the partition moves.  It also takes the
+    offset out of the fetched-but-unacked offsets of the commit rule
+    (:func:`_new_offset_after_every_fetched_offset`).
+    """
+    unacked = _unacked_fetched(consumer).get(message.tp)
+    if unacked is not None:
+        unacked.discard(message.offset)
+    _original_ack(consumer, message)
+
+
+# --- hand records to the streams without a task per record --------------------------------------
+
+
+class _Resumed(Coroutine):
+    """The rest of coroutine ``coro``, which already ran up to yielding ``yielded``.
+
+    Run as a task (or awaited), it first hands ``yielded`` (the future ``coro`` waits for)
+    to the event loop, as if it had run ``coro`` from the start, then drives ``coro``.  A
+    cancellation, even before the task's first step, is thrown into ``coro`` where it waits.
+    """
+
+    __slots__ = ("_coro", "_yielded")
+
+    _NOT_YET = object()
+
+    def __init__(self, coro: Coroutine, yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def send(self, value: Any) -> Any:
+        yielded = self._yielded
+        if yielded is not self._NOT_YET:
+            self._yielded = self._NOT_YET
+            return yielded
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._yielded = self._NOT_YET
+        return self._coro.throw(*exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __await__(self) -> _Resumed:
+        return self
+
+
+async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> None:
+    """faust's ``Consumer._drain_messages``, without a task per record.
+
+    faust hands every record to the streams with ``await self.wait_first(callback(message),
+    self.suspend_flow.wait())``: four tasks created and three cancelled per record, a large
+    part of a worker's per-record cost.  Here, while flow is not suspended, the hand-over
+    coroutine is started in place, and when it completes without waiting for anything --
+    the usual case: flow control open, producer buffer below its limit, stream queues not
+    full -- no task is created at all.  Only when it would wait does it continue as a task,
+    under faust's own ``wait_first`` against ``suspend_flow`` as before.
+
+    Why this is safe: the hand-over (``Conductor.on_message`` -> the partition's
+    ``ConductorHandler``) can wait at exactly these points -- the conductor's subscription
+    lock, ``app.flow_control.acquire()`` while a rebalance has suspended flow, the
+    producer buffer's ``wait_until_ebb``, and ``chan.put`` on a full stream queue.  A
+    rebalance sets ``suspend_flow`` (``consumer.stop_flow()``), suspends flow control,
+    clears the stream queues (cancelling blocked puts) and waits for in-flight events.
+    A hand-over that waits is run exactly as faust runs it: a task raced against
+    ``suspend_flow`` and cancelled when a rebalance begins, so the drain loop never sits
+    in a blocked hand-over across a rebalance.  A hand-over that does not wait runs to
+    completion without yielding to the event loop, so no rebalance step can run during
+    it: it is the same as faust's task finishing before ``suspend_flow`` is set.  While
+    ``suspend_flow`` is set, or for a record fetched for an earlier assignment, nothing is
+    handed over and the read offset stays (faust moved it, and after the seek back to the
+    committed offset the records below it were dropped as read).  (As before, a put into a full
+    queue that the conductor started in a task of its own can outlive a revoke and land
+    after the rebalance; the stream then skips the event as being of an older generation
+    and does not ack it.)  Everything else the loop does (read offsets, gaps,
+    ``commit_every``, yielding to the event loop every 100 records) is faust's code as it
+    was.  The one difference is scheduling: faust's per-record ``wait_first`` let the agents
+    run after every record; now they run at those yields every 100 records (about a
+    millisecond of hand-overs) or whenever a hand-over waits.
+    """
+    app = self.app
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    suspend_flow = self.suspend_flow
+    flow_suspended = suspend_flow.is_set
+    wait_first = self.wait_first
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+
+            # Sleeping because sometimes getmany is called in a loop
+            # never releasing to the event loop
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    if message.generation_id != app.consumer_generation_id or flow_suspended():
+                        # Fetched for an earlier assignment, or arriving while a rebalance is
+                        # under way: the stream would skip it, and it is fetched again after
+                        # the seek to the committed offset.  It must not move the read offset,
+                        # or the re-fetched records below it are dropped as already read
+                        # (seen here: decisions missing after a worker joined).
+                        continue
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        # We have a gap in income messages
+                        if gap > 1 and r_offset:
+                            acks_enabled = acks_enabled_for(message.topic)
+                            if acks_enabled:
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        delivery = callback(message)
+                        try:
+                            waits_for = delivery.send(None)
+                        except StopIteration:
+                            pass  # handed over without waiting: no task
+                        else:
+                            await wait_first(_Resumed(delivery, waits_for), suspend_flow.wait())
+                            if flow_suspended():
+                                continue  # interrupted by a rebalance: fetched again after it
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                unset_flag(flag_consumer_fetching)
+
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+# --- skipped events are never acked ------------------------------------------------------------
+
+
+def _stream_aiter_cython_loop(self: Stream) -> Any:
+    """``Stream.__aiter__`` that always runs faust's Cython stream loop.
+
+    A stream skips an event that was fetched in an older consumer generation, or that it
+    receives while flow control is suspended for a rebalance (faust PR #223).  faust's
+    pure-Python loop (``Stream._py_aiter``) *acks* the skipped event "so that lag does not
+    grow": its offset is committed although it was never processed, and the record is lost
+    (seen here: the first records of a partition never reached the agent when a second
+    worker joined).  The Cython loop (``Stream._c_aiter`` with ``_cython/streams.pyx``)
+    returns from ``_prepare_event`` before it makes the event current, so ``after()`` gets
+    no event and acks nothing: the partition's next owner reads the record again from the
+    committed offset (and the commit rule above never commits past it meanwhile).
+
+    faust picks the Cython loop whenever its extension imports; this makes the choice
+    explicit, and :func:`apply` refuses to start when the extension is unavailable
+    (``NO_CYTHON`` set, or a faust build without it) rather than fall back to the loop
+    that loses records.  The Cython loop acks processed events inline, even while flow
+    control is suspended, which is what the revoke handler's ``wait_empty`` waits for.
+    """
+    it = self._c_aiter()
+    self._active_agens.add(it)
+    return it
+
+
+# --- per-record-cheap monitor ---------------------------------------------------------------
+
+
+class LeanMonitor(Monitor):
+    """faust's Monitor sensor without its per-record bookkeeping.
+
+    faust installs one Monitor per app and calls it for every message in and out, every
+    event in and out of every stream, every produced record and every table get and set.
+    faust's own Monitor keeps per-topic, per-stream and per-task counters (looked up
+    through weak-key dictionaries), a timestamp and a state dict per event, and latency
+    samples per produced record.  Only faust's statistics pages read them (``/`` with
+    ``web_stats_enabled`` or ``debug``, ``/performance/`` with ``web_metrics_enabled``);
+    eddy serves neither.
+
+    Kept: ``stream_inbound_time`` (faust's livelock detector reads it to tell a stalled
+    stream), plain totals (``messages_received_total``, ``events_total``,
+    ``messages_sent`` and the per-second rates the sampler derives from them), read /
+    committed / end offsets per partition, commit, assignment, rebalance and web latencies.
+    Not kept: counts by topic, stream and task, ``messages_active``/``events_active``,
+    event runtimes, send latencies, per-table key counts, per-message timestamps.
+    """
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        self.messages_received_total += 1
+        self.tp_read_offsets[tp] = offset
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: Any, event: Any) -> None:
+        self.events_total += 1
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(self, tp: TP, offset: int, stream: Any, event: Any, state: Any = None) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        return None
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> None:
+        self.messages_sent += 1
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        return None
+
+
+# --- the livelock detector must not crash on a partition that is being positioned ---------------
+
+
+def _verify_event_path_once_positioned(self: AIOKafkaConsumerThread, now: float, tp: TP) -> Any:
+    """faust's stalled-partition check, skipping a partition that has no fetch position yet.
+
+    The check reads aiokafka's ``position``, which *asserts* that there is one; a partition
+    just sought to the beginning (:func:`_seek_to_committed_or_beginning`) or reset after a
+    rebalance has none until its offset is looked up.  faust runs the check every few seconds
+    from a task whose exception crashes the worker (seen here: a worker stopped right after a
+    rebalance).  Such a partition is checked again on the next round.
+    """
+    try:
+        subscription = self._ensure_consumer()._fetcher._subscriptions.subscription
+        state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    except (AttributeError, KeyError):
+        return None  # not (or no longer) assigned: nothing to check
+    if state is None or not state.has_valid_position:
+        return None
+    return _original_verify_event_path(self, now, tp)
+
+
+# --- installation ----------------------------------------------------------------------------
+
+_PATCHES: list[tuple[type, str, Callable]] = [
+    (AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed_or_beginning),
+    (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
+    (Consumer, "on_partitions_revoked", _on_partitions_revoked_committing_first),
+    (Consumer, "_new_offset", _new_offset_after_every_fetched_offset),
+    # Not installed: _drain_messages_awaiting_directly (see its docstring).
+    (Stream, "__aiter__", _stream_aiter_cython_loop),
+    (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
+]
+
+
+def require_cython_stream_loop() -> None:
+    """Refuse to run without faust's Cython stream loop (see :func:`_stream_aiter_cython_loop`)."""
+    if faust.streams._CStreamIterator is None:
+        raise RuntimeError(
+            "faust's Cython stream loop is unavailable (NO_CYTHON is set, or faust-streaming was "
+            "installed without its extensions): its pure-Python loop acks the events it skips "
+            "during a rebalance, and their records are lost. Unset NO_CYTHON / install the "
+            f"faust-streaming {FAUST_VERSION} wheel."
+        )
+
+
 def apply() -> None:
-    """Install the fixes (idempotent)."""
-    if Consumer.ack is not _ack_unless_skipped_in_rebalance:
-        Consumer.ack = _ack_unless_skipped_in_rebalance  # type: ignore[method-assign]
-    if AIOKafkaConsumerThread.seek_to_committed is not _seek_to_committed_or_beginning:
-        AIOKafkaConsumerThread.seek_to_committed = _seek_to_committed_or_beginning  # type: ignore[method-assign]
-    if Consumer._new_offset is not _new_offset_after_every_fetched_offset:
-        AIOKafkaConsumerDriver._to_message = _to_message_noting_fetched  # type: ignore[method-assign]
-        Consumer.on_partitions_revoked = _on_partitions_revoked_forgetting_fetches  # type: ignore[method-assign]
-        Consumer._new_offset = _new_offset_after_every_fetched_offset  # type: ignore[method-assign]
+    """Install the patches (idempotent)."""
+    require_cython_stream_loop()
+    for owner, name, patch in _PATCHES:
+        if getattr(owner, name) is not patch:
+            setattr(owner, name, patch)
 
 
 apply()
+

@@ -3,7 +3,9 @@
 ``FLOOR_MODE`` picks what the agent does per event: ``noop`` (consume only),
 ``table`` (one RocksDB table get + set, changelogged), ``send`` (one produce),
 ``both``.  The agent logs ``FLOOR_RESULT <events/s>`` after ``FLOOR_EVENTS`` events.
-Run by :mod:`benchmarks.faust_floor`.
+Run by :mod:`benchmarks.faust_floor`.  Stock faust-streaming by default; with
+``FLOOR_PATCHED=1`` (passed through from the environment of ``make bench``) faust as eddy
+runs it: ``app.faust_fixes`` installed, its lean monitor and ``cython_optimizations``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import faust
 RUN = os.environ["FLOOR_RUN"]
 MODE = os.environ["FLOOR_MODE"]
 EVENTS = int(os.environ["FLOOR_EVENTS"])
+PATCHED = os.environ.get("FLOOR_PATCHED") == "1"
+
+if PATCHED:
+    from app import faust_fixes
+
+    as_eddy_runs_it: dict = {"Monitor": faust_fixes.LeanMonitor, "cython_optimizations": True}
+else:
+    as_eddy_runs_it = {}
 
 app = faust.App(
     f"floor-{RUN}",
@@ -26,6 +36,7 @@ app = faust.App(
     value_serializer="raw",
     producer_linger_ms=2,
     broker_commit_every=2_000,
+    **as_eddy_runs_it,
 )
 source = app.topic(f"floor-{RUN}-source", partitions=8, internal=True)
 sink = app.topic(f"floor-{RUN}-sink", partitions=8, internal=True)

@@ -1,10 +1,11 @@
-"""The fraud pipeline's feature and model logic in one process: for evaluation and benchmarks.
+"""The fraud pipeline in one process, for evaluation and benchmarks.
 
-:class:`InProcessFraudPipeline` composes the same functions the agents call
-(card and merchant features, the label join, the learner) without Kafka, in
-stream order.  Two simplifications, both documented: the scorer uses the
-learner's model as it is (no snapshot delay), and expired join entries are not
-swept (a finite stream needs no expiry).
+:class:`InProcessFraudPipeline` calls the same step functions as the agents
+(:mod:`models.fraud_steps`, the label join, the learner) without Kafka, in
+stream order.  Three simplifications, all documented: the scorer uses the
+learner's model as it is (no snapshot delay), merchant activity is published
+to the decisions at once (no staleness), and expired join entries are not swept
+(a finite stream needs no expiry).
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.contracts import MerchantEvents, Transaction
 from models.fraud import FraudModel
-from models.learner import TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
+from models.fraud_steps import (
+    Decided,
+    DecisionPolicy,
+    apply_merchant_events,
+    decide_transaction,
+    held_for_label,
+    learns_from,
+    traffic_record,
+)
+from models.learner import FraudLearner
 from models.metrics import average_precision, roc_auc
 from tables import label_join as join
-from tables.card_features import DuplicateTransaction
-from tables.transaction_features import InMemoryActivity, transaction_features
+from tables.card_state import CardState
+from tables.merchant_features import MerchantActivity
 from tables.windows import DAY
 
 
@@ -34,39 +45,56 @@ class ScoredTransaction:
 
 
 class InProcessFraudPipeline:
-    """Scores transactions and learns from labels exactly as the agents do, in one process."""
+    """Decides transactions and learns from labels with the agents' steps, in one process.
 
-    def __init__(self, legit_sample_rate: float = 0.25, model: FraudModel | None = None) -> None:
+    >>> pipeline = InProcessFraudPipeline()
+    >>> score, features = pipeline.transaction({"tx_id": "t1", "card_id": "c1", "merchant_id": "m1",
+    ...                                         "amount": 5.0, "ts": 0.0})
+    >>> features["card_count_1h"], features["merchant_count_1h"], pipeline.transaction(
+    ...     {"tx_id": "t1", "card_id": "c1", "merchant_id": "m1", "amount": 5.0, "ts": 0.0})
+    (1, 0, None)
+    """
+
+    def __init__(
+        self,
+        legit_sample_rate: float = 0.25,
+        model: FraudModel | None = None,
+        policy: DecisionPolicy | None = None,
+    ) -> None:
         self.legit_sample_rate = legit_sample_rate
+        self.policy = policy or DecisionPolicy()
         self.learner = FraudLearner(model or FraudModel(legit_sample_rate=legit_sample_rate))
-        self.activity = InMemoryActivity()
+        self.cards: dict[str, CardState] = {}
+        self.merchants: dict[str, MerchantActivity] = {}
         self.pending = join.InMemoryJoin()
 
-    def transaction(self, tx: dict[str, Any]) -> tuple[float, dict[str, float]] | None:
-        """Score one transaction payload; ``None`` for a duplicate ``tx_id``."""
-        try:
-            card, merchant = self.activity.add_transaction(tx)
-        except DuplicateTransaction:
-            return None
-        features = transaction_features(
-            amount=tx["amount"],
-            ts=tx["ts"],
-            channel=tx.get("channel"),
-            card_features=card,
-            merchant_features=merchant,
+    def transaction(self, payload: dict[str, Any]) -> tuple[float, dict[str, float]] | None:
+        """Decide one transaction payload; ``None`` for a duplicate ``tx_id``."""
+        tx = Transaction.from_payload(payload)
+        card = self.cards.get(tx.card_id)
+        if card is None:
+            card = self.cards[tx.card_id] = CardState.decode(None)
+        outcome = decide_transaction(
+            card,
+            tx,
+            self.merchants.get(tx.merchant_id),
+            self.learner.model,
+            self.learner.version,
+            self.policy,
+            received_at=tx.ts,
+            now=tx.ts,
+            offset=0,
+            committed=1,  # nothing is delivered twice here: keep no earlier decision
         )
-        score = self.learner.model.score(features).score
-        if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
-            self.learner.apply({"kind": "traffic", "features": features})
-        held = {
-            "features": features,
-            "score": score,
-            "event_ts": tx["ts"],
-            "merchant_id": tx["merchant_id"],
-        }
-        learn = sampled(tx["tx_id"], self.legit_sample_rate)
-        self._joined(self.pending.decision(tx["tx_id"], held, learn))
-        return score, features
+        if not isinstance(outcome, Decided):
+            return None
+        decision = outcome.decision
+        self._merchant(tx.merchant_id, MerchantEvents([(tx.ts, tx.amount)], []))
+        if outcome.traffic_sample:
+            self.learner.apply(traffic_record(decision.features))
+        learn = learns_from(tx.tx_id, self.legit_sample_rate)
+        self._joined(self.pending.decision(tx.tx_id, held_for_label(decision), learn))
+        return decision.score, decision.features
 
     def label(self, label: dict[str, Any]) -> None:
         """Apply one ``fraud-labels`` payload."""
@@ -74,11 +102,18 @@ class InProcessFraudPipeline:
         arrival = {"is_fraud": label["is_fraud"], "ts": label["ts"]}
         self._joined(self.pending.label(tx_id, arrival))
 
+    def _merchant(self, merchant_id: str, events: MerchantEvents) -> None:
+        merchant = self.merchants.get(merchant_id)
+        if merchant is None:
+            merchant = self.merchants[merchant_id] = MerchantActivity()
+        apply_merchant_events(merchant, events)
+
     def _joined(self, outputs: list[dict[str, Any]]) -> None:
         for output in outputs:
             if output["kind"] == "labelled":
-                merchant = self.activity.merchants[output["merchant_id"]]
-                merchant.add_label(output["label_ts"], output["is_fraud"])
+                self._merchant(
+                    output["merchant_id"], MerchantEvents([], [(output["label_ts"], output["is_fraud"])])
+                )
             self.learner.apply(output)
 
 

@@ -2,7 +2,8 @@
 
 Every worker scores with the newest snapshot; only the learner learns, so
 scaling out never splits learning into fragments.  Its input is one totally
-ordered stream (a one-partition topic) of training records:
+ordered stream (a one-partition topic) of messages, each a list of training
+records (a stage sends what one flush produced in a few messages):
 
 * ``{"kind": "labelled", "features", "score", "is_fraud", "learn", ...}`` - a
   transaction's label joined with the features it was scored with.  ``score``
@@ -79,7 +80,7 @@ class FraudLearner:
     def snapshot(self) -> Snapshot:
         """The model and metrics as of ``training_offset``.
 
-        The version is the number of training records applied (``training_offset + 1``):
+        The version is the number of training messages applied (``training_offset + 1``):
         it only grows along the training log, whichever worker made the snapshot.
         """
         self.version = self.training_offset + 1

@@ -7,6 +7,10 @@ survive restarts because the topic keeps the latest record of each key.
 
 Pickles can break across River versions, so a snapshot records the format and
 the River version it was made with and is refused when they do not match.
+
+Kafka refuses records over about 1 MB (``message.max.bytes``, the producer's
+``max_request_size``), so an encoded snapshot larger than ``MAX_SNAPSHOT_BYTES``
+raises :class:`SnapshotTooLarge` instead of being sent.
 """
 
 from __future__ import annotations
@@ -26,10 +30,26 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+# Below Kafka's default 1 MB record limit, with room for the key, headers and batch overhead.
+MAX_SNAPSHOT_BYTES = 900 * 1024
 
 
 class IncompatibleSnapshot(ValueError):
     """A snapshot made by another snapshot format or River version."""
+
+
+class SnapshotTooLarge(ValueError):
+    """An encoded snapshot over the size limit: ``size`` and ``limit`` in bytes."""
+
+    def __init__(self, name: str, version: int, size: int, limit: int) -> None:
+        super().__init__(name, version, size, limit)
+        self.name, self.version, self.size, self.limit = name, version, size, limit
+
+    def __str__(self) -> str:
+        return (
+            f"snapshot {self.name!r} version {self.version} encodes to {self.size:,} bytes,"
+            f" over the limit of {self.limit:,}"
+        )
 
 
 @dataclass
@@ -45,8 +65,25 @@ class Snapshot:
     river_version: str = river.__version__
     format: int = SNAPSHOT_FORMAT
 
-    def encode(self) -> bytes:
-        return zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), level=1)
+    def encode(self, max_bytes: int | None = None) -> bytes:
+        """Pickled and compressed; raise :class:`SnapshotTooLarge` over ``max_bytes``.
+
+        ``max_bytes`` defaults to ``MAX_SNAPSHOT_BYTES`` (read when called).
+
+        >>> data = Snapshot("demo", version=1, model={"w": 0.5}).encode()
+        >>> Snapshot.decode(data).model
+        {'w': 0.5}
+        >>> try:
+        ...     Snapshot("demo", version=1, model=bytes(100)).encode(max_bytes=10)
+        ... except SnapshotTooLarge as too_large:
+        ...     too_large.size > too_large.limit == 10
+        True
+        """
+        data = zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), level=1)
+        limit = MAX_SNAPSHOT_BYTES if max_bytes is None else max_bytes
+        if len(data) > limit:
+            raise SnapshotTooLarge(self.name, self.version, len(data), limit)
+        return data
 
     @classmethod
     def decode(cls, data: bytes) -> Snapshot:

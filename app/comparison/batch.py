@@ -38,10 +38,23 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from app.contracts import MerchantEvents, Transaction
 from models.fraud import FraudModel
-from models.learner import TRAFFIC_SAMPLE_RATE, FraudLearner, sampled
+from models.fraud_steps import (
+    DecisionPolicy,
+    Redelivered,
+    apply_merchant_events,
+    count_in_card,
+    held_for_label,
+    in_traffic_sample,
+    learns_from,
+    score_transaction,
+    traffic_record,
+)
+from models.learner import FraudLearner
 from tables import label_join as join
-from tables.transaction_features import InMemoryActivity, transaction_features
+from tables.card_state import CardState
+from tables.merchant_features import MerchantActivity
 from tables.windows import HOUR
 
 
@@ -78,7 +91,9 @@ class BatchFraudBaseline:
         self.period = every_hours * HOUR
         self.legit_sample_rate = legit_sample_rate
         self.learner = FraudLearner(model or FraudModel(legit_sample_rate=legit_sample_rate))
-        self.activity = InMemoryActivity()
+        self.policy = DecisionPolicy()
+        self.cards: dict[str, CardState] = {}
+        self.merchants: dict[str, MerchantActivity] = {}
         self.card_rows: dict[str, dict[str, float]] = {}
         self.merchant_rows: dict[str, dict[str, float]] = {}
         self.pending = join.InMemoryJoin()
@@ -98,21 +113,23 @@ class BatchFraudBaseline:
     def transaction(self, tx: dict[str, Any]) -> tuple[float, dict[str, float]]:
         """Score one transaction payload with the last job's rows and model (tx_ids must be unique)."""
         self.advance(tx["ts"])
-        features = transaction_features(
-            amount=tx["amount"],
-            ts=tx["ts"],
-            channel=tx.get("channel"),
-            card_features=self.card_rows.get(tx["card_id"], {}),
-            merchant_features=self.merchant_rows.get(tx["merchant_id"], {}),
+        transaction = Transaction.from_payload(tx)
+        decision = score_transaction(
+            transaction,
+            self.card_rows.get(transaction.card_id, {}),
+            self.merchant_rows.get(transaction.merchant_id, {}),
+            self.learner.model,
+            self.learner.version,
+            self.policy,
+            received_at=transaction.ts,
+            now=transaction.ts,
         )
-        score = self.learner.model.score(features).score
-        self._arrived.append({"kind": "transaction", "tx": tx})
-        if sampled(tx["tx_id"], TRAFFIC_SAMPLE_RATE):
-            self._arrived.append({"kind": "traffic", "features": features})
-        held = {"features": features, "score": score, "event_ts": tx["ts"], "merchant_id": tx["merchant_id"]}
-        learn = sampled(tx["tx_id"], self.legit_sample_rate)
-        self._joined(self.pending.decision(tx["tx_id"], held, learn))
-        return score, features
+        self._arrived.append({"kind": "transaction", "tx": transaction})
+        if in_traffic_sample(transaction.tx_id):
+            self._arrived.append(traffic_record(decision.features))
+        learn = learns_from(transaction.tx_id, self.legit_sample_rate)
+        self._joined(self.pending.decision(transaction.tx_id, held_for_label(decision), learn))
+        return decision.score, decision.features
 
     def label(self, label: dict[str, Any]) -> None:
         """Join one ``fraud-labels`` payload; the next job learns from it."""
@@ -134,9 +151,8 @@ class BatchFraudBaseline:
                 transactions += 1
                 continue
             if record["kind"] == "labelled":
-                self.activity.merchants[record["merchant_id"]].add_label(
-                    record["label_ts"], record["is_fraud"]
-                )
+                label = MerchantEvents([], [(record["label_ts"], record["is_fraud"])])
+                apply_merchant_events(self.merchants[record["merchant_id"]], label)
                 labels += 1
                 latest_label_ts = max(latest_label_ts, record["label_ts"])
             self.learner.apply(record)
@@ -145,8 +161,17 @@ class BatchFraudBaseline:
         seconds = time.perf_counter() - started
         self.jobs.append(BatchJob(at, transactions, labels, latest_label_ts, seconds))
 
-    def _replay(self, tx: dict[str, Any]) -> None:
+    def _replay(self, tx: Transaction) -> None:
         """Add a transaction to its card and merchant and store their new feature rows."""
-        card, merchant = self.activity.add_transaction(tx)
-        self.card_rows[tx["card_id"]] = card
-        self.merchant_rows[tx["merchant_id"]] = merchant
+        card = self.cards.get(tx.card_id)
+        if card is None:
+            card = self.cards[tx.card_id] = CardState.decode(None)
+        card_row = count_in_card(card, tx)
+        if isinstance(card_row, Redelivered):
+            raise ValueError(f"duplicate tx_id {tx.tx_id!r}")
+        self.card_rows[tx.card_id] = card_row
+        merchant = self.merchants.get(tx.merchant_id)
+        if merchant is None:
+            merchant = self.merchants[tx.merchant_id] = MerchantActivity()
+        apply_merchant_events(merchant, MerchantEvents([(tx.ts, tx.amount)], []))
+        self.merchant_rows[tx.merchant_id] = merchant.features_at(tx.ts, tx.amount)

@@ -8,8 +8,14 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from app.contracts import FraudLabel, Transaction, parse_fraud_label, parse_timestamp, parse_transaction
-from app.dead_letters import InvalidRecord
+from app.contracts import (
+    FraudLabel,
+    InvalidRecord,
+    Transaction,
+    parse_fraud_label,
+    parse_timestamp,
+    parse_transaction,
+)
 
 JAN_1_2026 = 1_767_225_600.0
 

@@ -1,17 +1,158 @@
-"""The commit-offset rule of app.faust_fixes, on a consumer's bookkeeping without a broker."""
+"""app.faust_fixes without a broker: version guard, fingerprints, commit rule, drain loop, stream loops.
+
+The consumer here is a real faust consumer of an app that is never started (nothing
+connects); fetches are replaced by records built in memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+import uuid
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 
+import faust
+import faust.streams
+import pytest
+from faust.streams import Stream
+from faust.transport._cython.conductor import ConductorHandler
+from faust.transport.consumer import Consumer
 from faust.types import TP
 from faust.types.enums import ProcessingGuarantee
+from faust.types.tuples import ConsumerMessage
 from intervaltree import IntervalTree
 
-from app.faust_fixes import _new_offset_after_every_fetched_offset, _unacked_fetched
+from app import faust_fixes
+from app.faust_fixes import (
+    FAUST_VERSION,
+    LeanMonitor,
+    _new_offset_after_every_fetched_offset,
+    _Resumed,
+    _unacked_fetched,
+    ack_processed,
+    changed_sources,
+    check_faust_version,
+)
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PARTITION = TP("transactions", 0)
+GENERATION = 7
+
+
+# --- version guard and fingerprints -------------------------------------------------------------
+
+
+def test_the_installed_faust_is_the_one_the_patches_were_written_for():
+    check_faust_version()  # what importing app.faust_fixes does
+
+
+def test_another_faust_version_is_refused():
+    with pytest.raises(RuntimeError, match=r"0\.15\.3.*0\.16\.0.*EDDY_ALLOW_UNTESTED_FAUST=1"):
+        check_faust_version("0.16.0", environ={})
+
+
+def test_the_override_runs_another_faust_version_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="app.faust_fixes"):
+        check_faust_version("0.16.0", environ={"EDDY_ALLOW_UNTESTED_FAUST": "1"})
+    assert "faust-streaming 0.16.0 is installed" in caplog.text
+    with pytest.raises(RuntimeError):  # only "1" overrides
+        check_faust_version("0.16.0", environ={"EDDY_ALLOW_UNTESTED_FAUST": "yes"})
+
+
+def _import_with_faust_version(version: str, **env: str) -> subprocess.CompletedProcess:
+    code = (
+        "import importlib.metadata as m\n"
+        "real = m.version\n"
+        f"m.version = lambda name: {version!r} if name == 'faust-streaming' else real(name)\n"
+        "import app.faust_app\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k != "EDDY_ALLOW_UNTESTED_FAUST"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_app_does_not_start_with_another_faust_version():
+    refused = _import_with_faust_version("0.99.0")
+    assert refused.returncode != 0
+    assert "RuntimeError" in refused.stderr and "faust-streaming 0.99.0 is installed" in refused.stderr
+    allowed = _import_with_faust_version("0.99.0", EDDY_ALLOW_UNTESTED_FAUST="1")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_every_patched_and_relied_upon_faust_source_is_unchanged():
+    # Fails when faust changes a function patched here (or one the patches rely on): re-read the
+    # new faust code, re-check the patch, then update the fingerprint and FAUST_VERSION.
+    assert changed_sources() == {}, f"faust changed under the patches (faust {FAUST_VERSION} expected)"
+
+
+def test_a_changed_original_is_detected(monkeypatch):
+    name = "faust.transport.consumer:Consumer._drain_messages"
+    monkeypatch.setitem(faust_fixes.PATCHED, name, "0" * 64)
+    assert list(changed_sources()) == [name]
+
+
+def test_the_patches_replace_exactly_the_fingerprinted_originals():
+    assert set(faust_fixes._ORIGINALS) == set(faust_fixes.PATCHED)
+    for owner, name, patch in faust_fixes._PATCHES:
+        assert getattr(owner, name) is patch
+        qualified = f"{owner.__module__}:{owner.__qualname__}.{name}"
+        assert faust_fixes._ORIGINALS[qualified] is not patch
+    assert not hasattr(faust_fixes, "_ack_unless_skipped_in_rebalance")  # deleted: see stream loop tests
+    assert Consumer.ack is faust_fixes._original_ack
+
+
+# --- an app that is never started ----------------------------------------------------------------
+
+
+def make_app(**options) -> faust.App:
+    app = faust.App(
+        f"test-fixes-{uuid.uuid4().hex[:8]}",
+        broker="kafka://127.0.0.1:1",
+        store="memory://",
+        Monitor=LeanMonitor,
+        **options,
+    )
+    app.sensors.add(app.monitor)
+    app.flow_control.resume()
+    app.topics._acking_topics.add(PARTITION.topic)
+    app.consumer_generation_id = GENERATION
+    return app
+
+
+def message(offset: int, generation: int = GENERATION) -> ConsumerMessage:
+    return ConsumerMessage(
+        PARTITION.topic, 0, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, PARTITION, generation_id=generation
+    )
+
+
+def queued_event(app: faust.App, stream: Stream, offset: int, generation: int = GENERATION):
+    msg = message(offset, generation)
+    msg.refcount = 1  # what the conductor does when it hands the event to one stream
+    _unacked_fetched(app.consumer).setdefault(PARTITION, set()).add(offset)  # what a fetch notes
+    stream.channel.queue.force_put_nowait(app.create_event(b"k", offset, [], msg))
+    return msg
+
+
+async def until(condition, *, steps: int = 1000) -> None:
+    for _ in range(steps):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+# --- commit rule ---------------------------------------------------------------------------------
 
 
 def consumer_state(*, unacked: set[int], acked: list[int], committed: int | None = None):
@@ -44,6 +185,17 @@ def test_consecutive_acks_are_committed_up_to_the_first_hole_and_the_next_commit
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 5
 
 
+def test_offsets_acked_inline_by_the_cython_loop_do_not_hold_the_commit_back():
+    # The Cython loop acks without Consumer.ack: its offsets stay noted as fetched until a commit.
+    consumer = consumer_state(unacked={0, 1, 2, 3}, acked=[0, 1, 2, 3])
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 4
+    consumer._committed_offset[PARTITION] = 4
+    consumer._acked[PARTITION].extend([5, 6])
+    _unacked_fetched(consumer)[PARTITION].update({4, 5, 6})  # 4 was skipped
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
+    assert _unacked_fetched(consumer)[PARTITION] == {4, 5, 6}
+
+
 def test_offsets_known_to_be_absent_count_as_processed():
     consumer = consumer_state(unacked=set(), acked=[5, 8])
     consumer._gap[PARTITION].addi(6, 8)  # 6 and 7 are not records (e.g. transaction markers)
@@ -61,3 +213,473 @@ def test_records_below_the_committed_offset_no_longer_hold_the_commit_back():
     consumer = consumer_state(unacked={10, 20}, acked=[50, 51], committed=50)
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 52
     assert _unacked_fetched(consumer)[PARTITION] == set()
+
+
+# --- fetched offsets and the seek back -------------------------------------------------------------
+
+
+def fetched_record(offset: int, topic: str = PARTITION.topic) -> SimpleNamespace:
+    """What aiokafka hands faust's driver for one fetched record."""
+    fields = ("timestamp", "timestamp_type", "headers", "key", "value", "checksum")
+    return SimpleNamespace(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        serialized_key_size=1,
+        serialized_value_size=1,
+        **dict.fromkeys(fields),
+    )
+
+
+async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkeypatch):
+    app = make_app()
+    consumer = app.consumer
+    converted = consumer._to_message(PARTITION, fetched_record(3))
+    assert converted.offset == 3 and converted.generation_id == GENERATION
+    other = TP("not-acked", 0)
+    consumer._to_message(other, fetched_record(4, topic=other.topic))
+    assert _unacked_fetched(consumer) == {PARTITION: {3}}
+
+    committed_before_faust_forgets = []
+
+    async def faust_revoke(self, revoked):
+        # faust's handler commits too: the guard against unprocessed records is still there.
+        committed_before_faust_forgets.append((list(committed), dict(_unacked_fetched(consumer))))
+
+    committed = []
+
+    async def force_commit(topics=None, start_new_transaction=True):
+        acked = consumer._acked[PARTITION]
+        committed.append((set(topics), list(acked)))
+        acked.clear()
+        if len(committed) == 1:
+            acked.append(4)  # a stage acked another record while the commit was on the wire
+        return True
+
+    consumer._acked[PARTITION].append(2)
+    monkeypatch.setattr(consumer, "force_commit", force_commit)
+    monkeypatch.setattr(faust_fixes, "_original_on_partitions_revoked", faust_revoke)
+    await consumer.on_partitions_revoked({PARTITION})
+    expected_commits = [({PARTITION}, [2]), ({PARTITION}, [4])]
+    assert committed_before_faust_forgets == [(expected_commits, {PARTITION: {3}})]
+    assert _unacked_fetched(consumer) == {}
+
+
+class FakeAIOKafkaConsumer:
+    def __init__(self, committed: dict, assigned: set) -> None:
+        self.committed, self.assigned, self.sought = committed, assigned, []
+
+    async def seek_to_committed(self) -> dict:
+        return self.committed
+
+    def assignment(self) -> set:
+        return self.assigned
+
+    async def seek_to_beginning(self, *partitions) -> None:
+        self.sought.extend(partitions)
+
+
+def consumer_thread(aiokafka_consumer: FakeAIOKafkaConsumer, reset: str = "earliest"):
+    async def call_thread(fn, *args):
+        return await fn(*args)
+
+    return SimpleNamespace(
+        app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset=reset)),
+        consumer=SimpleNamespace(_is_changelog_tp=lambda tp: tp.topic.endswith("-changelog")),
+        _ensure_consumer=lambda: aiokafka_consumer,
+        call_thread=call_thread,
+    )
+
+
+async def test_partitions_without_a_committed_offset_are_sought_to_the_beginning():
+    fresh, zero, committed = TP("t", 0), TP("t", 1), TP("t", 2)
+    changelog, revoked_since = TP("t-changelog", 0), TP("t", 3)
+    offsets = {fresh: None, zero: 0, committed: 5, changelog: None, revoked_since: None}
+    aiokafka_consumer = FakeAIOKafkaConsumer(offsets, assigned={fresh, zero, committed, changelog})
+    thread = consumer_thread(aiokafka_consumer)
+    assert await faust_fixes._seek_to_committed_or_beginning(thread) == offsets
+    assert sorted(aiokafka_consumer.sought) == [fresh, zero]
+
+
+async def test_with_auto_offset_reset_latest_nothing_is_sought_to_the_beginning():
+    aiokafka_consumer = FakeAIOKafkaConsumer({TP("t", 0): None}, assigned={TP("t", 0)})
+    await faust_fixes._seek_to_committed_or_beginning(consumer_thread(aiokafka_consumer, reset="latest"))
+    assert aiokafka_consumer.sought == []
+
+
+# --- skipped events are never acked --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cython_optimizations", [False, True])
+async def test_the_stream_loop_acks_processed_events_and_never_a_skipped_one(cython_optimizations):
+    app = make_app(cython_optimizations=cython_optimizations)
+    consumer = app.consumer
+    stream = app.stream(app.channel())
+    assert stream.__aiter__().ag_code.co_name == "_c_aiter"
+    queued_event(app, stream, 0, generation=GENERATION - 1)  # fetched before the last rebalance
+    queued_event(app, stream, 1)
+    skipped_in_rebalance = None
+    seen = []
+
+    async def agent():
+        nonlocal skipped_in_rebalance
+        async for event in stream.events():
+            seen.append(event.message.offset)
+            if event.message.offset == 1:
+                app.flow_control.suspend()  # a rebalance starts while the agent holds offset 1
+                skipped_in_rebalance = queued_event(app, stream, 2)
+            if event.message.offset == 3:
+                return
+
+    agent_task = asyncio.ensure_future(agent())
+    await until(lambda: skipped_in_rebalance is not None and stream.channel.queue.empty())
+    await asyncio.sleep(0)
+    # Offset 1 was processed: acked although flow is suspended (what wait_empty waits for).
+    assert consumer._acked[PARTITION] == [1]
+    app.flow_control.resume()  # the rebalance is over
+    queued_event(app, stream, 3)
+    await asyncio.wait_for(agent_task, 5)
+
+    assert seen == [1, 3]
+    assert consumer._acked[PARTITION] == [1]  # 3 is acked when the agent asks for the next event
+    assert not skipped_in_rebalance.acked and skipped_in_rebalance not in consumer._unacked_messages
+    # Neither skipped record can be committed over: the commit stops before offset 0.
+    assert consumer._new_offset(PARTITION) is None
+
+
+async def test_faust_pure_python_loop_acks_skipped_events_so_it_is_not_used():
+    # If this fails, faust stopped acking skipped events in Stream._py_aiter: the Cython-only
+    # rule (_stream_aiter_cython_loop, require_cython_stream_loop) may go.
+    app = make_app()
+    stream = app.stream(app.channel())
+    stale = queued_event(app, stream, 0, generation=GENERATION - 1)
+    queued_event(app, stream, 1)
+    async for value in stream._py_aiter():
+        assert value == 1  # the event's value is its offset
+        break
+    assert stale.acked and app.consumer._acked[PARTITION] == [0]
+
+
+def test_without_the_cython_stream_loop_the_app_refuses_to_start(monkeypatch):
+    monkeypatch.setattr(faust.streams, "_CStreamIterator", None)
+    with pytest.raises(RuntimeError, match="Cython stream loop is unavailable"):
+        faust_fixes.apply()
+
+
+# --- ack_processed ---------------------------------------------------------------------------------
+
+
+def fetched_and_tracked(app: faust.App, offset: int) -> ConsumerMessage:
+    msg = message(offset)
+    _unacked_fetched(app.consumer).setdefault(PARTITION, set()).add(offset)
+    app.consumer.track_message(msg)
+    return msg
+
+
+def test_ack_processed_acks_during_a_rebalance_and_lets_the_commit_pass():
+    app = make_app()
+    consumer = app.consumer
+    first, second = fetched_and_tracked(app, 0), fetched_and_tracked(app, 1)
+    app.flow_control.suspend()
+    consumer.stop_flow()
+    ack_processed(consumer, first)
+    ack_processed(consumer, first)  # a second ack changes nothing
+    assert first.acked and consumer._acked[PARTITION] == [0]
+    assert _unacked_fetched(consumer)[PARTITION] == {1}
+    assert first not in consumer._unacked_messages and second in consumer._unacked_messages
+    assert consumer._new_offset(PARTITION) == 1
+
+
+def test_ack_processed_of_an_older_message_keeps_the_commit_rule_consistent():
+    app = make_app()
+    consumer = app.consumer
+    messages = [fetched_and_tracked(app, offset) for offset in range(3)]
+    ack_processed(consumer, messages[2])
+    assert consumer._new_offset(PARTITION) is None  # 0 and 1 are not processed yet
+    ack_processed(consumer, messages[0])
+    ack_processed(consumer, messages[1])
+    assert consumer._new_offset(PARTITION) == 3
+
+
+async def test_the_revoke_handlers_wait_for_in_flight_messages_ends_with_ack_processed(monkeypatch):
+    app = make_app()
+    consumer = app.consumer
+    commits = []
+
+    async def commit(*args, **kwargs):
+        commits.append(consumer._new_offset(PARTITION))
+        return False
+
+    monkeypatch.setattr(consumer, "commit", commit)
+    in_flight = fetched_and_tracked(app, 0)
+    app.flow_control.suspend()
+    consumer.stop_flow()
+    waiting = asyncio.ensure_future(consumer.wait_empty())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    ack_processed(consumer, in_flight)
+    await asyncio.wait_for(waiting, 0.5)  # woken by the ack, not by its 1 s timeout
+    assert 1 in commits
+
+
+# --- the drain loop --------------------------------------------------------------------------------
+
+
+class Drain:
+    """The patched drain loop of a never-started consumer over records built in memory."""
+
+    def __init__(self, app: faust.App, offsets, callback) -> None:
+        self.app = app
+        self.consumer = app.consumer
+        self.consumer._commit_every = None
+        self.fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        self.wait_first_calls = 0
+        self.consumer.callback = callback
+        offsets = list(offsets)
+
+        async def getmany(timeout: float):
+            self.fetcher._stopped.set()  # one batch
+            for offset in offsets:
+                yield PARTITION, message(offset)
+
+        original_wait_first = self.consumer.wait_first
+
+        async def wait_first(*coros, **kwargs):
+            self.wait_first_calls += 1
+            return await original_wait_first(*coros, **kwargs)
+
+        self.consumer.getmany = getmany
+        self.consumer.wait_first = wait_first
+
+    def start(self) -> asyncio.Future:
+        return asyncio.ensure_future(
+            faust_fixes._drain_messages_awaiting_directly(self.consumer, self.fetcher)
+        )
+
+
+async def test_records_that_do_not_block_are_handed_over_without_tasks():
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    drain = Drain(make_app(), range(250), callback)
+    await asyncio.wait_for(drain.start(), 5)
+    assert delivered == list(range(250))
+    assert drain.wait_first_calls == 0
+    assert drain.consumer._read_offset[PARTITION] == 249
+
+
+async def test_a_hand_over_that_blocks_continues_as_a_task_and_keeps_the_order():
+    delivered = []
+    unblock = asyncio.Event()
+
+    async def callback(msg):
+        if msg.offset == 1:
+            await unblock.wait()
+        delivered.append(msg.offset)
+
+    drain = Drain(make_app(), range(4), callback)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1)
+    await asyncio.sleep(0.01)
+    assert delivered == [0] and not draining.done()
+    unblock.set()
+    await asyncio.wait_for(draining, 5)
+    assert delivered == [0, 1, 2, 3]
+    assert drain.wait_first_calls == 1
+
+
+async def test_a_rebalance_interrupts_a_blocked_hand_over():
+    events = []
+
+    async def callback(msg):
+        try:
+            if msg.offset == 1:
+                await asyncio.get_running_loop().create_future()  # blocks until cancelled
+            events.append(("delivered", msg.offset))
+        except asyncio.CancelledError:
+            events.append(("cancelled", msg.offset))
+            raise
+
+    app = make_app()
+    drain = Drain(app, range(3), callback)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1)
+    app.consumer.stop_flow()  # what the revoke handler does first
+    await asyncio.wait_for(draining, 5)
+    # Offset 2 arrives with flow suspended: not handed over; neither moves the read offset, so
+    # both are read again after the rebalance's seek to the committed offset.
+    assert events == [("delivered", 0), ("cancelled", 1)]
+    assert drain.wait_first_calls == 1
+    assert drain.consumer._read_offset[PARTITION] == 0
+
+
+async def test_records_fetched_for_an_earlier_assignment_are_not_handed_over_nor_read():
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    app = make_app()
+    drain = Drain(app, range(3), callback)
+    app.consumer_generation_id = GENERATION + 1  # a rebalance happened after the fetch
+    await asyncio.wait_for(drain.start(), 5)
+    assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
+
+
+async def test_an_error_in_the_hand_over_propagates_as_in_faust():
+    async def callback(msg):
+        raise ValueError(f"bad record {msg.offset}")
+
+    drain = Drain(make_app(), range(3), callback)
+    with pytest.raises(ValueError, match="bad record 0"):
+        await asyncio.wait_for(drain.start(), 5)
+
+
+def full_stream_queue_behind_the_conductor(app: faust.App) -> Stream:
+    stream = app.stream(app.channel(maxsize=2))
+    app.topics._tp_to_callback[PARTITION] = ConductorHandler(app.topics, PARTITION, {stream.channel})
+    return stream
+
+
+def revoke(app: faust.App) -> None:
+    """What App._on_partitions_revoked does before it waits for in-flight events."""
+    app.consumer.stop_flow()
+    app.flow_control.suspend()
+    app.flow_control.clear()
+
+
+async def test_a_revoke_unblocks_a_hand_over_waiting_on_a_full_stream_queue():
+    app = make_app()
+    stream = full_stream_queue_behind_the_conductor(app)
+    queue = stream.channel.queue
+    drain = Drain(app, range(5), app.topics.on_message)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1 and queue._putters)  # offset 2 waits for room
+    assert queue.qsize() == 2
+    revoke(app)
+    await asyncio.wait_for(draining, 5)
+    await asyncio.sleep(0.01)
+    assert queue.empty()  # nothing reached the stream after the clear
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()] == []
+
+
+async def test_a_hand_over_that_outlives_a_rebalance_is_skipped_by_the_stream_unacked():
+    # faust's conductor puts into a full queue from a task of its own, which a revoke does not
+    # cancel when it has not reached the queue yet: the record lands after the rebalance.
+    app = make_app(cython_optimizations=True)
+    stream = full_stream_queue_behind_the_conductor(app)
+    queue = stream.channel.queue
+    drain = Drain(app, range(3), app.topics.on_message)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1)
+    revoke(app)
+    await asyncio.wait_for(draining, 5)
+    app.consumer_generation_id += 1  # the rebalance completes
+    app.flow_control.resume()
+    app.consumer.resume_flow()
+    await until(lambda: queue.qsize() == 1)  # offset 2, from before the rebalance
+    queued_event(app, stream, 10, generation=app.consumer_generation_id)
+
+    async def next_offset() -> int:
+        async for event in stream.events():
+            return event.message.offset
+
+    assert await asyncio.wait_for(next_offset(), 5) == 10  # offset 2 was skipped
+    assert app.consumer._acked[PARTITION] == []
+
+
+async def test_a_resumed_hand_over_cancelled_before_its_first_step_is_cancelled_where_it_waits():
+    waited = asyncio.get_running_loop().create_future()
+    cleanup = []
+
+    async def hand_over():
+        try:
+            await waited
+        except asyncio.CancelledError:
+            cleanup.append("cancelled at its await")
+            raise
+
+    coro = hand_over()
+    yielded = coro.send(None)
+    assert yielded is waited
+    task = asyncio.ensure_future(_Resumed(coro, yielded))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleanup == ["cancelled at its await"]
+
+
+async def test_a_resumed_hand_over_returns_the_result_as_a_task_or_awaited():
+    loop = asyncio.get_running_loop()
+
+    async def hand_over(waited):
+        await asyncio.sleep(0)
+        return await waited + 1
+
+    for run in (asyncio.ensure_future, lambda resumed: resumed):
+        waited = loop.create_future()
+        coro = hand_over(waited)
+        resumed = run(_Resumed(coro, coro.send(None)))  # stopped at its sleep(0)
+        loop.call_later(0.01, waited.set_result, 41)
+        assert await resumed == 42
+
+
+# --- the lean monitor --------------------------------------------------------------------------------
+
+
+def test_the_app_uses_the_lean_monitor_and_the_cython_fast_paths():
+    from app.faust_app import app
+
+    assert isinstance(app.monitor, LeanMonitor)
+    assert app.conf.cython_optimizations is True
+
+
+def test_the_lean_monitor_keeps_what_faust_reads_and_the_totals():
+    monitor = LeanMonitor()
+    msg = message(5)
+    monitor.on_message_in(PARTITION, 5, msg)
+    state = monitor.on_stream_event_in(PARTITION, 5, stream=None, event=None)
+    monitor.on_stream_event_out(PARTITION, 5, None, None, state)
+    monitor.on_message_out(PARTITION, 5, msg)
+    monitor.on_send_initiated(None, "out", None, 1, 1)
+    assert state is None
+    assert PARTITION in monitor.stream_inbound_time  # faust's livelock detector reads it
+    assert (monitor.messages_received_total, monitor.events_total, monitor.messages_sent) == (1, 1, 1)
+    assert monitor.tp_read_offsets == {PARTITION: 5}
+    assert monitor.asdict()["events_total"] == 1
+
+
+def _thread_with_partition_state(state) -> SimpleNamespace:
+    assignment = SimpleNamespace(state_value=lambda tp: state)
+    subscriptions = SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+    consumer = SimpleNamespace(_fetcher=SimpleNamespace(_subscriptions=subscriptions))
+    return SimpleNamespace(_ensure_consumer=lambda: consumer)
+
+
+@pytest.mark.parametrize(
+    ("state", "checked"),
+    [
+        (SimpleNamespace(has_valid_position=False), False),  # just sought: no position, no crash
+        (None, False),  # no longer assigned
+        (SimpleNamespace(has_valid_position=True), True),
+    ],
+)
+def test_the_livelock_check_skips_partitions_without_a_position(monkeypatch, state, checked):
+    calls = []
+    monkeypatch.setattr(faust_fixes, "_original_verify_event_path", lambda self, now, tp: calls.append(tp))
+    thread = _thread_with_partition_state(state)
+    assert faust_fixes._verify_event_path_once_positioned(thread, 0.0, PARTITION) is None
+    assert calls == ([PARTITION] if checked else [])
+
+
+async def test_the_livelock_check_of_faust_asserts_on_a_partition_without_a_position():
+    """Why the patch exists: aiokafka's ``position`` asserts while a partition awaits a reset."""
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+
+    state = TopicPartitionState(assignment=None)
+    state.await_reset(1)
+    assert not state.has_valid_position
+    with pytest.raises(AssertionError):
+        _ = state.position

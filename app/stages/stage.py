@@ -1,0 +1,210 @@
+"""A batched stage: an agent's write-behind state, outputs and acks, flushed together.
+
+The agent handles each event in memory (state in :class:`~app.stages.state.KeyedState`,
+records to produce via :meth:`BatchedStage.emit`) and hands the event back
+with :meth:`BatchedStage.processed`.  A flush then, in this order:
+
+1. writes each dirty key once to its partition's local store and sends it to
+   the table's changelog, and waits until the broker has every changelog record;
+2. sends the outputs, in batches, and waits until the broker has them all;
+3. acks the events, so that their offsets may be committed.
+
+So an output is only ever visible once the state that produced it is durable,
+and an offset is only committed once its outputs are: a crash at any point
+replays events whose effects are either absent or already in the state (the
+pipeline's handlers recognise those and re-emit what they emitted before).
+
+Flushes happen every ``flush_interval`` seconds and whenever ``max_pending``
+events wait; a failed send is retried, in place, until it succeeds, while the
+agent waits.  Faust's rebalance and shutdown wait for every delivered event
+to be acked, so a partition only moves once its stage has flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from faust.types import AppT, Message, TopicT
+
+from app.dead_letters import dead_letter_record, dead_letters_topic
+from app.faust_fixes import ack_processed
+from app.stages.outputs import PartitionedRecords, key_partition
+from app.stages.state import KeyedState
+
+logger = logging.getLogger(__name__)
+
+RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class BatchedStage:
+    """Flushes one agent's state, outputs and acks together; see the module docstring.
+
+    Parameters
+    ----------
+    app
+        The Faust app (its producer sends the batches, its consumer takes the acks).
+    name
+        Name used in logs and metrics.
+    states
+        The write-behind states the agent updates.
+    flush_interval
+        Seconds between flushes while events are pending.
+    max_pending
+        Events held before the agent waits for a flush.
+    """
+
+    def __init__(
+        self,
+        app: AppT,
+        name: str,
+        states: Sequence[KeyedState] = (),
+        *,
+        flush_interval: float = 0.05,
+        max_pending: int = 5_000,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.states = list(states)
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.counts: Counter[str] = Counter()
+        self.last_flush_seconds = 0.0
+        self._outputs = PartitionedRecords()
+        self._processed: list[Message] = []
+        self._partitions: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        # Called at the start of each flush: emit what is coalesced per flush (one record per key).
+        self.before_flush: list[Callable[[], None]] = []
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    async def prepare(self, output_topics: Iterable[TopicT]) -> None:
+        """Create ``output_topics`` if missing and learn their partition counts (and the changelogs')."""
+        producer = self._producer()
+        topics = [*output_topics, dead_letters_topic, *(state.table.changelog_topic for state in self.states)]
+        for topic in topics:
+            await topic.maybe_declare()
+        for topic in topics:
+            for name in topic.topics:
+                self._partitions[name] = len(await producer.partitions_for(name))
+        self._ready.set()
+
+    # --- while handling events ------------------------------------------------------------
+
+    def emit(self, topic: str, key: bytes, value: bytes | None) -> None:
+        """Produce ``key``/``value`` to ``topic`` (partition by key, as Kafka's default) at the next flush."""
+        self._outputs.add(topic, key_partition(key, self._partitions[topic]), key, value)
+
+    def emit_to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        self._outputs.add(topic, partition, key, value)
+
+    def dead_letter(self, message: Message, error: str) -> None:
+        """Send ``message``'s original bytes to ``dead-letters`` with ``error`` at the next flush."""
+        key, value = dead_letter_record(message, error)
+        self.emit(dead_letters_topic.get_topic_name(), key, value)
+        self.counts["dead_letters"] += 1
+
+    def processed(self, message: Message) -> None:
+        """``message`` is handled: ack it once this flush's state and outputs are durable."""
+        self._processed.append(message)
+
+    @property
+    def pending(self) -> int:
+        return len(self._processed)
+
+    async def after_event(self) -> None:
+        """Flush now if ``max_pending`` events wait (backpressure while the broker lags)."""
+        if len(self._processed) >= self.max_pending:
+            await self.flush()
+
+    # --- flushing -------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write state, then outputs, then ack; see the module docstring."""
+        async with self._lock:
+            for emit_coalesced in self.before_flush:
+                emit_coalesced()
+            dirty = [(state, state.take_dirty()) for state in self.states]
+            outputs, self._outputs = self._outputs, PartitionedRecords()
+            processed, self._processed = self._processed, []
+            if not (processed or outputs or any(entries for _, entries in dirty)):
+                return
+            started = time.perf_counter()
+            changelog = PartitionedRecords()
+            state_of_topic: dict[str, KeyedState] = {}
+            for state, by_partition in dirty:
+                state_of_topic[state.changelog_topic] = state
+                for partition, entries in by_partition.items():
+                    state.write_local(partition, entries)
+                    for key, value in entries.items():
+                        changelog.add(state.changelog_topic, partition, key, value)
+            for (topic, partition), offset in (await self._produce(changelog)).items():
+                state_of_topic[topic].set_persisted_offset(partition, offset)
+            await self._produce(outputs)
+            consumer = self.app.consumer
+            for message in processed:
+                ack_processed(consumer, message)
+            for state in self.states:
+                state.trim()
+            self.counts["flushes"] += 1
+            self.counts["events"] += len(processed)
+            self.counts["changelog_records"] += len(changelog)
+            self.last_flush_seconds = time.perf_counter() - started
+
+    async def _produce(self, records: PartitionedRecords) -> dict[tuple[str, int], int]:
+        offsets: dict[tuple[str, int], int] = {}
+        attempt = 0
+        while records:
+            try:
+                offsets.update(await records.produce(self._producer()))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker is away or slow: keep the batch, try again
+                delay = RETRY_BACKOFF[min(attempt, len(RETRY_BACKOFF) - 1)]
+                attempt += 1
+                self.counts["send_retries"] += 1
+                logger.warning(
+                    "%s: sending %d records failed (%r); retrying in %.1f s",
+                    self.name,
+                    len(records),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        return offsets
+
+    async def run_flushes(self) -> None:
+        """Flush every ``flush_interval`` seconds, forever (also while the app stops: its
+        consumer waits for the last acks)."""
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a flush bug must not stop the worker; the batch is retried
+                logger.exception("%s: flush failed", self.name)
+
+    def forget_partitions(self, partitions: Iterable[int], topics: Iterable[str]) -> None:
+        """Drop cached state of ``partitions`` (called once they are revoked and flushed)."""
+        del topics
+        partitions = list(partitions)
+        for state in self.states:
+            state.forget_partitions(partitions)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "pending_events": len(self._processed),
+            "cached_keys": {state.name: len(state) for state in self.states},
+            "last_flush_ms": round(self.last_flush_seconds * 1000.0, 2),
+        }
+
+    def _producer(self) -> Any:
+        return self.app.producer._ensure_producer()

@@ -1,0 +1,192 @@
+"""Write-behind keyed state over a Faust table: read once, written once per key per flush.
+
+Faust writes every ``table[key] = value`` to RocksDB and sends one changelog
+record at once.  A :class:`KeyedState` keeps decoded values in memory instead:
+reads hit the cache (or the partition's store once), writes only mark the key
+dirty, and :meth:`KeyedState.take_dirty` hands the owning stage one value per
+dirty key to write to the store and the changelog when it flushes (what Kafka
+Streams' record cache and Quix Streams' checkpoints do).
+
+The Faust table still owns what Faust is good at: its changelog topic, the
+partition assignment, recovery and standbys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from faust.types import TP, TableT
+from rocksdict import WriteBatch
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class StateCodec(Generic[V]):
+    """How a state value is stored: ``encode`` to bytes and ``decode`` back."""
+
+    encode: Callable[[V], bytes]
+    decode: Callable[[bytes], V]
+
+
+class KeyedState(Generic[V]):
+    """Decoded values of one table, cached and written behind.
+
+    Parameters
+    ----------
+    table
+        The Faust table (``key_type=bytes, value_type=bytes``) whose changelog
+        and partitions this state uses.
+    codec
+        How values are encoded in the store and the changelog.
+    max_cached
+        Clean entries kept in memory; beyond it the oldest clean ones are dropped
+        after each flush (they are read again from the store when needed).
+    """
+
+    def __init__(self, table: TableT, codec: StateCodec[V], max_cached: int = 50_000) -> None:
+        self.table = table
+        self.codec = codec
+        self.max_cached = max_cached
+        self._cache: dict[bytes, tuple[int, V | None]] = {}
+        self._dirty: dict[bytes, int] = {}
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def get(self, partition: int, key: bytes) -> V | None:
+        """The value of ``key`` on ``partition`` (the partition its events come from)."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached[1]
+        raw = _store_get(self.table.data, partition, key)
+        value = None if raw is None else self.codec.decode(raw)
+        self._cache[key] = (partition, value)
+        return value
+
+    def peek(self, partition: int, key: bytes) -> V | None:
+        """Like :meth:`get`, without caching what is read (for sweeps and views)."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached[1]
+        raw = _store_get(self.table.data, partition, key)
+        return None if raw is None else self.codec.decode(raw)
+
+    def put(self, partition: int, key: bytes, value: V | None) -> None:
+        """Set (``None``: delete) ``key``; written to the store and changelog at the next flush.
+
+        The value object is kept as is: mutate it in place and ``put`` it again freely.
+        """
+        self._cache[key] = (partition, value)
+        self._dirty[key] = partition
+
+    def take_dirty(self) -> dict[int, dict[bytes, bytes | None]]:
+        """Encode and hand over every dirty entry, by partition; the entries become clean."""
+        dirty, self._dirty = self._dirty, {}
+        by_partition: dict[int, dict[bytes, bytes | None]] = {}
+        encode = self.codec.encode
+        for key, partition in dirty.items():
+            cached = self._cache.get(key)
+            value = None if cached is None else cached[1]
+            by_partition.setdefault(partition, {})[key] = None if value is None else encode(value)
+        return by_partition
+
+    def write_local(self, partition: int, entries: dict[bytes, bytes | None]) -> None:
+        """Write encoded entries to the partition's local store (skipped if not open here)."""
+        _store_write(self.table.data, partition, entries)
+
+    def set_persisted_offset(self, partition: int, offset: int) -> None:
+        """Remember that the changelog holds everything up to ``offset`` (recovery reads past it)."""
+        tp = TP(self.changelog_topic, partition)
+        store = self.table.data
+        if _is_rocksdb(store) and partition not in store._dbs:
+            return
+        store.set_persisted_offset(tp, offset)
+
+    def trim(self) -> None:
+        """Drop the oldest clean cache entries beyond ``max_cached``."""
+        excess = len(self._cache) - self.max_cached
+        if excess <= 0:
+            return
+        dropped = []
+        for key in self._cache:
+            if key not in self._dirty:
+                dropped.append(key)
+                if len(dropped) >= excess:
+                    break
+        for key in dropped:
+            del self._cache[key]
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop clean cache entries of partitions this worker no longer owns."""
+        gone = set(partitions)
+        for key in [k for k, (p, _) in self._cache.items() if p in gone and k not in self._dirty]:
+            del self._cache[key]
+
+    def cached_items(self) -> Iterable[tuple[bytes, int, V | None]]:
+        for key, (partition, value) in list(self._cache.items()):
+            yield key, partition, value
+
+    def has_dirty(self) -> bool:
+        return bool(self._dirty)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+# --- faust store access -------------------------------------------------------------------
+# Faust's stores pick a partition from the current event (faust.stores.rocksdb.Store._get/_set);
+# a stage that writes a batch after its events went by addresses the partition itself.
+
+
+def _is_rocksdb(store: Any) -> bool:
+    return hasattr(store, "_db_for_partition")
+
+
+def _store_get(store: Any, partition: int, key: bytes) -> bytes | None:
+    if _is_rocksdb(store):
+        db = store._dbs.get(partition)
+        return None if db is None else db.get(key)
+    return store.data.get(key)
+
+
+def _store_write(store: Any, partition: int, entries: dict[bytes, bytes | None]) -> None:
+    if _is_rocksdb(store):
+        db = store._dbs.get(partition)
+        if db is None:  # revoked meanwhile: the changelog holds the values
+            return
+        batch = WriteBatch(raw_mode=True)
+        for key, value in entries.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        db.write(batch)
+        return
+    for key, value in entries.items():
+        if value is None:
+            store.data.pop(key, None)
+            store._key_partition.pop(key, None)
+        else:
+            store.data[key] = value
+            store._key_partition[key] = partition
+
+
+def store_keys(table: TableT) -> list[tuple[int, bytes]]:
+    """Every ``(partition, key)`` in the table's local store (active partitions only)."""
+    store = table.data
+    if _is_rocksdb(store):
+        return [
+            (partition, key)
+            for partition, db in list(store._dbs.items())
+            for key in db.keys()  # noqa: SIM118  (a RocksDB handle, not a dict)
+            if key != store.offset_key
+        ]
+    return [(store._key_partition.get(key, -1), key) for key in list(store.data)]

@@ -1,0 +1,86 @@
+"""Every worker's copy of the merchants' published activity, read by the decision stage.
+
+The merchant stage owns each merchant's :class:`~tables.merchant_features.MerchantActivity`
+and writes it, once per flush, to its table's changelog; every worker follows
+that compacted changelog (:class:`~app.stages.follower.TopicFollower`) into this
+view.  A decision therefore reads merchant features in memory, without a hop,
+at the price of a bounded staleness that :class:`LagSample` measures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from tables.merchant_features import MerchantActivity
+
+
+class LagSample:
+    """The last ``size`` lags (seconds) of something, with their quantiles.
+
+    >>> lags = LagSample(size=3)
+    >>> for lag in (0.1, 0.2, 0.3, 0.4):
+    ...     lags.add(lag)
+    >>> lags.quantile(0.5), len(lags.values)
+    (0.3, 3)
+    """
+
+    def __init__(self, size: int = 1_000) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self.values.append(seconds)
+
+    def quantile(self, q: float) -> float | None:
+        if not self.values:
+            return None
+        ordered = sorted(self.values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def report(self) -> dict[str, float | None]:
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000.0, 1)
+
+        return {
+            "p50_ms": ms(self.quantile(0.5)),
+            "p99_ms": ms(self.quantile(0.99)),
+            "max_ms": ms(self.quantile(1.0)),
+        }
+
+
+class MerchantView:
+    """Merchant id to its latest published activity, fed with changelog records.
+
+    >>> import orjson
+    >>> from aiokafka import ConsumerRecord
+    >>> view = MerchantView(lambda data: MerchantActivity(orjson.loads(data)))
+    >>> merchant = MerchantActivity(); _ = merchant.add_transaction(0.0, 10.0)
+    >>> record = ConsumerRecord("t", 0, 0, 0, 0, b"m1", orjson.dumps(merchant.to_state()), None, 0, 0, ())
+    >>> view.apply([record]); view.get("m1").features_at(30.0, 5.0)["merchant_count_1h"]
+    1
+    """
+
+    def __init__(self, decode: Callable[[bytes], MerchantActivity]) -> None:
+        self.decode = decode
+        self._merchants: dict[str, MerchantActivity] = {}
+        self.lag = LagSample()
+
+    def get(self, merchant_id: str) -> MerchantActivity | None:
+        return self._merchants.get(merchant_id)
+
+    def apply(self, records: Sequence[ConsumerRecord]) -> None:
+        newest: dict[bytes, Any] = {record.key: record for record in records}  # one decode per key
+        for key, record in newest.items():
+            if record.value is None:
+                self._merchants.pop(key.decode(), None)
+            else:
+                self._merchants[key.decode()] = self.decode(record.value)
+        if records:
+            self.lag.add(max(0.0, time.time() - records[-1].timestamp / 1000.0))
+
+    def __len__(self) -> int:
+        return len(self._merchants)

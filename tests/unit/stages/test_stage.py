@@ -1,0 +1,104 @@
+"""BatchedStage: state once per key per flush, state before outputs, outputs before acks."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app.stages.outputs import PartitionedRecords, key_partition
+from app.stages.stage import BatchedStage
+from tests.unit.stages.conftest import FakeMessage, RecordingProducer
+
+
+async def _stage(faust_app, recording, states, **kwargs) -> BatchedStage:
+    stage = BatchedStage(faust_app, "test", states, **kwargs)
+    await stage.prepare([recording.topic("decisions")])
+    return stage
+
+
+async def test_each_dirty_key_is_written_once_per_flush_with_its_last_value(faust_app, recording, json_state):
+    counts = json_state()
+    stage = await _stage(faust_app, recording, [counts])
+    for offset, value in enumerate([1, 2, 3]):
+        counts.put(2, b"card-1", {"n": value})
+        stage.processed(FakeMessage("tx", 2, offset))
+    counts.put(1, b"card-2", {"n": 7})
+    await stage.flush()
+
+    assert recording.written[(counts.changelog_topic, 2)] == [(b"card-1", b'{"n":3}')]
+    assert recording.written[(counts.changelog_topic, 1)] == [(b"card-2", b'{"n":7}')]
+    assert counts.table.data.data == {b"card-1": b'{"n":3}', b"card-2": b'{"n":7}'}
+    await stage.flush()  # nothing new: nothing written again
+    assert len(recording.written[(counts.changelog_topic, 2)]) == 1
+
+
+async def test_outputs_follow_acknowledged_state_and_acks_follow_acknowledged_outputs(
+    faust_app, recording, json_state
+):
+    counts = json_state()
+    stage = await _stage(faust_app, recording, [counts])
+    counts.put(0, b"k", {"n": 1})
+    stage.emit("decisions", b"tx-1", b"decided")
+    stage.processed(FakeMessage("tx", 0, 41))
+    stage.processed(FakeMessage("tx", 0, 42))
+    await stage.flush()
+
+    steps = [step for step in recording.log if step[0] != "declared"]
+    assert steps == [("sent", counts.changelog_topic), ("sent", "decisions"), ("acked", 41), ("acked", 42)]
+    assert recording.written[("decisions", key_partition(b"tx-1", 4))] == [(b"tx-1", b"decided")]
+
+
+async def test_a_failed_send_is_retried_and_nothing_is_acked_before_it_succeeds(
+    faust_app, recording, json_state, monkeypatch
+):
+    monkeypatch.setattr("app.stages.stage.RETRY_BACKOFF", (0.0,))
+    counts = json_state()
+    stage = await _stage(faust_app, recording, [counts])
+    counts.put(0, b"k", {"n": 1})
+    stage.emit("decisions", b"tx-1", b"decided")
+    stage.processed(FakeMessage("tx", 0, 7))
+    recording.fail_next.add("decisions")
+    await stage.flush()
+
+    steps = [step for step in recording.log if step[0] != "declared"]
+    assert steps == [("sent", counts.changelog_topic), ("sent", "decisions"), ("acked", 7)]
+    assert stage.counts["send_retries"] == 1
+    assert sum(len(records) for records in recording.written.values()) == 2  # nothing sent twice
+
+
+async def test_coalesced_outputs_are_emitted_at_the_start_of_each_flush(faust_app, recording, json_state):
+    stage = await _stage(faust_app, recording, [])
+    pending: list[bytes] = []
+    stage.before_flush.append(lambda: [stage.emit("decisions", key, b"x") for key in pending])
+    pending.extend([b"a", b"b"])
+    await stage.flush()
+    assert sorted(k for records in recording.written.values() for k, _ in records) == [b"a", b"b"]
+
+
+async def test_a_dead_letter_quotes_the_original_and_its_reason(faust_app, recording, json_state):
+    stage = await _stage(faust_app, recording, [])
+    stage.dead_letter(FakeMessage("transactions", 3, 9, key=b"card-1", value=b"{oops"), "bad JSON")
+    await stage.flush()
+    [(key, value)] = [record for (topic, _), records in recording.written.items() for record in records]
+    letter = orjson.loads(value)
+    assert key == b"transactions"
+    assert (letter["error"], letter["offset"], letter["value_text"]) == ("bad JSON", 9, "{oops")
+
+
+async def test_partitioned_records_split_into_batches_and_report_the_last_offset() -> None:
+    producer = RecordingProducer(batch_capacity=3)
+    records = PartitionedRecords()
+    for i in range(7):
+        records.add("t", 1, str(i).encode(), b"v")
+    offsets = await records.produce(producer)
+    assert offsets == {("t", 1): 6}
+    assert [k for k, _ in producer.written[("t", 1)]] == [str(i).encode() for i in range(7)]
+    assert producer.log == [("sent", "t")] * 3
+    assert not records
+
+
+@pytest.mark.parametrize("key", [b"card-1", b"tx-000000042", b"m-7"])
+def test_key_partition_matches_kafkas_default_partitioner(key: bytes) -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    assert key_partition(key, 8) == DefaultPartitioner()(key, list(range(8)), list(range(8)))
