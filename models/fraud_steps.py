@@ -195,6 +195,6 @@ def learns_from(tx_id: str, legit_sample_rate: float) -> bool:
 def apply_merchant_events(merchant: MerchantActivity, events: MerchantEvents) -> None:
     """Count a batch of transactions and labels in the merchant's activity."""
     for ts, amount in events.transactions:
-        merchant.add_transaction(ts, amount)
+        merchant.count_transaction(ts, amount)  # its features are read from the view, not here
     for label_ts, is_fraud in events.labels:
         merchant.add_label(label_ts, is_fraud)

@@ -81,10 +81,20 @@ class MerchantActivity:
         >>> features["merchant_count_1h"], features["merchant_amount_mean_30d"]
         (2, 15.0)
         """
+        self.count_transaction(ts, amount)
+        return self.features_at(ts, amount)
+
+    def count_transaction(self, ts: float, amount: float) -> None:
+        """Count a transaction, without computing features (for a stage that reads them elsewhere).
+
+        >>> merchant = MerchantActivity()
+        >>> merchant.count_transaction(0.0, 10.0)
+        >>> merchant.features_at(0.0, 10.0)["merchant_count_1h"]
+        1
+        """
         values = (1, amount)
         for counts in self._activity.values():
             counts.add(ts, values)
-        return self.features_at(ts, amount)
 
     def add_label(self, label_ts: float, is_fraud: bool) -> None:
         """Count a label that arrived at event time ``label_ts``."""

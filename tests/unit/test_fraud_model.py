@@ -8,7 +8,7 @@ import random
 import pytest
 from river import preprocessing
 
-from models.fraud import FraudModel, anomaly, classifier_inputs, largest_positive
+from models.fraud import Z_CLIP, FraudModel, anomaly, classifier_inputs, largest_positive
 
 
 def traffic(n: int, seed: int) -> list[dict[str, float]]:
@@ -76,9 +76,10 @@ def test_anomaly_ranks_outliers_above_typical_traffic_with_no_labels():
     assert model.score(outlier).reasons  # the most unusual inputs
 
 
-def test_anomaly_clips_each_input_at_five_standard_deviations():
-    assert anomaly({"a": 5.0}) == anomaly({"a": 500.0}) == 25.0 / 27.0
-    assert anomaly({"a": -5.0, "b": 0.0}) == 12.5 / 14.5
+def test_anomaly_clips_each_input_at_z_clip_standard_deviations():
+    assert Z_CLIP == 20.0
+    assert anomaly({"a": 20.0}) == anomaly({"a": 500.0}) == 400.0 / 402.0
+    assert anomaly({"a": -20.0, "b": 0.0}) == anomaly({"a": -1e9, "b": 0.0}) == 200.0 / 202.0
 
 
 def test_largest_positive_matches_a_full_sort():
