@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install run kafka kafka-stop test test-unit lint bench compare clean distclean lock
+.PHONY: help install run kafka kafka-stop test test-unit lint bench soak compare clean distclean lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,9 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## throughput and latency benchmarks; appends to BENCHMARKS.md
 	$(PY) -m benchmarks.fraud
+
+soak: $(STAMP)  ## 120 days of traffic through one worker at a steady rate; appends to BENCHMARKS.md
+	$(PY) -m benchmarks.soak
 
 compare: $(STAMP)  ## batch vs event-driven comparison report into docs/comparison
 	$(PY) -m app.comparison --out docs/comparison

@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faust.types import Message
+from faust.types import TP, Message
 from faust.web import Request, Response, View
 
 from app import codecs
@@ -582,9 +582,23 @@ async def state_view(web: View, request: Request) -> Response:
                 "merchant_stage_input_lag": merchant_input_lag.report(),
                 "view_lag_after_merchant_flush": merchant_view.lag.report(),
             },
-            "learner": {"failed_snapshot_publishes": learner_state.failed_publishes},
+            "learner": _learner_report(),
         },
     )
+
+
+def _learner_report() -> dict[str, Any]:
+    """Whether this worker runs the learner and, if so, how far behind the training log it is."""
+    report: dict[str, Any] = {"failed_snapshot_publishes": learner_state.failed_publishes}
+    learner = learner_state.learner
+    if learner is not None:
+        end = app.consumer.highwater(TP(TRAINING, 0))
+        report.update(
+            training_offset=learner.training_offset,
+            training_end_offset=end,
+            messages_behind=None if end is None else max(0, end - 1 - learner.training_offset),
+        )
+    return report
 
 
 @app.page("/fraud/model/")

@@ -656,4 +656,3 @@ def apply() -> None:
 
 
 apply()
-

@@ -179,11 +179,24 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     }
 
 
+def commit_of_checkout() -> str:
+    """The checked-out commit, marked when the tree has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return (
+        f"{commit} + uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else commit
+    )
+
+
 def _markdown(command: str, costs: dict, through: dict, lats: list[dict], floor: dict) -> str:
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     rows = [
-        f"\n## Fraud pipeline — {when}\n",
+        f"\n## Fraud pipeline — {when}, commit {commit_of_checkout()}\n",
         f"Command: `{command}`; machine: {cpu} cores, Python {platform.python_version()}, "
         "shared and noisy (one run; medians and ratios within it).\n",
         "| measure | value |",

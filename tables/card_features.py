@@ -186,4 +186,3 @@ def card_features_at(log: EventLog, index: int) -> dict[str, float]:
     # Laplace smoothing: a new card is neither home nor abroad.
     features["card_country_share_30d"] = (same_country + 1.0) / (n_previous + 2.0)
     return features
-

@@ -52,6 +52,20 @@ def _wait_for_model(worker, predicate, timeout=60.0):
     raise AssertionError(f"model never satisfied the condition: {model}\n{worker.log_tail()}")
 
 
+def _wait_for_same_model(a, b, predicate, timeout=60.0):
+    """Both workers' newest model snapshots, once they are the same version and satisfy ``predicate``."""
+    deadline = time.monotonic() + timeout
+    models: tuple[dict, dict] = ({}, {})
+    while time.monotonic() < deadline:
+        (status_a, model_a), (status_b, model_b) = a.get_json("/fraud/model/"), b.get_json("/fraud/model/")
+        models = (model_a, model_b)
+        same = status_a == status_b == 200 and model_a.get("model_version") == model_b.get("model_version")
+        if same and predicate(model_a):
+            return models
+        time.sleep(0.5)
+    raise AssertionError(f"the workers never agreed on a model: {models}\n{a.log_tail()}\n{b.log_tail()}")
+
+
 def _decisions(worker, expected, isolation="read_uncommitted"):
     return run(
         read_topic(
@@ -120,8 +134,9 @@ def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
 
     # One learner: both workers converge on the same snapshot, which has seen every label.
     labels = sum(1 for e in events if e.topic == "fraud-labels")
-    model_a = _wait_for_model(a, lambda m: m.get("metrics", {}).get("labels", 0) >= labels)
-    model_b = _wait_for_model(b, lambda m: m.get("model_version") == model_a["model_version"])
+    # The learner may publish again later (traffic samples, swept join entries): compare the
+    # two workers' views at one moment, not against a version seen earlier.
+    model_a, model_b = _wait_for_same_model(a, b, lambda m: m.get("metrics", {}).get("labels", 0) >= labels)
     assert model_b["metrics"]["labels"] == model_a["metrics"]["labels"] == labels
 
     # Table views answer from either worker (routed to the owner of the key).
