@@ -51,7 +51,7 @@ from models.fraud_steps import (
     traffic_record,
 )
 from models.learner import MODEL_NAME, FraudLearner
-from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range
+from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range, signing_key
 from tables import label_join as join
 from tables.card_features import ConflictingTransaction, card_features_at
 from tables.card_state import CardState
@@ -119,7 +119,8 @@ join_stage = BatchedStage(app, "join_labels", [label_join_state], flush_interval
 # more (fewer records for every worker to read) at the price of staler merchant features.
 merchant_stage = BatchedStage(app, "count_merchant_events", [merchant_state], flush_interval=0.5)
 
-snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name())
+SNAPSHOT_KEY = signing_key()
+snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name(), SNAPSHOT_KEY)
 merchant_view = MerchantView(decode_merchant)
 merchant_follower = TopicFollower(
     settings.kafka_bootstrap, merchant_state.changelog_topic, merchant_view.apply
@@ -509,7 +510,7 @@ async def _publish_snapshot(learner: FraudLearner) -> None:
     async with learner_state.lock:
         try:
             snapshot = learner.snapshot()
-            encoded = await asyncio.to_thread(snapshot.encode)
+            encoded = await asyncio.to_thread(functools.partial(snapshot.encode, key=SNAPSHOT_KEY))
             # Sent in version order, and awaited: the compacted topic keeps the last one written.
             producer = app.producer._ensure_producer()
             await asyncio.wait_for(

@@ -8,6 +8,7 @@ raise :class:`~app.dead_letters.InvalidRecord` with a reason fit for the
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,12 @@ class InvalidRecord(ValueError):
 
 # Epoch seconds beyond this (year 5138) are almost surely milliseconds.
 _MAX_EPOCH_SECONDS = 1e11
+#: How far ahead of this machine's clock an event may be stamped.  One far-future event would
+#: expire its card's history and lift its partition's watermark past everything else.
+MAX_FUTURE_SECONDS = 86_400.0
+#: The largest amount taken.  Sums over a window of bounded count then stay finite (near
+#: 1.8e308 a float overflows to infinity, which JSON cannot carry).
+MAX_AMOUNT = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +118,14 @@ def parse_transaction(key: bytes | None, value: bytes | None) -> Transaction:
     amount = payload.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int | float):
         raise InvalidRecord(f"amount: expected a number, got {_describe(amount)}")
-    if not math.isfinite(amount) or amount < 0:
-        raise InvalidRecord(f"amount: must be finite and >= 0, got {amount!r}")
+    if not math.isfinite(amount) or not 0 <= amount <= MAX_AMOUNT:
+        raise InvalidRecord(f"amount: must be finite, >= 0 and <= {MAX_AMOUNT:g}, got {amount!r}")
     return Transaction(
         tx_id=_required_str(payload, "tx_id"),
         card_id=card_id,
         merchant_id=_required_str(payload, "merchant_id"),
         amount=float(amount),
-        ts=parse_timestamp(payload.get("ts")),
+        ts=_not_in_the_future(parse_timestamp(payload.get("ts"))),
         currency=_optional_str(payload, "currency"),
         country=_optional_str(payload, "country"),
         channel=_optional_str(payload, "channel"),
@@ -137,7 +144,28 @@ def parse_fraud_label(key: bytes | None, value: bytes | None) -> FraudLabel:
     is_fraud = payload.get("is_fraud")
     if not isinstance(is_fraud, bool):
         raise InvalidRecord(f"is_fraud: expected true or false, got {_describe(is_fraud)}")
-    return FraudLabel(tx_id=tx_id, is_fraud=is_fraud, ts=parse_timestamp(payload.get("ts")))
+    return FraudLabel(
+        tx_id=tx_id, is_fraud=is_fraud, ts=_not_in_the_future(parse_timestamp(payload.get("ts")))
+    )
+
+
+def _not_in_the_future(ts: float, now: float | None = None) -> float:
+    """``ts``, unless it is more than :data:`MAX_FUTURE_SECONDS` ahead of the clock.
+
+    >>> _not_in_the_future(1_000.0, now=0.0)
+    1000.0
+    >>> _not_in_the_future(200_000.0, now=0.0)
+    Traceback (most recent call last):
+    ...
+    app.contracts.InvalidRecord: ts: 200000.0 is 2.3 days ahead of this worker's clock (at most 1 taken)
+    """
+    now = time.time() if now is None else now
+    if ts - now > MAX_FUTURE_SECONDS:
+        raise InvalidRecord(
+            f"ts: {ts!r} is {(ts - now) / 86_400:.1f} days ahead of this worker's clock "
+            f"(at most {MAX_FUTURE_SECONDS / 86_400:g} taken)"
+        )
+    return ts
 
 
 def _json_object(value: bytes | None) -> dict[str, Any]:

@@ -8,6 +8,12 @@ survive restarts because the topic keeps the latest record of each key.
 Pickles can break across River versions, so a snapshot records the format and
 the River version it was made with and is refused when they do not match.
 
+Snapshots are pickles, and unpickling runs code: anyone who can write the topic could run
+code on every worker.  So every snapshot is signed (HMAC-SHA256 with a key every worker
+shares, :func:`signing_key`) and :meth:`Snapshot.decode` checks the signature before it
+unpickles anything; an unsigned or forged snapshot (a forged high version would pin the
+model) is refused.
+
 Kafka refuses records over about 1 MB (``message.max.bytes``, the producer's
 ``max_request_size``), so an encoded snapshot larger than ``MAX_SNAPSHOT_BYTES``
 raises :class:`SnapshotTooLarge` instead of being sent.
@@ -16,12 +22,17 @@ raises :class:`SnapshotTooLarge` instead of being sent.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import pickle
+import secrets
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import river
@@ -30,12 +41,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1
+SIGNED_PREFIX = b"eddy-snapshot-hmac-sha256:"
+SIGNATURE_BYTES = hashlib.sha256().digest_size
+#: The environment variable holding the key that signs snapshots; the same on every worker.
+SIGNING_KEY_ENV = "EDDY_SNAPSHOT_KEY"
+MIN_KEY_CHARS = 16
+DEFAULT_KEY_FILE = Path(__file__).resolve().parent.parent / ".eddy" / "snapshot.key"
 # Below Kafka's default 1 MB record limit, with room for the key, headers and batch overhead.
 MAX_SNAPSHOT_BYTES = 900 * 1024
 
 
 class IncompatibleSnapshot(ValueError):
     """A snapshot made by another snapshot format or River version."""
+
+
+class ForgedSnapshot(IncompatibleSnapshot):
+    """A snapshot without a valid signature by this deployment's key."""
 
 
 class SnapshotTooLarge(ValueError):
@@ -65,30 +86,41 @@ class Snapshot:
     river_version: str = river.__version__
     format: int = SNAPSHOT_FORMAT
 
-    def encode(self, max_bytes: int | None = None) -> bytes:
-        """Pickled and compressed; raise :class:`SnapshotTooLarge` over ``max_bytes``.
+    def encode(self, *, key: bytes, max_bytes: int | None = None) -> bytes:
+        """Pickled, compressed and signed with ``key``; raise :class:`SnapshotTooLarge` over ``max_bytes``.
 
         ``max_bytes`` defaults to ``MAX_SNAPSHOT_BYTES`` (read when called).
 
-        >>> data = Snapshot("demo", version=1, model={"w": 0.5}).encode()
-        >>> Snapshot.decode(data).model
+        >>> data = Snapshot("demo", version=1, model={"w": 0.5}).encode(key=b"k" * 16)
+        >>> Snapshot.decode(data, key=b"k" * 16).model
         {'w': 0.5}
+        >>> Snapshot.decode(data, key=b"another key 1234")
+        Traceback (most recent call last):
+        ...
+        models.snapshots.ForgedSnapshot: bad signature: not signed with this deployment's key
         >>> try:
-        ...     Snapshot("demo", version=1, model=bytes(100)).encode(max_bytes=10)
+        ...     Snapshot("demo", version=1, model=bytes(100)).encode(key=b"k" * 16, max_bytes=10)
         ... except SnapshotTooLarge as too_large:
         ...     too_large.size > too_large.limit == 10
         True
         """
-        data = zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), level=1)
+        body = zlib.compress(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL), level=1)
+        data = SIGNED_PREFIX + hmac.digest(key, body, "sha256") + body
         limit = MAX_SNAPSHOT_BYTES if max_bytes is None else max_bytes
         if len(data) > limit:
             raise SnapshotTooLarge(self.name, self.version, len(data), limit)
         return data
 
     @classmethod
-    def decode(cls, data: bytes) -> Snapshot:
-        """Decode a snapshot; raise :class:`IncompatibleSnapshot` when it cannot be trusted."""
-        snapshot = pickle.loads(zlib.decompress(data))
+    def decode(cls, data: bytes, *, key: bytes) -> Snapshot:
+        """Check the signature, then decode; raise :class:`IncompatibleSnapshot` when it cannot be trusted."""
+        if not data.startswith(SIGNED_PREFIX):
+            raise ForgedSnapshot("unsigned: refused without unpickling it")
+        signature = data[len(SIGNED_PREFIX) : len(SIGNED_PREFIX) + SIGNATURE_BYTES]
+        body = data[len(SIGNED_PREFIX) + SIGNATURE_BYTES :]
+        if not hmac.compare_digest(signature, hmac.digest(key, body, "sha256")):
+            raise ForgedSnapshot("bad signature: not signed with this deployment's key")
+        snapshot = pickle.loads(zlib.decompress(body))
         if not isinstance(snapshot, cls) or snapshot.format != SNAPSHOT_FORMAT:
             raise IncompatibleSnapshot("unknown snapshot format")
         if snapshot.river_version != river.__version__:
@@ -96,6 +128,39 @@ class Snapshot:
                 f"made with river {snapshot.river_version}, running {river.__version__}"
             )
         return snapshot
+
+
+def signing_key(environ: Mapping[str, str] | None = None, key_file: Path = DEFAULT_KEY_FILE) -> bytes:
+    """The key that signs and checks snapshots.
+
+    ``EDDY_SNAPSHOT_KEY`` (at least 16 characters) when set: give every worker of a
+    deployment the same one.  Otherwise a random key kept in ``key_file`` (created on first
+    use, readable by its owner only), which serves every worker run from this checkout.
+
+    >>> signing_key({SIGNING_KEY_ENV: "correct horse battery staple"})
+    b'correct horse battery staple'
+    """
+    env = os.environ if environ is None else environ
+    configured = env.get(SIGNING_KEY_ENV)
+    if configured is not None:
+        if len(configured) < MIN_KEY_CHARS:
+            raise ValueError(f"{SIGNING_KEY_ENV} must have at least {MIN_KEY_CHARS} characters")
+        return configured.encode()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Exclusive creation: of two workers starting at once, one writes and both read it.
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
+    for _ in range(50):  # the other worker may not have written it yet
+        key = key_file.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.01)
+    raise ValueError(f"{key_file} is empty: delete it or set {SIGNING_KEY_ENV}")
 
 
 class SnapshotSubscriber:
@@ -107,11 +172,14 @@ class SnapshotSubscriber:
         Kafka bootstrap servers, ``host:port``.
     topic
         The snapshot topic (one partition).
+    key
+        The key snapshots are signed with (:func:`signing_key`); others are refused.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, key: bytes) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
+        self.key = key
         self.latest: dict[str, Snapshot] = {}
         self.caught_up = asyncio.Event()
         self.refused = 0
@@ -165,7 +233,7 @@ class SnapshotSubscriber:
             return
         try:
             # Decoding takes tens of ms; in a thread, the worker keeps deciding meanwhile.
-            snapshot = await asyncio.to_thread(Snapshot.decode, data)
+            snapshot = await asyncio.to_thread(Snapshot.decode, data, key=self.key)
         except Exception as exc:  # a bad snapshot must not stop the worker from scoring
             self.refused += 1
             logger.warning("refused a model snapshot on %s: %s", self.topic, exc)

@@ -9,6 +9,8 @@ import orjson
 import pytest
 
 from app.contracts import (
+    MAX_AMOUNT,
+    MAX_FUTURE_SECONDS,
     FraudLabel,
     InvalidRecord,
     Transaction,
@@ -191,6 +193,25 @@ def test_nan_or_infinite_amount_is_rejected_as_invalid_record(raw_amount):
     with pytest.raises(InvalidRecord) as raised:
         parse_transaction(b"c1", value)
     assert str(raised.value).split(":")[0] in {"value", "amount"}
+
+
+@pytest.mark.parametrize("amount", [9e307, MAX_AMOUNT * 1.000001])
+def test_an_amount_whose_window_sums_could_overflow_is_rejected(amount):
+    with pytest.raises(InvalidRecord, match=r"^amount: must be finite, >= 0 and <= 1e"):
+        parse_transaction(b"c1", tx_bytes(amount=amount))
+    assert parse_transaction(b"c1", tx_bytes(amount=MAX_AMOUNT)).amount == MAX_AMOUNT
+
+
+def test_a_transaction_stamped_more_than_a_day_ahead_of_the_clock_is_rejected():
+    now = datetime.now(tz=UTC).timestamp()
+    with pytest.raises(InvalidRecord, match=r"^ts: .* days ahead of this worker's clock"):
+        parse_transaction(b"c1", tx_bytes(ts=now + MAX_FUTURE_SECONDS + 3_600))
+    assert parse_transaction(b"c1", tx_bytes(ts=now + MAX_FUTURE_SECONDS - 3_600)).ts > now
+
+
+def test_a_label_from_year_5000_is_rejected_not_taken_as_a_watermark():
+    with pytest.raises(InvalidRecord, match=r"^ts: .* days ahead"):
+        parse_fraud_label(b"t1", label_bytes(ts="5000-01-01T00:00:00Z"))
 
 
 @pytest.mark.parametrize(

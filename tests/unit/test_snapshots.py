@@ -13,17 +13,28 @@ import pytest
 from models import snapshots
 from models.fraud import FraudModel
 from models.learner import FraudLearner
-from models.snapshots import MAX_SNAPSHOT_BYTES, IncompatibleSnapshot, Snapshot, SnapshotTooLarge
+from models.snapshots import (
+    MAX_SNAPSHOT_BYTES,
+    SIGNED_PREFIX,
+    SIGNING_KEY_ENV,
+    ForgedSnapshot,
+    IncompatibleSnapshot,
+    Snapshot,
+    SnapshotTooLarge,
+    signing_key,
+)
+
+KEY = b"a key for the tests only"
 
 # --- the size guard ----------------------------------------------------------------------
 
 
 def test_encode_raises_snapshot_too_large_naming_the_size_when_over_the_limit():
     snapshot = Snapshot("fraud", version=7, model=np.random.default_rng(0).random(10_000))
-    size = len(snapshot.encode())
-    assert len(snapshot.encode(max_bytes=size)) == size  # at the limit is fine
+    size = len(snapshot.encode(key=KEY))
+    assert len(snapshot.encode(key=KEY, max_bytes=size)) == size  # at the limit is fine
     with pytest.raises(SnapshotTooLarge) as raised:
-        snapshot.encode(max_bytes=size - 1)
+        snapshot.encode(key=KEY, max_bytes=size - 1)
     assert (raised.value.size, raised.value.limit) == (size, size - 1)
     assert f"{size:,} bytes" in str(raised.value)
     assert "'fraud' version 7" in str(raised.value)
@@ -33,10 +44,10 @@ def test_encode_raises_snapshot_too_large_naming_the_size_when_over_the_limit():
 def test_encode_checks_against_max_snapshot_bytes_when_no_limit_is_given(monkeypatch):
     assert MAX_SNAPSHOT_BYTES == 900 * 1024
     snapshot = Snapshot("fraud", version=1, model=bytes(range(256)) * 64)
-    size = len(snapshot.encode())
+    size = len(snapshot.encode(key=KEY))
     monkeypatch.setattr(snapshots, "MAX_SNAPSHOT_BYTES", size - 1)
     with pytest.raises(SnapshotTooLarge, match=f"{size:,} bytes"):
-        snapshot.encode()
+        snapshot.encode(key=KEY)
 
 
 def test_snapshot_too_large_survives_pickling():
@@ -49,7 +60,60 @@ def test_decode_refuses_another_format_or_river_version():
     for changes in ({"format": 99}, {"river_version": "0.0.1"}):
         snapshot = Snapshot("fraud", version=1, model=None, **changes)
         with pytest.raises(IncompatibleSnapshot):
-            Snapshot.decode(snapshot.encode())
+            Snapshot.decode(snapshot.encode(key=KEY), key=KEY)
+
+
+# --- signatures ------------------------------------------------------------------------
+
+
+class _RunsCode:
+    """Unpickling this calls ``ran.append`` -- what a hostile snapshot would do."""
+
+    ran: list[str] = []
+
+    def __reduce__(self):
+        return (_RunsCode.ran.append, ("code ran",))
+
+
+def test_an_unsigned_pickle_is_refused_without_being_unpickled():
+    hostile = zlib.compress(pickle.dumps(_RunsCode()))
+    with pytest.raises(ForgedSnapshot, match="unsigned"):
+        Snapshot.decode(hostile, key=KEY)
+    assert _RunsCode.ran == []
+
+
+def test_a_snapshot_signed_with_another_key_or_altered_is_refused_without_being_unpickled():
+    forged = Snapshot("fraud", version=10**9, model=_RunsCode()).encode(key=b"the attacker's own key")
+    with pytest.raises(ForgedSnapshot, match="bad signature"):
+        Snapshot.decode(forged, key=KEY)
+    genuine = bytearray(Snapshot("fraud", version=3, model=None).encode(key=KEY))
+    genuine[-1] ^= 1  # one bit of the body changed
+    with pytest.raises(ForgedSnapshot, match="bad signature"):
+        Snapshot.decode(bytes(genuine), key=KEY)
+    assert _RunsCode.ran == []
+
+
+def test_a_signed_snapshot_round_trips_and_is_marked_as_signed():
+    data = Snapshot("fraud", version=3, model={"w": [1.5]}, training_offset=41).encode(key=KEY)
+    assert data.startswith(SIGNED_PREFIX)
+    restored = Snapshot.decode(data, key=KEY)
+    assert (restored.name, restored.version, restored.model, restored.training_offset) == (
+        "fraud", 3, {"w": [1.5]}, 41,
+    )  # fmt: skip
+
+
+def test_the_signing_key_comes_from_the_environment_and_must_not_be_short(tmp_path):
+    assert signing_key({SIGNING_KEY_ENV: "x" * 16}, tmp_path / "unused") == b"x" * 16
+    with pytest.raises(ValueError, match="at least 16"):
+        signing_key({SIGNING_KEY_ENV: "short"}, tmp_path / "unused")
+    assert not (tmp_path / "unused").exists()
+
+
+def test_without_a_configured_key_every_worker_of_a_checkout_shares_one_private_key_file(tmp_path):
+    key_file = tmp_path / ".eddy" / "snapshot.key"
+    first = signing_key({}, key_file)
+    assert signing_key({}, key_file) == first and len(first) == 64
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
 
 # --- a learner's snapshot ----------------------------------------------------------------
@@ -105,10 +169,10 @@ def test_a_fraud_learners_snapshot_does_not_grow_from_20k_to_200k_labels():
     learner = FraudLearner(FraudModel())
     records = training_records(200_000, seed=0, traffic_share=0.2, learn_share=0.25)
     feed(learner, records, until_labels=20_000)
-    size_20k = len(learner.snapshot().encode())
+    size_20k = len(learner.snapshot().encode(key=KEY))
     feed(learner, records, until_labels=200_000)
     snapshot = learner.snapshot()
-    size_200k = len(snapshot.encode())
+    size_200k = len(snapshot.encode(key=KEY))
     assert learner.model.observed > 35_000 and learner.model.legit_learned > 45_000
     # 125,357 and 126,875 bytes: the Half-Space Trees' masses compress a KB better or worse from
     # one window to the next, the drift detector's successor window (~0.7 KB) exists at 200k
@@ -117,7 +181,7 @@ def test_a_fraud_learners_snapshot_does_not_grow_from_20k_to_200k_labels():
     assert size_200k <= size_20k + 4_096, (size_20k, size_200k)
     assert size_200k < MAX_SNAPSHOT_BYTES // 4, size_200k
     # The metrics inside are the learner's, over the last 5,000 labels.
-    restored = FraudLearner.from_snapshot(Snapshot.decode(snapshot.encode()))
+    restored = FraudLearner.from_snapshot(Snapshot.decode(snapshot.encode(key=KEY), key=KEY))
     assert restored.report() == learner.report()
     assert restored.metrics.labels == 200_000 and len(restored.metrics.rolling) == 5_000
 
