@@ -7,6 +7,7 @@ from faust.types import TopicT
 
 from app import codecs, faust_fixes  # importing faust_fixes checks faust's version and patches it
 from app.settings import settings
+from app.web_auth import bearer_token_middleware
 
 app = faust.App(
     settings.app_id,
@@ -18,6 +19,11 @@ app = faust.App(
     processing_guarantee=settings.processing_guarantee,
     web_host=settings.web_host,
     web_port=settings.web_port,
+    # faust's /table/{name}/{key}/ would serve whole card histories to anyone.
+    web_tables_enabled=False,
+    web_application_options=(
+        {"middlewares": [bearer_token_middleware(settings.web_token)]} if settings.web_token else None
+    ),
     key_serializer="raw",
     value_serializer=codecs.CODEC_NAME,
     # A few ms of batching in the producer: decisions still leave within the latency budget.

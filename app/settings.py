@@ -26,6 +26,7 @@ class Settings:
     processing_guarantee: str = "at_least_once"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_token: str | None = None
     log_level: str = "info"
     session_timeout_s: float = 15.0
     fraud_review_threshold: float = 0.5
@@ -54,6 +55,7 @@ class Settings:
             processing_guarantee=get("EDDY_PROCESSING_GUARANTEE", defaults.processing_guarantee),
             web_host=get("EDDY_WEB_HOST", defaults.web_host),
             web_port=int(get("EDDY_WEB_PORT", defaults.web_port)),
+            web_token=env.get("EDDY_WEB_TOKEN") or None,
             log_level=get("EDDY_LOG_LEVEL", defaults.log_level),
             session_timeout_s=float(get("EDDY_SESSION_TIMEOUT_S", defaults.session_timeout_s)),
             fraud_review_threshold=float(get("EDDY_FRAUD_REVIEW_THRESHOLD", defaults.fraud_review_threshold)),

@@ -43,3 +43,15 @@ def routed_to_key_owner(table: Any, match_info: str) -> Callable[[ViewHandler], 
         return answer
 
     return decorate
+
+
+@app.page("/health/")
+async def health(web: View, request: Request) -> Response:
+    """Liveness and readiness, open without a token: 200 once partitions are assigned, else 503."""
+    assigned = len(app.assignor.assigned_actives())
+    ready = assigned > 0 and not app.rebalancing
+    return json_response(
+        web,
+        {"ready": ready, "rebalancing": app.rebalancing, "assigned_partitions": assigned},
+        status=200 if ready else 503,
+    )

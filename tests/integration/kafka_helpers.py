@@ -129,16 +129,20 @@ class Worker:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/", timeout=1):
                     return
+            except urllib.error.HTTPError:
+                return  # it answers (a worker with a web token refuses "/" without it)
             except OSError:
                 time.sleep(0.3)
         raise TimeoutError(f"worker did not answer on its web port\n{self.log_tail()}")
 
-    def get_json(self, path: str) -> tuple[int, Any]:
+    def get_json(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", headers=headers or {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(request, timeout=5) as r:
                 return r.status, orjson.loads(r.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, orjson.loads(exc.read())
+            body = exc.read()
+            return exc.code, orjson.loads(body) if body.startswith((b"{", b"[")) else body
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None:
