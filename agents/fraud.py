@@ -350,7 +350,14 @@ def _join(message: Message) -> None:
         return
     join_watermarks.observe(partition, arrival_ts)
     label_join_state.put(partition, key, entry)
-    _publish_training(outputs)
+    for output in outputs:
+        if output["kind"] == "conflicting_decision":
+            join_stage.dead_letter(
+                message,
+                f"tx_id {tx_id!r} reused: already decided for card {output['first_card_id']!r}, "
+                f"now for card {output['card_id']!r}; its label joins the first only",
+            )
+    _publish_training([output for output in outputs if output["kind"] != "conflicting_decision"])
 
 
 def _publish_training(outputs: list[dict[str, Any]]) -> None:

@@ -184,6 +184,7 @@ def held_for_label(decision: FraudDecision) -> dict[str, Any]:
         "score": decision.score,
         "event_ts": decision.event_ts,
         "merchant_id": decision.merchant_id,
+        "card_id": decision.card_id,
     }
 
 

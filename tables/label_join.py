@@ -4,7 +4,11 @@ One table entry per ``tx_id`` holds whichever side arrived first:
 
 * ``{"decision": {...}}`` - the transaction was scored; its label is awaited.
 * ``{"label": {...}}`` - the label came before its transaction; it is held.
-* ``{"matched": ts}`` - both met; kept a while to recognise duplicate labels.
+* ``{"matched": ts, "card_id": ...}`` - both met; kept a while to recognise duplicates.
+
+A decision arriving for a ``tx_id`` already decided for *another* card is a reused
+``tx_id``: it yields a ``conflicting_decision`` output (the agent dead-letters it) and
+leaves the entry alone, so the label joins the first transaction only.
 
 The functions here are pure: they take the current entry and an arrival and
 return the new entry (``None`` deletes it) and the training records to emit.
@@ -34,7 +38,13 @@ def on_decision(entry: Entry, tx_id: str, decision: dict[str, Any], learn: bool)
         return {"decision": {**decision, "learn": learn}}, []
     if "label" in entry:
         label = entry["label"]
-        return {"matched": label["ts"]}, [_labelled(tx_id, decision, label, learn)]
+        return _matched(label, decision), [_labelled(tx_id, decision, label, learn)]
+    first_card = entry["decision"].get("card_id") if "decision" in entry else entry.get("card_id")
+    card = decision.get("card_id")
+    if first_card is not None and card is not None and first_card != card:
+        return entry, [
+            {"kind": "conflicting_decision", "tx_id": tx_id, "card_id": card, "first_card_id": first_card}
+        ]
     return entry, [{"kind": "duplicate_decision", "tx_id": tx_id}]
 
 
@@ -47,7 +57,7 @@ def on_label(entry: Entry, tx_id: str, label: dict[str, Any]) -> Outcome:
         return {"label": label}, []
     if "decision" in entry:
         decision = entry["decision"]
-        return {"matched": label["ts"]}, [_labelled(tx_id, decision, label, decision["learn"])]
+        return _matched(label, decision), [_labelled(tx_id, decision, label, decision["learn"])]
     return entry, [{"kind": "duplicate_label", "tx_id": tx_id, "is_fraud": label["is_fraud"]}]
 
 
@@ -68,6 +78,11 @@ def on_expiry(entry: dict[str, Any], tx_id: str, watermark: float, ttl: float) -
     if label["ts"] < watermark - ttl:
         return None, [{"kind": "expired_label", "tx_id": tx_id, "is_fraud": label["is_fraud"]}]
     return entry, []
+
+
+def _matched(label: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    card_id = decision.get("card_id")
+    return {"matched": label["ts"]} if card_id is None else {"matched": label["ts"], "card_id": card_id}
 
 
 def _labelled(tx_id: str, decision: dict[str, Any], label: dict[str, Any], learn: bool) -> dict[str, Any]:

@@ -156,6 +156,24 @@ def test_decision_after_match_is_counted_as_duplicate():
     assert new_entry == {"matched": 30.0}
 
 
+def test_a_tx_id_reused_on_another_card_conflicts_and_the_label_joins_the_first_card_only():
+    first = {**decision(score=0.1), "card_id": "c1"}
+    entry, _ = on_decision(None, "t1", first, learn=True)
+    entry2, out = on_decision(
+        json_round_trip(entry), "t1", {**decision(score=0.9), "card_id": "c2"}, learn=True
+    )
+    assert out == [{"kind": "conflicting_decision", "tx_id": "t1", "card_id": "c2", "first_card_id": "c1"}]
+    assert entry2 == entry
+    matched, out = on_label(entry2, "t1", label(ts=30.0))
+    assert out[0]["score"] == 0.1
+    assert matched == {"matched": 30.0, "card_id": "c1"}
+    # After the match too, and a redelivery of the first card's decision stays a duplicate.
+    _, out = on_decision(json_round_trip(matched), "t1", {**decision(), "card_id": "c2"}, learn=True)
+    assert out[0]["kind"] == "conflicting_decision"
+    _, out = on_decision(json_round_trip(matched), "t1", first, learn=True)
+    assert out == [{"kind": "duplicate_decision", "tx_id": "t1"}]
+
+
 # --- features held at decision time ------------------------------------------------------
 
 
