@@ -33,6 +33,12 @@ BAD_TRANSACTIONS = [
     ),
     (b"card-y", b'{"tx_id":"b5","card_id":"card-x","merchant_id":"m","amount":5,"ts":0}', "key"),
     (b"card-x", b"[1,2]", "JSON object"),
+    (b"card-x", b'{"tx_id":"b6","card_id":"card-x","merchant_id":"m","amount":9e307,"ts":0}', "<= 1e+12"),
+    (
+        b"card-x",
+        b'{"tx_id":"b7","card_id":"card-x","merchant_id":"m","amount":5,"ts":"3000-01-01T00:00:00Z"}',
+        "ahead of this worker's clock",
+    ),
     (b"card-x", None, "missing"),
 ]
 BAD_LABELS = [
@@ -60,7 +66,9 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
             # The same transaction again is answered once; one with the same id but another
             # amount is a conflict and goes to the dead letters.
             + [(duplicate.key.encode(), orjson.dumps(duplicate.value))]
-            + [(duplicate.key.encode(), orjson.dumps({**duplicate.value, "amount": 99_999.0}))],
+            + [(duplicate.key.encode(), orjson.dumps({**duplicate.value, "amount": 99_999.0}))]
+            # The same tx_id on another card: decided there, then refused by the label join.
+            + [(b"card-reuser", orjson.dumps({**duplicate.value, "card_id": "card-reuser"}))],
         )
     )
     run(send_raw(worker.bootstrap, worker.topic("fraud-labels"), [(k, v) for k, v, _ in BAD_LABELS]))
@@ -69,14 +77,16 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
         read_topic(
             worker.bootstrap,
             worker.topic("fraud-decisions"),
-            until=lambda records: len(records) >= len(transactions),
+            until=lambda records: len(records) >= len(transactions) + 1,
             timeout=120,
             settle=3.0,
         )
     )
     per_tx = Counter(value["tx_id"] for _, value in decisions)
     assert set(per_tx) == {tx.value["tx_id"] for tx in transactions}, worker.log_tail()
-    assert max(per_tx.values()) == 1
+    reused = duplicate.value["tx_id"]
+    assert per_tx[reused] == 2  # once for each card
+    assert max(n for tx_id, n in per_tx.items() if tx_id != reused) == 1
     for key, value in decisions:
         assert key.decode() == value["tx_id"]
         assert 0.0 <= value["score"] <= 1.0
@@ -84,7 +94,7 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
         assert {"card_count_1h", "merchant_count_24h", "hour"} <= set(value["features"])
         assert 0 <= value["latency_ms"] < 60_000  # from the append time, in milliseconds
 
-    expected_letters = len(BAD_TRANSACTIONS) + 1 + len(BAD_LABELS)
+    expected_letters = len(BAD_TRANSACTIONS) + 1 + len(BAD_LABELS) + 1
     letters = run(
         read_topic(
             worker.bootstrap,
@@ -99,6 +109,7 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
     for _, _, reason in BAD_TRANSACTIONS + BAD_LABELS:
         assert any(reason in error for error in errors), (reason, errors)
     assert sum("already seen for this card" in error for error in errors) == 1
+    assert sum(f"tx_id {reused!r} reused" in error and "card-reuser" in error for error in errors) == 1
     by_offset = {(v["source_topic"], v["offset"]): v for _, v in letters}
     first_bad = by_offset[
         (
