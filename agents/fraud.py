@@ -323,7 +323,7 @@ def _count_merchant_events(message: Message) -> None:
 @app.agent(join_inputs)
 async def join_labels(stream):
     """Join each label with the features its transaction was decided with."""
-    await join_stage.prepare([training_topic, merchant_events_topic])
+    await join_stage.prepare([training_topic, merchant_events_topic, decisions_topic])
     await _run_stage(join_stage, stream, _join)
 
 
@@ -332,6 +332,9 @@ def _join(message: Message) -> None:
     try:
         if message.topic == LABELS:
             label = parse_fraud_label(key, message.value)
+            if (expected := join_stage.partition_for(DECISIONS, key)) != partition:
+                join_stage.dead_letter(message, _stranded(label.tx_id, partition, expected))
+                return
             tx_id, arrival_ts = label.tx_id, label.ts
             entry, outputs = join.on_label(
                 label_join_state.get(partition, key), tx_id, {"is_fraud": label.is_fraud, "ts": label.ts}
@@ -358,6 +361,15 @@ def _join(message: Message) -> None:
                 f"now for card {output['card_id']!r}; its label joins the first only",
             )
     _publish_training([output for output in outputs if output["kind"] != "conflicting_decision"])
+
+
+def _stranded(tx_id: str, partition: int, expected: int) -> str:
+    return (
+        f"label for {tx_id!r} arrived on partition {partition}, but its decision is on partition "
+        f"{expected} of {DECISIONS} (Kafka's default murmur2 partitioner): it could never be "
+        f"joined. Produce labels keyed by tx_id with the murmur2 partitioner (librdkafka: "
+        f"partitioner=murmur2_random), on a topic with as many partitions as {DECISIONS}"
+    )
 
 
 def _publish_training(outputs: list[dict[str, Any]]) -> None:

@@ -97,9 +97,13 @@ class BatchedStage:
 
     # --- while handling events ------------------------------------------------------------
 
+    def partition_for(self, topic: str, key: bytes) -> int:
+        """The partition of ``topic`` that Kafka's default partitioner gives ``key`` (after :meth:`prepare`)."""
+        return key_partition(key, self._partitions[topic])
+
     def emit(self, topic: str, key: bytes, value: bytes | None) -> None:
         """Produce ``key``/``value`` to ``topic`` (partition by key, as Kafka's default) at the next flush."""
-        self._outputs.add(topic, key_partition(key, self._partitions[topic]), key, value)
+        self._outputs.add(topic, self.partition_for(topic, key), key, value)
 
     def emit_to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         self._outputs.add(topic, partition, key, value)

@@ -23,12 +23,15 @@ from app.worker_process import free_port, start_worker, stop_worker
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-async def send_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
+async def send_raw(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int | None = None
+) -> None:
+    """Send ``records`` as they are (to ``partition``, or where Kafka's default partitioner puts them)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         for key, value in records:
-            await producer.send(topic, key=key, value=value)
+            await producer.send(topic, key=key, value=value, partition=partition)
         await producer.flush()
     finally:
         await producer.stop()

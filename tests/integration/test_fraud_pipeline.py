@@ -9,6 +9,7 @@ import orjson
 
 from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
+from app.stages.outputs import key_partition
 from tests.integration.kafka_helpers import read_topic, run, send_raw
 
 SMALL_STREAM = TransactionStreamConfig(seed=3, n_cards=120, n_merchants=40, days=20.0)
@@ -72,6 +73,18 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
         )
     )
     run(send_raw(worker.bootstrap, worker.topic("fraud-labels"), [(k, v) for k, v, _ in BAD_LABELS]))
+    # A label on another partition than murmur2 gives its tx_id could never meet its decision.
+    stranded = transactions[7].value["tx_id"]
+    wrong_partition = (key_partition(stranded.encode(), 4) + 1) % 4
+    stranded_label = orjson.dumps({"tx_id": stranded, "is_fraud": False, "ts": transactions[7].value["ts"]})
+    run(
+        send_raw(
+            worker.bootstrap,
+            worker.topic("fraud-labels"),
+            [(stranded.encode(), stranded_label)],
+            wrong_partition,
+        )
+    )
 
     decisions = run(
         read_topic(
@@ -94,7 +107,7 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
         assert {"card_count_1h", "merchant_count_24h", "hour"} <= set(value["features"])
         assert 0 <= value["latency_ms"] < 60_000  # from the append time, in milliseconds
 
-    expected_letters = len(BAD_TRANSACTIONS) + 1 + len(BAD_LABELS) + 1
+    expected_letters = len(BAD_TRANSACTIONS) + 1 + len(BAD_LABELS) + 2
     letters = run(
         read_topic(
             worker.bootstrap,
@@ -110,6 +123,7 @@ def test_every_transaction_gets_exactly_one_decision_and_bad_records_are_dead_le
         assert any(reason in error for error in errors), (reason, errors)
     assert sum("already seen for this card" in error for error in errors) == 1
     assert sum(f"tx_id {reused!r} reused" in error and "card-reuser" in error for error in errors) == 1
+    assert sum(f"label for {stranded!r} arrived on partition {wrong_partition}" in e for e in errors) == 1
     by_offset = {(v["source_topic"], v["offset"]): v for _, v in letters}
     first_bad = by_offset[
         (
