@@ -98,7 +98,7 @@ class BatchedStage:
     # --- while handling events ------------------------------------------------------------
 
     def partition_for(self, topic: str, key: bytes) -> int:
-        """The partition of ``topic`` that Kafka's default partitioner gives ``key`` (after :meth:`prepare`)."""
+        """The partition of ``topic`` Kafka's default partitioner gives ``key`` (after :meth:`prepare`)."""
         return key_partition(key, self._partitions[topic])
 
     def emit(self, topic: str, key: bytes, value: bytes | None) -> None:
