@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
 .PHONY: help install run kafka kafka-stop test test-unit lint bench soak compare clean distclean lock
 
@@ -17,6 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install eddy with its pinned dependencies
+
+# The `bench` extra (Quix Streams, confluent-kafka): only `make bench` and `make lock` need it.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 kafka:  ## start the local Kafka broker (no-op when KAFKA_BROKER points elsewhere or it answers)
 ifdef KAFKA_BROKER
@@ -40,7 +46,7 @@ test-unit: $(STAMP)  ## tests that need no broker
 lint: $(STAMP)  ## ruff
 	$(PY) -m ruff check .
 
-bench: $(STAMP)  ## throughput and latency benchmarks; appends to BENCHMARKS.md
+bench: $(BENCH_STAMP)  ## throughput, latency and floors (Faust, aiokafka, Quix Streams); appends to BENCHMARKS.md
 	$(PY) -m benchmarks.fraud
 
 soak: $(STAMP)  ## 120 days of traffic through one worker at a steady rate; appends to BENCHMARKS.md
@@ -49,7 +55,7 @@ soak: $(STAMP)  ## 120 days of traffic through one worker at a steady rate; appe
 compare: $(STAMP)  ## batch vs event-driven comparison report into docs/comparison
 	$(PY) -m app.comparison --out docs/comparison
 
-lock: $(STAMP)  ## re-pin constraints.txt from the current .venv
+lock: $(BENCH_STAMP)  ## re-pin constraints.txt from the current .venv (the bench extra included)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:  ## stop the broker, remove local state and caches (keeps .venv and the Kafka jars)

@@ -11,13 +11,13 @@ runs it: ``app.faust_fixes`` installed, its lean monitor and ``cython_optimizati
 from __future__ import annotations
 
 import os
-import time
 
 import faust
 
-RUN = os.environ["FLOOR_RUN"]
+from benchmarks.floors.common import COMMIT_EVERY, PARTITIONS, Backlog, Progress
+
+BACKLOG = Backlog(os.environ["FLOOR_RUN"], int(os.environ["FLOOR_EVENTS"]))
 MODE = os.environ["FLOOR_MODE"]
-EVENTS = int(os.environ["FLOOR_EVENTS"])
 PATCHED = os.environ.get("FLOOR_PATCHED") == "1"
 
 if PATCHED:
@@ -28,34 +28,31 @@ else:
     as_eddy_runs_it = {}
 
 app = faust.App(
-    f"floor-{RUN}",
+    f"floor-{BACKLOG.run}",
     broker=os.environ.get("KAFKA_BROKER", "kafka://127.0.0.1:9092"),
     store="rocksdb://",
-    topic_partitions=8,
+    topic_partitions=PARTITIONS,
     key_serializer="raw",
     value_serializer="raw",
     producer_linger_ms=2,
-    broker_commit_every=2_000,
+    broker_commit_every=COMMIT_EVERY,
     **as_eddy_runs_it,
 )
-source = app.topic(f"floor-{RUN}-source", partitions=8, internal=True)
-sink = app.topic(f"floor-{RUN}-sink", partitions=8, internal=True)
-state = app.Table(f"floor-{RUN}-state", key_type=str, options={"driver": "rocksdict"})
-_progress = {"events": 0, "started": 0.0}
+source = app.topic(BACKLOG.source, partitions=PARTITIONS, internal=True)
+sink = app.topic(BACKLOG.sink, partitions=PARTITIONS, internal=True)
+state = app.Table(f"floor-{BACKLOG.run}-state", key_type=str, options={"driver": "rocksdict"})
+_progress = Progress(BACKLOG.events)
 
 
 @app.agent(source)
 async def floor(stream):
     async for event in stream.events():
-        if not _progress["events"]:
-            _progress["started"] = time.perf_counter()
+        _progress.arrived()
         if MODE in ("table", "both"):
             key = event.key.decode()
             state.get(key)
             state[key] = event.value
         if MODE in ("send", "both"):
             await sink.send(key=event.key, value=event.value)
-        _progress["events"] += 1
-        if _progress["events"] == EVENTS:
-            rate = EVENTS / (time.perf_counter() - _progress["started"])
-            app.log.warning("FLOOR_RESULT %.0f", rate)
+        if _progress.handled() and _progress.done == BACKLOG.events:
+            app.log.warning("FLOOR_RESULT %.0f", _progress.rate)

@@ -1,6 +1,6 @@
 """Fraud pipeline benchmarks: feature/model cost in process, worker throughput, latency under load.
 
-``make bench`` (``python -m benchmarks.fraud``) runs all three against the local
+``make bench`` (``python -m benchmarks.fraud``) runs all four against the local
 broker (started if needed) and appends the results to BENCHMARKS.md.
 
 1. In process: median cost per transaction of each step (card features,
@@ -11,6 +11,10 @@ broker (started if needed) and appends the results to BENCHMARKS.md.
    the last decision - append time of the first).
 3. Latency: a warm worker gets transactions at a fixed offered load; latency is
    each decision's ``latency_ms`` (transaction appended to Kafka -> decision made).
+4. Floors (:mod:`benchmarks.floors`): stock Faust (aiokafka and confluent-kafka transports),
+   a bare aiokafka consume -> produce loop and Quix Streams, each on a backlog of its own,
+   with eddy's tx/s from (2) divided by each.  Quix Streams and confluent-kafka come from the
+   ``bench`` extra (``make bench`` installs it); a floor that cannot run is reported as such.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks import faust_floor
+from benchmarks import floors
 from benchmarks.in_process import in_process_costs, quantile
 from broker import LocalKafka
 
@@ -192,7 +196,14 @@ def commit_of_checkout() -> str:
     )
 
 
-def _markdown(command: str, costs: dict, through: dict, lats: list[dict], floor: dict) -> str:
+def _markdown(
+    command: str,
+    costs: dict,
+    through: dict,
+    lats: list[dict],
+    floor_results: list[floors.FloorResult],
+    floor_events: int,
+) -> str:
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     rows = [
@@ -218,12 +229,7 @@ def _markdown(command: str, costs: dict, through: dict, lats: list[dict], floor:
             for lat in lats
         ),
         "",
-        "Faust's own floor on the same machine and broker (`benchmarks/faust_floor.py`: one worker, "
-        "an agent doing only this per event, backlog of 30,000 events):",
-        "",
-        "| agent work per event | events/s |",
-        "|---|---|",
-        *(f"| {mode} | {rate:.0f} |" for mode, rate in floor.items()),
+        *floors.markdown(floor_results, through["tx_per_second"], floor_events),
         "",
     ]
     return "\n".join(rows)
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rates", type=float, nargs="+", default=[100, 300, 2_000], help="offered tx/s of the latency runs"
     )
     parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
+    parser.add_argument("--floor-events", type=int, default=30_000, help="backlog of each floor run")
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     args = parser.parse_args(argv)
 
@@ -249,15 +256,14 @@ def main(argv: list[str] | None = None) -> int:
             print("throughput:", through, flush=True)
             lats = [latency(kafka.bootstrap, Path(tmp), rate, args.seconds) for rate in args.rates]
             print("latency:", lats, flush=True)
-        floor = faust_floor.measure_all(kafka.bootstrap)
-        print("faust floor:", floor, flush=True)
+        floor_results = floors.measure_all(kafka.bootstrap, args.floor_events)
     finally:
         if started:
             kafka.stop()
     command = "make bench  # python -m benchmarks.fraud " + " ".join(
         argv if argv is not None else sys.argv[1:]
     )
-    report = _markdown(command.strip(), costs, through, lats, floor)
+    report = _markdown(command.strip(), costs, through, lats, floor_results, args.floor_events)
     print(report)
     if not args.no_write:
         if not RESULTS.exists():
