@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +37,15 @@ from aiokafka import AIOKafkaConsumer
 from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, RESULTS, _read_decisions, _worker_env, commit_of_checkout
+from benchmarks.fraud import (
+    PARTITIONS,
+    RESULTS,
+    _get_json,
+    _read_decisions,
+    _worker_env,
+    commit_of_checkout,
+    wait_until_learned,
+)
 from benchmarks.in_process import quantile
 from broker import LocalKafka
 from models.metrics import average_precision, roc_auc
@@ -91,11 +98,6 @@ async def _records(bootstrap: str, topic: str) -> list[Any]:
     return records
 
 
-def _get_json(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-        return orjson.loads(response.read())
-
-
 def _resident_mb(pid: int) -> float:
     if not Path(f"/proc/{pid}/status").exists():
         return float("nan")
@@ -124,22 +126,6 @@ def completion(transactions: int, decisions: list[dict]) -> Completion:
         repeated=len(decisions) - len(outcomes),
         repeated_differently=sum(1 for seen in outcomes.values() if len(seen) > 1),
     )
-
-
-def _wait_until_learned(port: int, worker: Any, labels: int, timeout: float) -> float:
-    """Seconds until the learner has applied every training record and published it."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout and worker.poll() is None:
-        try:
-            state = _get_json(port, "/fraud/state/")["learner"]
-            model = _get_json(port, "/fraud/model/")
-        except OSError:
-            state, model = {}, {}
-        caught_up = state.get("messages_behind") == 0 and model.get("counts", {}).get("labelled", 0) >= labels
-        if caught_up and model.get("training_offset") == state.get("training_offset"):
-            return time.monotonic() - began
-        time.sleep(1.0)
-    return float("nan")
 
 
 def _by_tenths(values: list[float]) -> list[float]:
@@ -205,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                 records = asyncio.run(
                     _read_decisions(bootstrap, f"{prefix}fraud-decisions", len(transactions), 600)
                 )
-                catch_up = _wait_until_learned(port, worker, n_labels, 600)
+                last_decision = time.monotonic()
+                learned = wait_until_learned(port, worker, n_labels, 600)
+                catch_up = time.monotonic() - last_decision if learned else float("nan")
                 alive = worker.poll() is None
                 samples.append(
                     Sample(time.monotonic() - began, _resident_mb(worker.pid), _learner_behind(port))

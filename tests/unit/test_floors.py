@@ -83,6 +83,7 @@ def test_fraud_report_carries_the_floor_table():
     names = ("transaction_us_median", "transaction_us_p99", "label_us_median", "score_us_median")
     costs = dict.fromkeys((*names, "learn_us_median"), 1.0)
     through = {"transactions": 10, "labels": 5, "tx_per_second": 500.0, "seconds": 2.0,
+               "end_to_end_tx_per_second": 250.0, "end_to_end_seconds": 4.0,
                "records_written_per_tx": 3.0, "changelog_records_per_tx": 1.0}  # fmt: skip
     floors = [FloorResult("bare aiokafka", "send", 2_000.0)]
     report = fraud._markdown("make bench", costs, through, [], floors, 30)
