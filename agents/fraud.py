@@ -609,7 +609,10 @@ async def state_view(web: View, request: Request) -> Response:
 
 def _learner_report() -> dict[str, Any]:
     """Whether this worker runs the learner and, if so, how far behind the training log it is."""
-    report: dict[str, Any] = {"failed_snapshot_publishes": learner_state.failed_publishes}
+    report: dict[str, Any] = {
+        "failed_snapshot_publishes": learner_state.failed_publishes,
+        "snapshots_refused": snapshots.refused,  # unsigned, forged or incompatible
+    }
     learner = learner_state.learner
     if learner is not None:
         end = app.consumer.highwater(TP(TRAINING, 0))
