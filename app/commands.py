@@ -17,6 +17,7 @@ from app.simulation import files
 from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.streams import STREAMS, build_stream
 from app.simulation.tail import tail_topic
+from app.simulation.transactions import SCENARIOS
 
 
 def _epoch(value: str | None) -> float | None:
@@ -56,6 +57,13 @@ async def _produce(
         help="Event-time compression: event seconds per wall second (e.g. 86400: a day a second).",
     ),
     option("--label-delay-days", type=float, default=None, help="transactions: days until labels."),
+    option(
+        "--scenario",
+        type=str,
+        default="default",
+        show_default=True,
+        help="transactions: default, or handbook (the fraud detection handbook's simulator).",
+    ),
     option("--limit", type=int, default=None, help="Stop after this many events."),
     option("--progress/--no-progress", default=True, help="Show a progress bar."),
 )
@@ -69,12 +77,15 @@ async def simulate(
     rate: float | None,
     speedup: float | None,
     label_delay_days: float | None,
+    scenario: str,
     limit: int | None,
     progress: bool,
 ) -> None:
     """Produce a realistic synthetic STREAM: transactions (with fraud-labels), clicks or sensors."""
     if stream not in STREAMS:
         raise SystemExit(f"unknown stream {stream!r}; choose from {', '.join(STREAMS)}")
+    if scenario not in SCENARIOS or (scenario != "default" and stream != "transactions"):
+        raise SystemExit(f"unknown scenario {scenario!r}; transactions have {', '.join(SCENARIOS)}")
     events, topics, total = build_stream(
         stream,
         seed=seed,
@@ -83,6 +94,7 @@ async def simulate(
         days=days,
         label_delay_days=label_delay_days,
         limit=limit,
+        scenario=scenario,
     )
     counts = await _produce(events, topics, total=total, rate=rate, speedup=speedup, progress=progress)
     self.say(f"produced {dict(counts)}")

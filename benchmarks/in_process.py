@@ -1,7 +1,8 @@
 """What the fraud pipeline's feature and model logic costs in one process, and what it gets right.
 
 ``python -m benchmarks.in_process`` replays one simulated stream (:data:`STREAM`:
-2,000 cards, 4,000 merchants, 120 days, labels 7 days late) through
+2,000 cards, 4,000 merchants, 120 days, labels 7 days late; ``--scenario handbook``
+for the handbook's simulator, :mod:`app.simulation.handbook`, at the same size) through
 :class:`~models.evaluation.InProcessFraudPipeline` several times, each run with a
 fresh pipeline, and prints:
 
@@ -25,7 +26,13 @@ import sys
 import time
 from typing import Any
 
-from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
+from app.simulation.handbook import HandbookStreamConfig
+from app.simulation.transactions import (
+    SCENARIOS,
+    TransactionStreamConfig,
+    generate_transaction_stream,
+    stream_config,
+)
 from models.evaluation import EvaluationReport, InProcessFraudPipeline, replay, report
 
 STREAM = TransactionStreamConfig(seed=0, n_cards=2_000, n_merchants=4_000, days=120)
@@ -52,7 +59,9 @@ def replay_costs(events: list[Any], runs: int) -> tuple[list[float], list[float]
     return wall, cpu, report(scored)
 
 
-def in_process_costs(n_transactions: int, config: TransactionStreamConfig = STREAM) -> dict[str, float]:
+def in_process_costs(
+    n_transactions: int, config: TransactionStreamConfig | HandbookStreamConfig = STREAM
+) -> dict[str, float]:
     """Median microseconds per transaction for each step, from one replay of ``n_transactions``."""
     pipeline = InProcessFraudPipeline()
     per_tx: list[float] = []
@@ -106,10 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="replays of the stream (default 5)")
     parser.add_argument("--days", type=float, default=STREAM.days, help="days of the stream (default 120)")
+    parser.add_argument(
+        "--scenario", choices=SCENARIOS, default="default", help="the stream's simulator (default: default)"
+    )
     args = parser.parse_args(argv)
 
-    config = TransactionStreamConfig(
-        seed=STREAM.seed, n_cards=STREAM.n_cards, n_merchants=STREAM.n_merchants, days=args.days
+    config = stream_config(
+        args.scenario,
+        seed=STREAM.seed,
+        n_cards=STREAM.n_cards,
+        n_merchants=STREAM.n_merchants,
+        days=args.days,
     )
     events = list(generate_transaction_stream(config))
     n_tx = sum(1 for event in events if event.topic == "transactions")

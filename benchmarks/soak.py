@@ -35,7 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from app.simulation.producer import ensure_topics, produce_events
-from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
+from app.simulation.transactions import SCENARIOS, generate_transaction_stream, stream_config
 from app.worker_process import free_port, start_worker, stop_worker
 from benchmarks.fraud import (
     PARTITIONS,
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--merchants", type=int, default=4_000)
     parser.add_argument("--rate", type=float, default=500.0, help="transactions per second offered")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="default", help="the stream's simulator")
     parser.add_argument("--keep-log", help="copy the worker's log to this file")
     parser.add_argument(
         "--hold",
@@ -154,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    config = TransactionStreamConfig(seed=0, n_cards=args.cards, n_merchants=args.merchants, days=args.days)
+    config = stream_config(
+        args.scenario, seed=0, n_cards=args.cards, n_merchants=args.merchants, days=args.days
+    )
     events = list(generate_transaction_stream(config))
     transactions = [e for e in events if e.topic == "transactions"]
     n_labels = len(events) - len(transactions)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from app.comparison.report import DEFAULT_EVERY_HOURS, run_comparison, summarize, write_report
-from app.simulation.transactions import TransactionStreamConfig
+from app.simulation.transactions import SCENARIOS, stream_config
 from tables.windows import DAY
 
 
@@ -17,7 +17,7 @@ def _command(args: argparse.Namespace) -> str:
     return (
         f"python -m app.comparison --out {args.out} --seed {args.seed} --cards {args.cards} "
         f"--merchants {args.merchants} --days {args.days:g} --label-delay-days {args.label_delay_days:g} "
-        f"--every-hours {hours}"
+        f"--every-hours {hours}" + (f" --scenario {args.scenario}" if args.scenario != "default" else "")
     )
 
 
@@ -26,14 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/comparison"), help="report directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cards", type=int, default=3_000)
-    parser.add_argument("--merchants", type=int, default=400)
+    parser.add_argument("--merchants", type=int, default=None, help="default: 400 (handbook: twice --cards)")
     parser.add_argument("--days", type=float, default=60.0)
     parser.add_argument("--label-delay-days", type=float, default=7.0)
     parser.add_argument(
         "--every-hours", type=float, nargs="+", default=list(DEFAULT_EVERY_HOURS), help="batch job periods"
     )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="default", help="the stream's simulator")
     args = parser.parse_args(argv)
-    config = TransactionStreamConfig(
+    if args.merchants is None:
+        args.merchants = 2 * args.cards if args.scenario == "handbook" else 400
+    config = stream_config(
+        args.scenario,
         seed=args.seed,
         n_cards=args.cards,
         n_merchants=args.merchants,

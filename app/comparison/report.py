@@ -31,10 +31,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from app.comparison.batch import BatchFraudBaseline, BatchJob
+from app.simulation.handbook import HandbookStreamConfig
 from app.simulation.transactions import (
-    FRAUD_KINDS,
     TRANSACTIONS_TOPIC,
     TransactionStreamConfig,
+    fraud_kinds,
     generate_transaction_stream,
 )
 from models.evaluation import InProcessFraudPipeline
@@ -65,7 +66,7 @@ class Run:
 class Comparison:
     """One stream replayed through streaming and batch pipelines."""
 
-    config: TransactionStreamConfig
+    config: TransactionStreamConfig | HandbookStreamConfig
     ts: np.ndarray
     card_id: list[str]
     fraud_kind: np.ndarray  # "" for legitimate transactions
@@ -106,7 +107,7 @@ class Summary:
 
 
 def run_comparison(
-    config: TransactionStreamConfig, every_hours: Sequence[float] = DEFAULT_EVERY_HOURS
+    config: TransactionStreamConfig | HandbookStreamConfig, every_hours: Sequence[float] = DEFAULT_EVERY_HOURS
 ) -> Comparison:
     """Replay the stream of ``config`` once through streaming and one batch baseline per period."""
     started = time.perf_counter()
@@ -198,13 +199,13 @@ def next_of_card(ts: np.ndarray, card_id: Sequence[str]) -> np.ndarray:
 
 def summarize(comparison: Comparison, threshold: float = REVIEW_THRESHOLD) -> list[Summary]:
     """Headline numbers of every pipeline of ``comparison``, streaming first."""
-    ts, is_fraud, kinds = comparison.ts, comparison.is_fraud, comparison.fraud_kind
+    ts, is_fraud = comparison.ts, comparison.is_fraud
     tail = ts > ts.max() - TAIL_DAYS * DAY
     next_ts = next_of_card(ts, comparison.card_id)
     caught_streaming = comparison.streaming.scores >= threshold
     summaries = []
     for run in comparison.runs:
-        caught = _share_by_kind(kinds, run.scores >= threshold)
+        caught = _share_by_kind(comparison, run.scores >= threshold)
         if run.job_time is None or run.every_hours is None:
             delay = staleness = np.zeros(ts.size)
             missing = np.zeros(ts.size, dtype=int)
@@ -214,7 +215,7 @@ def summarize(comparison: Comparison, threshold: float = REVIEW_THRESHOLD) -> li
             delay = (decided - ts) / HOUR
             staleness = (ts - run.job_time) / HOUR
             missing = missing_last_hour(ts, comparison.card_id, run.job_time)
-            caught_before_next = _share_by_kind(kinds, caught_streaming & (decided <= next_ts))
+            caught_before_next = _share_by_kind(comparison, caught_streaming & (decided <= next_ts))
         summaries.append(
             Summary(
                 name=run.name,
@@ -240,9 +241,14 @@ def summarize(comparison: Comparison, threshold: float = REVIEW_THRESHOLD) -> li
     return summaries
 
 
-def _share_by_kind(kinds: np.ndarray, flags: np.ndarray) -> dict[str, float]:
+def _share_by_kind(comparison: Comparison, flags: np.ndarray) -> dict[str, float]:
     """Share of flagged transactions among the frauds of each kind and among all frauds."""
-    shares = {kind: float(flags[kinds == kind].mean()) for kind in FRAUD_KINDS if (kinds == kind).any()}
+    kinds = comparison.fraud_kind
+    shares = {
+        kind: float(flags[kinds == kind].mean())
+        for kind in fraud_kinds(comparison.config)
+        if (kinds == kind).any()
+    }
     shares["all"] = float(flags[kinds != ""].mean())
     return shares
 
@@ -306,9 +312,9 @@ def render_markdown(comparison: Comparison, summaries: list[Summary], command: s
         "",
         "## Stream",
         "",
-        f"Simulated card payments (`app/simulation/transactions.py`): seed {config.seed}, "
+        f"{_stream_source(config)}: seed {config.seed}, "
         f"{config.n_cards} cards, {config.n_merchants} merchants, {config.days:g} days, "
-        f"fraud share {config.fraud_share:g}, labels {config.label_delay_seconds / DAY:g} days after "
+        f"{_fraud_share(config)}labels {config.label_delay_seconds / DAY:g} days after "
         f"each transaction. {comparison.ts.size} transactions, {int(comparison.is_fraud.sum())} frauds.",
         "",
         "## Pipelines",
@@ -388,6 +394,17 @@ def render_markdown(comparison: Comparison, summaries: list[Summary], command: s
         "",
     ]
     return "\n".join(lines)
+
+
+def _stream_source(config: TransactionStreamConfig | HandbookStreamConfig) -> str:
+    if config.scenario == "handbook":
+        return "Simulated card payments, handbook scenario (`app/simulation/handbook.py`)"
+    return "Simulated card payments (`app/simulation/transactions.py`)"
+
+
+def _fraud_share(config: TransactionStreamConfig | HandbookStreamConfig) -> str:
+    """The configured fraud share, as the report states it (the handbook's follows from its scenarios)."""
+    return f"fraud share {config.fraud_share:g}, " if isinstance(config, TransactionStreamConfig) else ""
 
 
 def _kind_table(comparison: Comparison, summaries: list[Summary]) -> str:
@@ -474,7 +491,7 @@ def _plot_quality(comparison: Comparison) -> Figure:
 def _plot_staleness(comparison: Comparison) -> Figure:
     figure = Figure(figsize=(10, 4.2), layout="constrained")
     left, right = figure.subplots(1, 2)
-    groups = [*FRAUD_KINDS, "legitimate"]
+    groups = [*fraud_kinds(comparison.config), "legitimate"]
     kinds = np.where(comparison.is_fraud, comparison.fraud_kind, "legitimate")
     batches = [(run.name, run.job_time) for run in comparison.runs if run.job_time is not None]
     width = 0.8 / max(len(batches), 1)

@@ -46,15 +46,29 @@ def build_stream(
     days: float | None = None,
     label_delay_days: float | None = None,
     limit: int | None = None,
+    scenario: str = "default",
 ) -> tuple[Iterator[SimulatedEvent], tuple[str, ...], int]:
     """The events of stream ``name``, its topics, and its exact length (for progress and ETA).
+
+    ``scenario`` picks the transactions' simulator (``default`` or ``handbook``); the other
+    streams have only ``default``.
 
     >>> events, topics, total = build_stream("transactions", size=20, days=2.0)
     >>> topics, total == sum(1 for _ in events)
     (('transactions', 'fraud-labels'), True)
+    >>> events, _, total = build_stream("transactions", size=20, days=2.0, scenario="handbook")
+    >>> next(events).value["country"], total > 0
+    ('BE', True)
     """
     spec = _specs()[name]
-    config = spec.config(seed=seed)
+    if name == "transactions":
+        from app.simulation.transactions import stream_config
+
+        config = stream_config(scenario, seed=seed)
+    elif scenario != "default":
+        raise ValueError(f"stream {name!r} has no scenario {scenario!r}")
+    else:
+        config = spec.config(seed=seed)
     changes: dict[str, Any] = {}
     if size is not None:
         changes[spec.size_field] = size

@@ -5,6 +5,11 @@ topic and, ``label_delay_seconds`` later (chargebacks, investigations), one
 label per transaction on the ``fraud-labels`` topic. Ground truth travels only
 in :attr:`SimulatedEvent.truth`, never in a payload.
 
+This module is the ``default`` scenario, described below; the ``handbook``
+scenario (:mod:`app.simulation.handbook`, the simulator of the fraud detection
+handbook) emits the same stream format.  :func:`generate_transaction_stream`
+takes either's config and :func:`stream_config` builds one by scenario name.
+
 Merchants
     Each merchant has a category (grocery, restaurant, fuel, pharmacy,
     transport, clothing, electronics, home, entertainment, digital,
@@ -62,8 +67,12 @@ import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from app.simulation.handbook import HandbookStreamConfig
 
 TRANSACTIONS_TOPIC = "transactions"
 LABELS_TOPIC = "fraud-labels"
@@ -74,6 +83,7 @@ FRAUD_KINDS: tuple[str, ...] = (
     "amount_anomaly",
 )
 
+SCENARIOS: tuple[str, ...] = ("default", "handbook")  # "handbook": app/simulation/handbook.py
 _LEGIT, _COMPROMISED, _STOLEN, _TESTING, _ANOMALY = range(5)  # 1 + index in FRAUD_KINDS
 _Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # ts, merchant, amount, online
 _DAY = 86_400.0
@@ -117,9 +127,43 @@ class TransactionStreamConfig:
             raise ValueError("label delay and jitter must be >= 0")
 
     @property
+    def scenario(self) -> str:
+        return "default"
+
+    @property
     def end(self) -> float:
         """First instant after the span of transactions."""
         return self.start + self.days * _DAY
+
+
+def stream_config(scenario: str = "default", **fields: Any) -> TransactionStreamConfig | HandbookStreamConfig:
+    """The config of a transaction stream of ``scenario`` (one of :data:`SCENARIOS`).
+
+    Fields not given keep the scenario's defaults (the handbook's: 4,000 merchants).
+
+    >>> stream_config("handbook", days=10.0).n_merchants, stream_config(days=10.0).n_merchants
+    (4000, 400)
+    """
+    if scenario == "default":
+        return TransactionStreamConfig(**fields)
+    if scenario == "handbook":
+        from app.simulation.handbook import HandbookStreamConfig
+
+        return HandbookStreamConfig(**fields)
+    raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+
+
+def fraud_kinds(config: TransactionStreamConfig | HandbookStreamConfig) -> tuple[str, ...]:
+    """The fraud kinds a stream of ``config`` labels transactions with.
+
+    >>> fraud_kinds(stream_config("handbook"))
+    ('high_amount', 'compromised_terminal', 'leaked_credentials')
+    """
+    if config.scenario == "handbook":
+        from app.simulation.handbook import HANDBOOK_FRAUD_KINDS
+
+        return HANDBOOK_FRAUD_KINDS
+    return FRAUD_KINDS
 
 
 @dataclass(frozen=True)
@@ -255,8 +299,14 @@ class _Batch:
         return _Batch(self.card, self.kind, *(field[keep] for field in fields))
 
 
-def generate_transaction_stream(config: TransactionStreamConfig) -> Iterator[SimulatedEvent]:
+def generate_transaction_stream(
+    config: TransactionStreamConfig | HandbookStreamConfig,
+) -> Iterator[SimulatedEvent]:
     """Transactions and their labels, merged in non-decreasing event_time order.
+
+    A :class:`~app.simulation.handbook.HandbookStreamConfig` gives the handbook
+    scenario (:func:`~app.simulation.handbook.generate_handbook_stream`), this
+    module's config the default one described above.
 
     >>> config = TransactionStreamConfig(seed=1, n_cards=100, days=14)
     >>> first = next(generate_transaction_stream(config))
@@ -266,6 +316,12 @@ def generate_transaction_stream(config: TransactionStreamConfig) -> Iterator[Sim
     >>> topics.count("transactions") == topics.count("fraud-labels") > 0
     True
     """
+    if config.scenario == "handbook":
+        from app.simulation.handbook import generate_handbook_stream
+
+        yield from generate_handbook_stream(config)  # type: ignore[arg-type]
+        return
+    assert isinstance(config, TransactionStreamConfig)
     seeds = np.random.SeedSequence(config.seed).spawn(4)
     world_rng, legit_rng, fraud_rng, label_rng = (np.random.default_rng(s) for s in seeds)
     world = _build_world(config, world_rng)
