@@ -1,11 +1,11 @@
 """Soak: months of simulated traffic through one worker at a steady rate; nothing may grow or stop.
 
-``make soak`` (``python -m benchmarks.soak``) generates a long stream (default 120 days,
-every label 7 days late), starts one worker on fresh topics and feeds it the stream in
-event-time order, compressed so that transactions arrive at ``--rate`` per second (labels
-arrive when their event time says, as in production), once the worker has decided a first
-transaction.  Meanwhile it samples the worker's
-resident memory and how far its learner is behind.  At the end it waits until the learner
+``make soak`` (``python -m benchmarks.soak``) generates a long stream (default: the
+``handbook`` scenario, 120 days, every label 7 days late), starts one worker on fresh topics
+and, once it has decided a first transaction, feeds it the stream in event-time order,
+compressed so that transactions arrive at ``--rate`` per second (labels arrive when their
+event time says, as in production).  Meanwhile it samples the worker's resident memory and
+how far its learner is behind.  At the end it waits until the learner
 has applied every training record, then reports:
 
 - completion: transactions decided, lost (never decided), repeated, and repeated with a
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--merchants", type=int, default=4_000)
     parser.add_argument("--rate", type=float, default=500.0, help="transactions per second offered")
-    parser.add_argument("--scenario", choices=SCENARIOS, default="default", help="the stream's simulator")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="handbook", help="the stream's simulator")
     parser.add_argument("--keep-log", help="copy the worker's log to this file")
     parser.add_argument(
         "--hold",
