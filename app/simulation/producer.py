@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from tqdm import tqdm
 
 from app.codecs import dumps
@@ -50,12 +50,16 @@ async def produce_events(
     total: int | None = None,
     progress: bool = False,
     linger_ms: int = 5,
+    retry_for: float = 120.0,
 ) -> Counter[str]:
     """Send every event (anything with ``topic``, ``key``, ``value``) and return counts per topic.
 
     ``rate`` is in events per second; ``speedup`` paces by the events' ``event_time``
     instead (event-time seconds per wall-clock second); with neither, events go as
     fast as the broker takes them.  Order is kept per topic and key: one idempotent producer.
+    While the broker is away (restarting, electing leaders) sends are retried for up to
+    ``retry_for`` seconds; a record whose delivery failed is sent again, after the ones
+    behind it in its partition.
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -68,7 +72,7 @@ async def produce_events(
     bar = tqdm(total=total, unit="ev", disable=not progress, smoothing=0.05)
     started = time.monotonic()
     first_event_time: float | None = None
-    pending: list[asyncio.Future] = []
+    pending: list[tuple[asyncio.Future, str, bytes | None, bytes]] = []
     try:
         for sent, event in enumerate(events):
             due: float | None = None
@@ -79,23 +83,51 @@ async def produce_events(
                 due = (event.event_time - first_event_time) / speedup
             if due is not None and due > time.monotonic() - started:
                 await asyncio.sleep(due - (time.monotonic() - started))
-            pending.append(
-                await producer.send(
-                    f"{topic_prefix}{event.topic}",
-                    key=_as_bytes(event.key),
-                    value=event.value if isinstance(event.value, bytes) else dumps(event.value),
-                )
-            )
+            topic, key = f"{topic_prefix}{event.topic}", _as_bytes(event.key)
+            value = event.value if isinstance(event.value, bytes) else dumps(event.value)
+            pending.append((await _send(producer, topic, key, value, retry_for), topic, key, value))
             counts[event.topic] += 1
             bar.update(1)
             if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
+                await _delivered(producer, pending, retry_for)
                 pending.clear()
-        await asyncio.gather(*pending)
+        await _delivered(producer, pending, retry_for)
     finally:
         bar.close()
         await producer.stop()
     return counts
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, key: bytes | None, value: bytes, retry_for: float
+) -> asyncio.Future:
+    """Enqueue one record, retrying retriable errors (no leader yet, broker away) for ``retry_for`` s."""
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return await producer.send(topic, key=key, value=value)
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _delivered(
+    producer: AIOKafkaProducer,
+    pending: list[tuple[asyncio.Future, str, bytes | None, bytes]],
+    retry_for: float,
+) -> None:
+    """Wait for every pending record; send again those whose delivery failed retriably."""
+    deadline = time.monotonic() + retry_for
+    while pending:
+        outcomes = await asyncio.gather(*(future for future, *_ in pending), return_exceptions=True)
+        failed = []
+        for outcome, (_, topic, key, value) in zip(outcomes, pending, strict=True):
+            if isinstance(outcome, KafkaError) and outcome.retriable and time.monotonic() < deadline:
+                failed.append((await _send(producer, topic, key, value, retry_for), topic, key, value))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        pending = failed
 
 
 def _as_bytes(key: str | bytes | None) -> bytes | None:

@@ -1,0 +1,61 @@
+"""Drill: the broker stops for ten seconds while transactions flow; the worker resumes on its own."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from app.simulation.producer import ensure_topics, produce_events
+from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
+from broker import LocalKafka
+from tests.integration.kafka_helpers import read_topic, run
+
+STREAM = TransactionStreamConfig(seed=5, n_cards=150, n_merchants=40, days=12.0)
+
+
+@pytest.mark.skipif(bool(os.environ.get("KAFKA_BROKER")), reason="restarts the project's own local broker")
+def test_after_a_broker_restart_mid_stream_every_transaction_is_decided_and_never_differently(worker_factory):
+    worker = worker_factory()
+    worker.wait_ready()
+    run(ensure_topics(worker.bootstrap, [worker.topic("transactions"), worker.topic("fraud-labels")], 4))
+    pid = worker.process.pid
+    events = list(generate_transaction_stream(STREAM))
+    transactions = {e.value["tx_id"] for e in events if e.topic == "transactions"}
+
+    failures: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            run(produce_events(events, worker.bootstrap, topic_prefix=worker.prefix, rate=300))
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    feeding = threading.Thread(target=feed)
+    feeding.start()
+    time.sleep(4)  # the worker is deciding
+    kafka = LocalKafka.from_env()
+    assert kafka.stop(), "the drill needs the project's own broker"
+    time.sleep(10)
+    kafka.start()
+    feeding.join(timeout=300)
+    assert not failures and not feeding.is_alive(), failures
+
+    decisions = run(
+        read_topic(
+            worker.bootstrap,
+            worker.topic("fraud-decisions"),
+            until=lambda records: len({v["tx_id"] for _, v in records}) >= len(transactions),
+            timeout=240,
+            settle=3.0,
+        )
+    )
+    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    assert set(per_tx) == transactions, worker.log_tail()
+    for tx_id in (tx for tx, n in per_tx.items() if n > 1):
+        assert len({orjson.dumps(v) for _, v in decisions if v["tx_id"] == tx_id}) == 1, tx_id
+    assert worker.process.poll() is None and worker.process.pid == pid  # resumed, not restarted
