@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import threading
@@ -195,8 +196,59 @@ def test_a_worker_whose_rocksdb_was_deleted_rebuilds_its_cards_from_the_changelo
     assert {value["tx_id"] for _, value in decisions} == transactions, restarted.log_tail()
 
     # Every card's features equal a recomputation from the input: none was lost or doubled.
-    cards = Counter(e.value["card_id"] for e in first + second if e.topic == "transactions")
-    for card_id, _ in cards.most_common(5):
-        status, view = restarted.get_json(f"/fraud/cards/{card_id}/")
+    _busiest_cards_match_a_recomputation(restarted, first + second)
+
+
+def _busiest_cards_match_a_recomputation(worker, events, n: int = 5) -> None:
+    cards = Counter(e.value["card_id"] for e in events if e.topic == "transactions")
+    for card_id, _ in cards.most_common(n):
+        status, view = worker.get_json(f"/fraud/cards/{card_id}/")
         assert status == 200, view
-        assert view["features"] == _card_features_recomputed(first + second, card_id), card_id
+        assert view["features"] == _card_features_recomputed(events, card_id), card_id
+
+
+def test_scaling_from_one_to_three_workers_and_back_mid_stream_loses_nothing(worker_factory):
+    events, transactions = _stream()
+    a = worker_factory()
+    a.wait_ready()
+    run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
+    feed = threading.Thread(
+        target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=120),)
+    )
+    feed.start()
+    time.sleep(4)
+    b, c = worker_factory(prefix=a.prefix), worker_factory(prefix=a.prefix)
+    b.wait_ready()
+    c.wait_ready()
+    run(wait_for_stable_group(a.bootstrap, a.group_id, members=3))
+    time.sleep(3)
+    b.stop()  # both leave the group while transactions flow
+    c.stop()
+    feed.join()
+    _every_transaction_decided_once_or_repeated_identically(a, b, transactions)
+    _busiest_cards_match_a_recomputation(a, events)
+
+
+def test_a_worker_killed_three_times_at_random_moments_loses_nothing(worker_factory):
+    events, transactions = _stream()
+    moments = random.Random(7)
+    first = worker_factory(extra_env={"EDDY_SESSION_TIMEOUT_S": "6"})
+    first.wait_ready()
+    run(ensure_topics(first.bootstrap, [first.topic("transactions"), first.topic("fraud-labels")], 4))
+    feed = threading.Thread(
+        target=run, args=(produce_events(events, first.bootstrap, topic_prefix=first.prefix, rate=150),)
+    )
+    feed.start()
+    worker = first
+    for _ in range(3):
+        time.sleep(moments.uniform(1.0, 5.0))
+        worker.stop(signal.SIGKILL)
+        worker = worker_factory(prefix=first.prefix, workdir_of=worker, extra_env=first.extra_env)
+        worker.wait_ready()
+    feed.join()
+    decisions = _decisions(worker, len(transactions), isolation="read_committed")
+    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    assert set(per_tx) == transactions, worker.log_tail()
+    for tx_id in (tx for tx, n in per_tx.items() if n > 1):
+        assert len({orjson.dumps(v) for _, v in decisions if v["tx_id"] == tx_id}) == 1, tx_id
+    _busiest_cards_match_a_recomputation(worker, events)
