@@ -252,3 +252,32 @@ def test_a_worker_killed_three_times_at_random_moments_loses_nothing(worker_fact
     for tx_id in (tx for tx, n in per_tx.items() if n > 1):
         assert len({orjson.dumps(v) for _, v in decisions if v["tx_id"] == tx_id}) == 1, tx_id
     _busiest_cards_match_a_recomputation(worker, events)
+
+
+def test_when_the_learners_worker_dies_mid_publish_learning_goes_on_elsewhere_learning_each_label_once(
+    worker_factory,
+):
+    first, second, transactions = _stream_halves()
+    # Snapshots every few training messages: the kill lands while one is being published.
+    fast = {"EDDY_SESSION_TIMEOUT_S": "6", "EDDY_FRAUD_SNAPSHOT_EVERY": "3"}
+    a = worker_factory(extra_env=fast)
+    b = worker_factory(prefix=a.prefix, extra_env=fast)
+    a.wait_ready()
+    b.wait_ready()
+    run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
+    run(wait_for_stable_group(a.bootstrap, a.group_id, members=2))
+    run(produce_events(first, a.bootstrap, topic_prefix=a.prefix))
+    _wait_for_model(a, lambda m: m.get("counts", {}).get("labelled", 0) > 0)
+
+    learner, survivor = (a, b) if "training_offset" in a.get_json("/fraud/state/")[1]["learner"] else (b, a)
+    learner.stop(signal.SIGKILL)
+    run(produce_events(second, survivor.bootstrap, topic_prefix=survivor.prefix))
+    decisions = _decisions(survivor, len(transactions))
+    assert {value["tx_id"] for _, value in decisions} == transactions, survivor.log_tail()
+
+    # The survivor took the training partition over from the last snapshot that made it and
+    # replayed the rest: every label learned exactly once, none twice, none lost.
+    labels = sum(1 for e in first + second if e.topic == "fraud-labels")
+    model = _wait_for_model(survivor, lambda m: m["metrics"]["labels"] >= labels, timeout=120)
+    assert model["metrics"]["labels"] == labels, model
+    assert "training_offset" in survivor.get_json("/fraud/state/")[1]["learner"]
