@@ -77,7 +77,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.simulation.transactions import LABELS_TOPIC, TRANSACTIONS_TOPIC, SimulatedEvent
+from app.simulation.transactions import LABELS_TOPIC, TRANSACTIONS_TOPIC, SimulatedEvent, check_stream_config
 
 HANDBOOK_FRAUD_KINDS: tuple[str, ...] = ("high_amount", "compromised_terminal", "leaked_credentials")
 GRID = 100.0  # side of the square of locations
@@ -119,14 +119,7 @@ class HandbookStreamConfig:
     label_jitter_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError("seed must be >= 0")
-        if self.n_cards < 1 or self.n_merchants < 1:
-            raise ValueError("n_cards and n_merchants must be >= 1")
-        if self.days <= 0:
-            raise ValueError("days must be > 0")
-        if self.label_delay_seconds < 0 or self.label_jitter_seconds < 0:
-            raise ValueError("label delay and jitter must be >= 0")
+        check_stream_config(self)
 
     @property
     def scenario(self) -> str:

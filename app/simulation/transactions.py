@@ -101,6 +101,18 @@ class SimulatedEvent:
     truth: dict | None
 
 
+def check_stream_config(config: Any) -> None:
+    """Refuse a stream config (of any scenario) whose size, span or label delay make no sense."""
+    if config.seed < 0:
+        raise ValueError("seed must be >= 0")
+    if config.n_cards < 1 or config.n_merchants < 1:
+        raise ValueError("n_cards and n_merchants must be >= 1")
+    if config.days <= 0:
+        raise ValueError("days must be > 0")
+    if config.label_delay_seconds < 0 or config.label_jitter_seconds < 0:
+        raise ValueError("label delay and jitter must be >= 0")
+
+
 @dataclass(frozen=True, slots=True)
 class TransactionStreamConfig:
     """Size, span, fraud share and label delay of a simulated stream."""
@@ -115,16 +127,9 @@ class TransactionStreamConfig:
     label_jitter_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError("seed must be >= 0")
-        if self.n_cards < 1 or self.n_merchants < 1:
-            raise ValueError("n_cards and n_merchants must be >= 1")
-        if self.days <= 0:
-            raise ValueError("days must be > 0")
+        check_stream_config(self)
         if not 0 <= self.fraud_share < 0.5:
             raise ValueError("fraud_share must be in [0, 0.5)")
-        if self.label_delay_seconds < 0 or self.label_jitter_seconds < 0:
-            raise ValueError("label delay and jitter must be >= 0")
 
     @property
     def scenario(self) -> str:

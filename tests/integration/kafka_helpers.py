@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,3 +159,28 @@ class Worker:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def read_decisions(worker: Worker, expected: int, isolation: str = "read_uncommitted") -> list[Any]:
+    """``worker``'s app's decisions, read until ``expected`` distinct transactions are decided."""
+    return run(
+        read_topic(
+            worker.bootstrap,
+            worker.topic("fraud-decisions"),
+            until=lambda records: len({v["tx_id"] for _, v in records}) >= expected,
+            timeout=240,
+            settle=4.0,
+            isolation_level=isolation,
+        )
+    )
+
+
+def assert_decided_once_or_repeated_identically(
+    decisions: list[Any], transactions: set[str], logs: str = ""
+) -> Counter[str]:
+    """Every transaction decided, none lost, and any repeat byte for byte the same decision."""
+    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    assert set(per_tx) == transactions, logs
+    for tx_id in (tx for tx, n in per_tx.items() if n > 1):
+        assert len({orjson.dumps(v) for _, v in decisions if v["tx_id"] == tx_id}) == 1, tx_id
+    return per_tx

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import Counter
 
-import orjson
 import pytest
 
 from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
 from broker import LocalKafka
-from tests.integration.kafka_helpers import read_topic, run
+from tests.integration.kafka_helpers import assert_decided_once_or_repeated_identically, read_decisions, run
 
 STREAM = TransactionStreamConfig(seed=5, n_cards=150, n_merchants=40, days=12.0)
 
@@ -47,17 +45,6 @@ def test_after_a_broker_restart_mid_stream_every_transaction_is_decided_and_neve
     feeding.join(timeout=300)
     assert not failures and not feeding.is_alive(), failures
 
-    decisions = run(
-        read_topic(
-            worker.bootstrap,
-            worker.topic("fraud-decisions"),
-            until=lambda records: len({v["tx_id"] for _, v in records}) >= len(transactions),
-            timeout=240,
-            settle=3.0,
-        )
-    )
-    per_tx = Counter(value["tx_id"] for _, value in decisions)
-    assert set(per_tx) == transactions, worker.log_tail()
-    for tx_id in (tx for tx, n in per_tx.items() if n > 1):
-        assert len({orjson.dumps(v) for _, v in decisions if v["tx_id"] == tx_id}) == 1, tx_id
+    decisions = read_decisions(worker, len(transactions))
+    assert_decided_once_or_repeated_identically(decisions, transactions, worker.log_tail())
     assert worker.process.poll() is None and worker.process.pid == pid  # resumed, not restarted

@@ -17,7 +17,12 @@ from app.simulation.transactions import TransactionStreamConfig, generate_transa
 from models.fraud_steps import count_in_card
 from tables.card_features import card_features_at
 from tables.card_state import CardState
-from tests.integration.kafka_helpers import read_topic, run, wait_for_stable_group
+from tests.integration.kafka_helpers import (
+    assert_decided_once_or_repeated_identically,
+    read_decisions,
+    run,
+    wait_for_stable_group,
+)
 
 STREAM = TransactionStreamConfig(seed=5, n_cards=150, n_merchants=40, days=24.0)
 
@@ -36,13 +41,10 @@ def _stream_halves():
 def _every_transaction_decided_once_or_repeated_identically(a, b, transactions):
     """The decisions, once they cover ``transactions``: none lost, and a decision repeated by a
     rebalance (only those in flight when partitions moved) repeated byte for byte."""
-    decisions = _decisions(a, len(transactions))
-    per_tx = Counter(value["tx_id"] for _, value in decisions)
+    decisions = read_decisions(a, len(transactions))
     logs = f"{a.log_tail()}\n---\n{b.log_tail()}"
-    assert set(per_tx) == transactions, logs
+    per_tx = assert_decided_once_or_repeated_identically(decisions, transactions, logs)
     repeated = {tx for tx, n in per_tx.items() if n > 1}
-    for tx_id in repeated:
-        assert len({orjson.dumps(value) for _, value in decisions if value["tx_id"] == tx_id}) == 1
     assert len(repeated) <= 0.05 * len(transactions), f"{sorted(repeated)}\n{logs}"
     return decisions
 
@@ -72,19 +74,6 @@ def _wait_for_same_model(a, b, predicate, timeout=60.0):
     raise AssertionError(f"the workers never agreed on a model: {models}\n{a.log_tail()}\n{b.log_tail()}")
 
 
-def _decisions(worker, expected, isolation="read_uncommitted"):
-    return run(
-        read_topic(
-            worker.bootstrap,
-            worker.topic("fraud-decisions"),
-            until=lambda records: len({v["tx_id"] for _, v in records}) >= expected,
-            timeout=180,
-            settle=4.0,
-            isolation_level=isolation,
-        )
-    )
-
-
 def test_a_killed_worker_restarts_from_its_tables_and_model_snapshot_losing_nothing(worker_factory):
     first, second, transactions = _stream_halves()
     worker = worker_factory()
@@ -92,7 +81,7 @@ def test_a_killed_worker_restarts_from_its_tables_and_model_snapshot_losing_noth
     run(ensure_topics(worker.bootstrap, [worker.topic("transactions"), worker.topic("fraud-labels")], 4))
     run(produce_events(first, worker.bootstrap, topic_prefix=worker.prefix))
     first_tx = {e.value["tx_id"] for e in first if e.topic == "transactions"}
-    _decisions(worker, len(first_tx))
+    read_decisions(worker, len(first_tx))
     before = _wait_for_model(worker, lambda m: m.get("counts", {}).get("labelled", 0) > 0)
 
     worker.stop(signal.SIGKILL)  # no goodbye: what was in memory or in flight is gone
@@ -103,7 +92,7 @@ def test_a_killed_worker_restarts_from_its_tables_and_model_snapshot_losing_noth
     assert after["metrics"]["labels"] >= before["metrics"]["labels"]
 
     run(produce_events(second, restarted.bootstrap, topic_prefix=restarted.prefix))
-    decisions = _decisions(restarted, len(transactions))
+    decisions = read_decisions(restarted, len(transactions))
     per_tx = Counter(value["tx_id"] for _, value in decisions)
     assert set(per_tx) == transactions, restarted.log_tail()  # nothing accepted was lost
     # Records in flight at the kill may be answered again, only those before it, and only with
@@ -185,14 +174,14 @@ def test_a_worker_whose_rocksdb_was_deleted_rebuilds_its_cards_from_the_changelo
     worker.wait_ready()
     run(ensure_topics(worker.bootstrap, [worker.topic("transactions"), worker.topic("fraud-labels")], 4))
     run(produce_events(first, worker.bootstrap, topic_prefix=worker.prefix))
-    _decisions(worker, len({e.value["tx_id"] for e in first if e.topic == "transactions"}))
+    read_decisions(worker, len({e.value["tx_id"] for e in first if e.topic == "transactions"}))
 
     worker.stop()
     shutil.rmtree(worker.workdir / "data")  # the disk is gone; the changelogs are not
     restarted = worker_factory(prefix=worker.prefix, workdir_of=worker)
     restarted.wait_ready()
     run(produce_events(second, restarted.bootstrap, topic_prefix=restarted.prefix))
-    decisions = _decisions(restarted, len(transactions))
+    decisions = read_decisions(restarted, len(transactions))
     assert {value["tx_id"] for _, value in decisions} == transactions, restarted.log_tail()
 
     # Every card's features equal a recomputation from the input: none was lost or doubled.
@@ -246,11 +235,8 @@ def test_a_worker_killed_three_times_at_random_moments_loses_nothing(worker_fact
         worker = worker_factory(prefix=first.prefix, workdir_of=worker, extra_env=first.extra_env)
         worker.wait_ready()
     feed.join()
-    decisions = _decisions(worker, len(transactions), isolation="read_committed")
-    per_tx = Counter(value["tx_id"] for _, value in decisions)
-    assert set(per_tx) == transactions, worker.log_tail()
-    for tx_id in (tx for tx, n in per_tx.items() if n > 1):
-        assert len({orjson.dumps(v) for _, v in decisions if v["tx_id"] == tx_id}) == 1, tx_id
+    decisions = read_decisions(worker, len(transactions), isolation="read_committed")
+    assert_decided_once_or_repeated_identically(decisions, transactions, worker.log_tail())
     _busiest_cards_match_a_recomputation(worker, events)
 
 
@@ -272,7 +258,7 @@ def test_when_the_learners_worker_dies_mid_publish_learning_goes_on_elsewhere_le
     learner, survivor = (a, b) if "training_offset" in a.get_json("/fraud/state/")[1]["learner"] else (b, a)
     learner.stop(signal.SIGKILL)
     run(produce_events(second, survivor.bootstrap, topic_prefix=survivor.prefix))
-    decisions = _decisions(survivor, len(transactions))
+    decisions = read_decisions(survivor, len(transactions))
     assert {value["tx_id"] for _, value in decisions} == transactions, survivor.log_tail()
 
     # The survivor took the training partition over from the last snapshot that made it and

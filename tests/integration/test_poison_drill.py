@@ -17,7 +17,7 @@ from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
 from app.stages.outputs import key_partition
 from models.snapshots import Snapshot
-from tests.integration.kafka_helpers import read_topic, run, send_raw
+from tests.integration.kafka_helpers import read_decisions, read_topic, run, send_raw
 
 STREAM = TransactionStreamConfig(seed=11, n_cards=80, n_merchants=30, days=10.0)
 PARTITIONS = 4
@@ -85,15 +85,7 @@ def test_ten_thousand_poison_records_are_dead_lettered_with_reasons_and_the_work
     forged = Snapshot("fraud", version=10**9, model=None).encode(key=b"not this deployment's key")
     run(send_raw(worker.bootstrap, worker.topic("fraud-model-snapshots"), [(b"fraud", forged)]))
 
-    decisions = run(
-        read_topic(
-            worker.bootstrap,
-            worker.topic("fraud-decisions"),
-            until=lambda records: len({v["tx_id"] for _, v in records}) >= len(valid),
-            timeout=180,
-            settle=3.0,
-        )
-    )
+    decisions = read_decisions(worker, len(valid))
     per_tx = Counter(value["tx_id"] for _, value in decisions)
     assert set(per_tx) == {e.value["tx_id"] for e in valid}, worker.log_tail()
     assert max(per_tx.values()) == 1
