@@ -41,7 +41,7 @@ def test_after_a_broker_restart_mid_stream_every_transaction_is_decided_and_neve
     time.sleep(4)  # the worker is deciding
     assert kafka.stop()
     time.sleep(10)
-    kafka.start()
+    kafka.start(timeout=300)  # it reloads every partition it has: slow on a broker used for long
     feeding.join(timeout=300)
     assert not failures and not feeding.is_alive(), failures
 
