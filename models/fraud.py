@@ -19,7 +19,11 @@ The classifier sees the transaction's features (counts and money on a log
 scale) plus a few generic interactions of risk indicators (new merchant,
 online, amount above the card's usual, abroad, burst of payments, tiny amount)
 and the hour of day as a point on a circle: a linear model cannot form these
-itself.
+itself.  It also sees the terminal's fraud labels of the last 7 days unsmoothed
+(:func:`terminal_risk`): their number and their share of the terminal's labels,
+which the smoothed rate hides for a quiet terminal (7 frauds of 7 labels read 0.27
+with its 20-label prior).  These are for the classifier only: the anomaly score
+leaves them out (:data:`SUPERVISED_ONLY`).
 
 >>> model = FraudModel(seed=1)
 >>> features = {"amount": 12.0, "card_count_1h": 1, "hour": 13.0}
@@ -40,6 +44,8 @@ from typing import Any
 
 from river import linear_model, optim, preprocessing
 from river.utils.math import sigmoid
+
+from tables.merchant_features import fraud_labels
 
 # Features that are counts or money: the model sees log1p of them.
 _LOG_SCALE_PREFIXES = (
@@ -66,6 +72,9 @@ _Z_CLIP_SQUARED = Z_CLIP * Z_CLIP
 _ANOMALY_HALF = 2.0  # mean clipped square at which the anomaly score is 1/2
 SMALL_AMOUNT = 5.0  # EUR: below it a payment counts as tiny (card testing)
 _RADIANS_PER_HOUR = 2.0 * math.pi / 24.0
+# Inputs the classifier reads but the anomaly score leaves out: mostly 0, they would make
+# any terminal with a fraud label look unusual, whatever its transaction.
+SUPERVISED_ONLY = frozenset({"m_frauds_7d", "m_fraud_share_7d", "x_share_frauds_7d"})
 
 
 class _LogScaled(dict[str, bool]):
@@ -127,21 +136,50 @@ def _add_interactions(features: dict[str, float], x: dict[str, float]) -> dict[s
     x["x_burst_new"] = burst * new_merchant
     x["hour_sin"] = math.sin(angle)
     x["hour_cos"] = math.cos(angle)
+    return _add_terminal_risk(features, x)
+
+
+def terminal_risk(features: dict[str, float]) -> dict[str, float]:
+    """The merchant's fraud labels of the last 7 days (log1p), their share of its labels, and their product.
+
+    >>> x = terminal_risk({"merchant_labels_7d": 7, "merchant_fraud_rate_7d": (7 + 0.2) / 27})
+    >>> round(x["m_frauds_7d"], 4), x["m_fraud_share_7d"], round(x["x_share_frauds_7d"], 4)
+    (2.0794, 1.0, 2.0794)
+    >>> terminal_risk({})
+    {'m_frauds_7d': 0.0, 'm_fraud_share_7d': 0.0, 'x_share_frauds_7d': 0.0}
+    """
+    return _add_terminal_risk(features, {})
+
+
+def _add_terminal_risk(features: dict[str, float], x: dict[str, float]) -> dict[str, float]:
+    """:func:`terminal_risk` of ``features``, added to ``x``; returns ``x``."""
+    labels = features.get("merchant_labels_7d", 0.0)
+    frauds = fraud_labels(features.get("merchant_fraud_rate_7d", 0.0), labels) if labels else 0
+    log_frauds = math.log1p(frauds)
+    share = frauds / labels if labels else 0.0
+    x["m_frauds_7d"] = log_frauds
+    x["m_fraud_share_7d"] = share
+    x["x_share_frauds_7d"] = share * log_frauds
     return x
 
 
-def anomaly(z: dict[str, float]) -> float:
+def anomaly(z: dict[str, float], skip: frozenset[str] = frozenset()) -> float:
     """How unusual standardized inputs are, in [0, 1): ``m / (m + 2)``, ``m`` their mean clipped square.
+
+    Inputs named in ``skip`` are left out.
 
     >>> anomaly({"a": 0.0, "b": 0.0}), anomaly({"a": 1.0, "b": -1.0}), anomaly({"a": 1e6, "b": 0.0})
     (0.0, 0.3333333333333333, 0.9900990099009901)
-    >>> anomaly({})
-    0.0
+    >>> anomaly({}), anomaly({"a": 1.0, "b": -1.0, "c": 1e6}, skip=frozenset({"c"}))
+    (0.0, 0.3333333333333333)
     """
-    if not z:
-        return 0.0
     clip = _Z_CLIP_SQUARED
-    m = sum([square if (square := value * value) < clip else clip for value in z.values()]) / len(z)
+    squares = [
+        square if (square := value * value) < clip else clip for name, value in z.items() if name not in skip
+    ]
+    if not squares:
+        return 0.0
+    m = sum(squares) / len(squares)
     return m / (m + _ANOMALY_HALF)
 
 
@@ -307,7 +345,7 @@ class FraudModel:
     def score(self, features: dict[str, float]) -> FraudScore:
         """Score one transaction (no learning happens here)."""
         z = self.standardized_inputs(features)
-        anomaly_score = anomaly(z)
+        anomaly_score = anomaly(z, SUPERVISED_ONLY)
         weight = self.supervised_weight * min(1.0, self.frauds_learned / self.warmup_frauds)
         if weight:
             # Each input's push on the classifier's log-odds: their sum (and the intercept)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
 import pytest
 from river import preprocessing
 
-from models.fraud import Z_CLIP, FraudModel, anomaly, classifier_inputs, largest_positive
+from models.fraud import (
+    SUPERVISED_ONLY,
+    Z_CLIP,
+    FraudModel,
+    anomaly,
+    classifier_inputs,
+    largest_positive,
+    terminal_risk,
+)
 
 
 def traffic(n: int, seed: int) -> list[dict[str, float]]:
@@ -80,6 +89,27 @@ def test_anomaly_clips_each_input_at_z_clip_standard_deviations():
     assert Z_CLIP == 20.0
     assert anomaly({"a": 20.0}) == anomaly({"a": 500.0}) == 400.0 / 402.0
     assert anomaly({"a": -20.0, "b": 0.0}) == anomaly({"a": -1e9, "b": 0.0}) == 200.0 / 202.0
+
+
+def test_terminal_risk_reads_the_fraud_labels_behind_the_smoothed_rate():
+    # 7 labels, 5 of them frauds: smoothed rate (5 + 0.01 * 20) / (7 + 20)
+    x = terminal_risk({"merchant_labels_7d": 7, "merchant_fraud_rate_7d": 5.2 / 27})
+    assert x == {
+        "m_frauds_7d": math.log1p(5),
+        "m_fraud_share_7d": 5 / 7,
+        "x_share_frauds_7d": 5 / 7 * math.log1p(5),
+    }
+    assert terminal_risk({"merchant_labels_7d": 0, "merchant_fraud_rate_7d": 0.01})["m_fraud_share_7d"] == 0.0
+    assert set(x) == SUPERVISED_ONLY <= set(classifier_inputs({"amount": 1.0}))
+
+
+def test_the_anomaly_score_leaves_out_the_supervised_only_inputs(trained):
+    model, examples = trained
+    features = examples[0]
+    z = model.standardized_inputs(features)
+    plain = {name: value for name, value in z.items() if name not in SUPERVISED_ONLY}
+    assert model.score(features).anomaly == anomaly(plain)
+    assert anomaly({"a": 1.0, "b": -1.0, "c": 1e6}, skip=frozenset({"c"})) == anomaly({"a": 1.0, "b": -1.0})
 
 
 def test_largest_positive_matches_a_full_sort():
