@@ -19,7 +19,15 @@ The classifier sees the transaction's features (counts and money on a log
 scale) plus a few generic interactions of risk indicators (new merchant,
 online, amount above the card's usual, abroad, burst of payments, tiny amount)
 and the hour of day as a point on a circle: a linear model cannot form these
-itself.
+itself.  It also sees the terminal's fraud labels of the last 7 days unsmoothed
+(:func:`terminal_risk`): their number and their share of the terminal's labels,
+which the smoothed rate hides for a quiet terminal (7 frauds of 7 labels read 0.27
+with its 20-label prior).  These are for the classifier only: the anomaly score
+leaves them out (:data:`SUPERVISED_ONLY`).  At a terminal with fraud labels in the
+last 7 days, ``p_fraud`` is the mean of the regression's probability and that of a
+small Hoeffding tree on :func:`tree_inputs`, which can tell a terminal still
+compromised (7-day fraud share high, 30-day share not yet) from one whose
+compromise has ended (both high); elsewhere it is the regression's alone.
 
 >>> model = FraudModel(seed=1)
 >>> features = {"amount": 12.0, "card_count_1h": 1, "hour": 13.0}
@@ -38,8 +46,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from river import linear_model, optim, preprocessing
+from river import linear_model, optim, preprocessing, tree
 from river.utils.math import sigmoid
+
+from tables.merchant_features import fraud_labels
 
 # Features that are counts or money: the model sees log1p of them.
 _LOG_SCALE_PREFIXES = (
@@ -66,6 +76,9 @@ _Z_CLIP_SQUARED = Z_CLIP * Z_CLIP
 _ANOMALY_HALF = 2.0  # mean clipped square at which the anomaly score is 1/2
 SMALL_AMOUNT = 5.0  # EUR: below it a payment counts as tiny (card testing)
 _RADIANS_PER_HOUR = 2.0 * math.pi / 24.0
+# Inputs the classifier reads but the anomaly score leaves out: mostly 0, they would make
+# any terminal with a fraud label look unusual, whatever its transaction.
+SUPERVISED_ONLY = frozenset({"m_frauds_7d", "m_fraud_share_7d", "x_share_frauds_7d"})
 
 
 class _LogScaled(dict[str, bool]):
@@ -127,21 +140,84 @@ def _add_interactions(features: dict[str, float], x: dict[str, float]) -> dict[s
     x["x_burst_new"] = burst * new_merchant
     x["hour_sin"] = math.sin(angle)
     x["hour_cos"] = math.cos(angle)
+    return _add_terminal_risk(features, x)
+
+
+def terminal_risk(features: dict[str, float]) -> dict[str, float]:
+    """The merchant's fraud labels of the last 7 days (log1p), their share of its labels, and their product.
+
+    >>> x = terminal_risk({"merchant_labels_7d": 7, "merchant_fraud_rate_7d": (7 + 0.2) / 27})
+    >>> round(x["m_frauds_7d"], 4), x["m_fraud_share_7d"], round(x["x_share_frauds_7d"], 4)
+    (2.0794, 1.0, 2.0794)
+    >>> terminal_risk({})
+    {'m_frauds_7d': 0.0, 'm_fraud_share_7d': 0.0, 'x_share_frauds_7d': 0.0}
+    """
+    return _add_terminal_risk(features, {})
+
+
+def _add_terminal_risk(features: dict[str, float], x: dict[str, float]) -> dict[str, float]:
+    """:func:`terminal_risk` of ``features``, added to ``x``; returns ``x``."""
+    labels = features.get("merchant_labels_7d", 0.0)
+    frauds = fraud_labels(features.get("merchant_fraud_rate_7d", 0.0), labels) if labels else 0
+    log_frauds = math.log1p(frauds)
+    share = frauds / labels if labels else 0.0
+    x["m_frauds_7d"] = log_frauds
+    x["m_fraud_share_7d"] = share
+    x["x_share_frauds_7d"] = share * log_frauds
     return x
 
 
-def anomaly(z: dict[str, float]) -> float:
+def tree_inputs(features: dict[str, float]) -> dict[str, float]:
+    """The tree's view: amount, card amount ratio, the terminal's 7-day frauds, 7- and 30-day fraud shares.
+
+    >>> tree_inputs({"amount": 30.0, "card_amount_log_ratio": 0.5,
+    ...              "merchant_labels_7d": 4, "merchant_fraud_rate_7d": 2.2 / 24,
+    ...              "merchant_labels_30d": 10, "merchant_fraud_rate_30d": 0.2 / 30})
+    {'amount': 30.0, 'ratio': 0.5, 'frauds_7d': 2, 'share_7d': 0.5, 'share_30d': 0.0}
+    """
+    labels_7d = features.get("merchant_labels_7d", 0.0)
+    frauds_7d = fraud_labels(features.get("merchant_fraud_rate_7d", 0.0), labels_7d) if labels_7d else 0
+    labels_30d = features.get("merchant_labels_30d", 0.0)
+    frauds_30d = fraud_labels(features.get("merchant_fraud_rate_30d", 0.0), labels_30d) if labels_30d else 0
+    return {
+        "amount": features.get("amount", 0.0),
+        "ratio": features.get("card_amount_log_ratio", 0.0),
+        "frauds_7d": frauds_7d,
+        "share_7d": frauds_7d / labels_7d if labels_7d else 0.0,
+        "share_30d": frauds_30d / labels_30d if labels_30d else 0.0,
+    }
+
+
+def new_tree() -> tree.HoeffdingTreeClassifier:
+    """The tree: depth at most 4, histogram splits (16 bins), so its size is bounded however long the stream.
+
+    (River's default Gaussian splitter pickles a random-number state per class, input and leaf.)
+    """
+    return tree.HoeffdingTreeClassifier(
+        grace_period=200,
+        max_depth=4,
+        leaf_prediction="nba",
+        splitter=tree.splitter.HistogramSplitter(n_bins=16, n_splits=8),
+    )
+
+
+def anomaly(z: dict[str, float], skip: frozenset[str] = frozenset()) -> float:
     """How unusual standardized inputs are, in [0, 1): ``m / (m + 2)``, ``m`` their mean clipped square.
+
+    Inputs named in ``skip`` are left out.
 
     >>> anomaly({"a": 0.0, "b": 0.0}), anomaly({"a": 1.0, "b": -1.0}), anomaly({"a": 1e6, "b": 0.0})
     (0.0, 0.3333333333333333, 0.9900990099009901)
-    >>> anomaly({})
-    0.0
+    >>> anomaly({}), anomaly({"a": 1.0, "b": -1.0, "c": 1e6}, skip=frozenset({"c"}))
+    (0.0, 0.3333333333333333)
     """
-    if not z:
-        return 0.0
     clip = _Z_CLIP_SQUARED
-    m = sum([square if (square := value * value) < clip else clip for value in z.values()]) / len(z)
+    squares = [
+        square if (square := value * value) < clip else clip for name, value in z.items() if name not in skip
+    ]
+    if not squares:
+        return 0.0
+    m = sum(squares) / len(squares)
     return m / (m + _ANOMALY_HALF)
 
 
@@ -214,6 +290,7 @@ class FraudModel:
         # The scaler learns from unlabelled traffic only: it is not skewed by label sampling.
         self.scaler = preprocessing.StandardScaler()
         self.classifier = linear_model.LogisticRegression(optimizer=optim.SGD(learning_rate), l2=1e-5)
+        self.tree = new_tree()
         self.frauds_learned = 0
         self.legit_learned = 0
         self.observed = 0
@@ -232,6 +309,8 @@ class FraudModel:
         # Pickles made before the z-score anomaly carry a Half-Space Trees detector: unused now.
         state.pop("detector", None)
         self.__dict__.update(state)
+        if "tree" not in state:  # pickles from before the tree: it starts afresh
+            self.tree = new_tree()
         self._standardizers = {}
         self._update_standardizers(self.scaler.means)
         self._classifier_weights = self.classifier._weights.to_dict()
@@ -257,6 +336,7 @@ class FraudModel:
     def learn(self, features: dict[str, float], is_fraud: bool) -> None:
         """Learn from one labelled transaction, given the features it was scored with."""
         self.classifier.learn_one(self.standardized_inputs(features), is_fraud)
+        self.tree.learn_one(tree_inputs(features), is_fraud)
         self._classifier_weights = self.classifier._weights.to_dict()
         if is_fraud:
             self.frauds_learned += 1
@@ -307,7 +387,7 @@ class FraudModel:
     def score(self, features: dict[str, float]) -> FraudScore:
         """Score one transaction (no learning happens here)."""
         z = self.standardized_inputs(features)
-        anomaly_score = anomaly(z)
+        anomaly_score = anomaly(z, SUPERVISED_ONLY)
         weight = self.supervised_weight * min(1.0, self.frauds_learned / self.warmup_frauds)
         if weight:
             # Each input's push on the classifier's log-odds: their sum (and the intercept)
@@ -315,6 +395,10 @@ class FraudModel:
             weights = self._classifier_weights
             pushes = {name: weights.get(name, 0.0) * value for name, value in z.items()}
             p_fraud = self._calibrated(sigmoid(self.classifier.intercept + sum(pushes.values())))
+            inputs = tree_inputs(features)
+            if inputs["frauds_7d"]:
+                p_tree = self._calibrated(self.tree.predict_proba_one(inputs).get(True, 0.0))
+                p_fraud = (p_fraud + p_tree) / 2
         else:
             pushes = z  # cold start: the reasons are the most unusual inputs
             p_fraud = 0.0

@@ -128,5 +128,14 @@ def _smoothed_rate(frauds: float, labels: float) -> float:
     return (frauds + PRIOR_RATE * PRIOR_LABELS) / (labels + PRIOR_LABELS)
 
 
+def fraud_labels(smoothed_rate: float, labels: float) -> float:
+    """The fraud labels behind a smoothed fraud rate of ``labels`` labels (the inverse of the smoothing).
+
+    >>> fraud_labels(_smoothed_rate(7, 7), 7), fraud_labels(_smoothed_rate(0, 12), 12), fraud_labels(0.0, 0)
+    (7, 0, 0)
+    """
+    return max(0, round(smoothed_rate * (labels + PRIOR_LABELS) - PRIOR_RATE * PRIOR_LABELS))
+
+
 _DAY_WINDOWS = (ACTIVITY_HORIZONS["7d"][1], ACTIVITY_HORIZONS["30d"][1])
 _LABEL_WINDOWS = (FRAUD_RATE_HORIZONS["7d"], FRAUD_RATE_HORIZONS["30d"])

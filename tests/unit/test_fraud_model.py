@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
 import pytest
 from river import preprocessing
 
-from models.fraud import Z_CLIP, FraudModel, anomaly, classifier_inputs, largest_positive
+from models.fraud import (
+    SUPERVISED_ONLY,
+    Z_CLIP,
+    FraudModel,
+    anomaly,
+    classifier_inputs,
+    largest_positive,
+    terminal_risk,
+    tree_inputs,
+)
 
 
 def traffic(n: int, seed: int) -> list[dict[str, float]]:
@@ -80,6 +90,61 @@ def test_anomaly_clips_each_input_at_z_clip_standard_deviations():
     assert Z_CLIP == 20.0
     assert anomaly({"a": 20.0}) == anomaly({"a": 500.0}) == 400.0 / 402.0
     assert anomaly({"a": -20.0, "b": 0.0}) == anomaly({"a": -1e9, "b": 0.0}) == 200.0 / 202.0
+
+
+def test_terminal_risk_reads_the_fraud_labels_behind_the_smoothed_rate():
+    # 7 labels, 5 of them frauds: smoothed rate (5 + 0.01 * 20) / (7 + 20)
+    x = terminal_risk({"merchant_labels_7d": 7, "merchant_fraud_rate_7d": 5.2 / 27})
+    assert x == {
+        "m_frauds_7d": math.log1p(5),
+        "m_fraud_share_7d": 5 / 7,
+        "x_share_frauds_7d": 5 / 7 * math.log1p(5),
+    }
+    assert terminal_risk({"merchant_labels_7d": 0, "merchant_fraud_rate_7d": 0.01})["m_fraud_share_7d"] == 0.0
+    assert set(x) == SUPERVISED_ONLY <= set(classifier_inputs({"amount": 1.0}))
+
+
+def test_the_anomaly_score_leaves_out_the_supervised_only_inputs(trained):
+    model, examples = trained
+    features = examples[0]
+    z = model.standardized_inputs(features)
+    plain = {name: value for name, value in z.items() if name not in SUPERVISED_ONLY}
+    assert model.score(features).anomaly == anomaly(plain)
+    assert anomaly({"a": 1.0, "b": -1.0, "c": 1e6}, skip=frozenset({"c"})) == anomaly({"a": 1.0, "b": -1.0})
+
+
+def test_tree_inputs_read_the_fraud_labels_behind_the_smoothed_rates():
+    features = {
+        "amount": 80.0,
+        "card_amount_log_ratio": -0.25,
+        "merchant_labels_7d": 7,
+        "merchant_fraud_rate_7d": 7.2 / 27,  # 7 frauds of 7 labels
+        "merchant_labels_30d": 20,
+        "merchant_fraud_rate_30d": 15.2 / 40,  # 15 frauds of 20 labels
+    }
+    assert tree_inputs(features) == {
+        "amount": 80.0,
+        "ratio": -0.25,
+        "frauds_7d": 7,
+        "share_7d": 1.0,
+        "share_30d": 0.75,
+    }
+    assert tree_inputs({}) == {"amount": 0.0, "ratio": 0.0, "frauds_7d": 0, "share_7d": 0.0, "share_30d": 0.0}
+
+
+def test_the_tree_joins_the_probability_only_at_a_terminal_with_fraud_labels(trained):
+    model, examples = trained
+    plain = examples[0]
+    flagged = {**plain, "merchant_labels_7d": 7, "merchant_fraud_rate_7d": 7.2 / 27}
+    for features in (plain, flagged):
+        z = model.standardized_inputs(features)
+        log_odds = model.classifier.intercept + sum(
+            model._classifier_weights.get(n, 0.0) * v for n, v in z.items()
+        )
+        p_classifier = model._calibrated(1.0 / (1.0 + math.exp(-log_odds)))
+        p_tree = model._calibrated(model.tree.predict_proba_one(tree_inputs(features)).get(True, 0.0))
+        expected = p_classifier if features is plain else (p_classifier + p_tree) / 2
+        assert model.score(features).p_fraud == pytest.approx(expected, rel=1e-12)
 
 
 def test_largest_positive_matches_a_full_sort():

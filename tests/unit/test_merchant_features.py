@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tables.merchant_features import BUCKETS_KEPT, MerchantActivity
+from tables.merchant_features import BUCKETS_KEPT, MerchantActivity, fraud_labels
 
 MINUTE = 60
 HOUR = 3_600
@@ -309,3 +309,14 @@ def test_a_merchant_is_idle_only_once_its_newest_day_is_31_days_behind_the_water
     assert merchant.is_idle(42 * DAY)
     merchant.add_label(20 * DAY, False)  # a label is newer activity too
     assert not merchant.is_idle(42 * DAY)
+
+
+def test_fraud_labels_are_the_counts_behind_the_smoothed_rate():
+    merchant = MerchantActivity()
+    for day, is_fraud in enumerate([True, False, True, True, False, True]):
+        merchant.add_label(day * DAY, is_fraud)
+    features = merchant.features_at(6 * DAY, 10.0)
+    assert features["merchant_labels_7d"] == 6
+    assert fraud_labels(features["merchant_fraud_rate_7d"], features["merchant_labels_7d"]) == 4
+    assert fraud_labels(features["merchant_fraud_rate_30d"], features["merchant_labels_30d"]) == 4
+    assert fraud_labels(0.01, 0) == 0
