@@ -51,6 +51,7 @@ async def produce_events(
     progress: bool = False,
     linger_ms: int = 5,
     retry_for: float = 120.0,
+    idempotent: bool = True,
 ) -> Counter[str]:
     """Send every event (anything with ``topic``, ``key``, ``value``) and return counts per topic.
 
@@ -59,12 +60,15 @@ async def produce_events(
     fast as the broker takes them.  Order is kept per topic and key: one idempotent producer.
     While the broker is away (restarting, electing leaders) sends are retried for up to
     ``retry_for`` seconds; a record whose delivery failed is sent again, after the ones
-    behind it in its partition.
+    behind it in its partition.  An idempotent producer can still fail for good across a
+    broker restart (``OutOfOrderSequenceNumber``); ``idempotent=False`` trades that for
+    possible duplicates, which eddy counts as such.
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         linger_ms=linger_ms,
-        enable_idempotence=True,
+        enable_idempotence=idempotent,
+        acks="all",
         max_batch_size=256 * 1024,
     )
     await producer.start()

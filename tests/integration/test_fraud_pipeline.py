@@ -174,6 +174,7 @@ def test_cards_and_merchants_idle_for_a_month_of_event_time_are_dropped_with_a_t
     start = 1_780_000_000.0
     run(send_raw(worker.bootstrap, topic, [_transaction("old-1", "card-old", "m-old", start)]))
     _wait_for_status(worker, "/fraud/cards/card-old/", 200)
+    _wait_for_status(worker, "/fraud/merchants/m-old/", 200)  # its activity reached the view
     # Forty days later, on every partition: nothing can reach the old card's month any more.
     later = start + 40 * 86_400.0
     run(
@@ -190,7 +191,7 @@ def test_cards_and_merchants_idle_for_a_month_of_event_time_are_dropped_with_a_t
     assert worker.get_json("/fraud/cards/card-7/")[0] == 200  # active cards stay
     status, state = worker.get_json("/fraud/state/")
     assert status == 200 and state["swept"]["idle_cards"] == 1, state
-    assert state["swept"]["idle_merchants"] == 1
+    assert state["swept"].get("idle_merchants") == 1, state
 
     # The tombstone follows the card's value in its changelog partition, so a restore drops it too.
     changelog = f"{worker.group_id}-fraud-card-activity-changelog"
