@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=120.0)
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--merchants", type=int, default=4_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="transactions per second offered")
+    parser.add_argument("--rate", type=float, default=400.0, help="transactions per second offered")
     parser.add_argument("--scenario", choices=SCENARIOS, default="handbook", help="the stream's simulator")
     parser.add_argument("--keep-log", help="copy the worker's log to this file")
     parser.add_argument(
