@@ -433,8 +433,10 @@ class _LearnerState:
     learner: FraudLearner | None = None
     unsnapshotted: int = 0
     failed_publishes: int = 0
-    # Held while the learner changes and while a snapshot of it is encoded off the event loop.
+    # Held while the learner changes (restore, replay, learn).
     lock = asyncio.Lock()
+    # Held while a snapshot is sent: one at a time, so they reach the topic in version order.
+    publishing = asyncio.Lock()
 
 
 learner_state = _LearnerState()
@@ -524,13 +526,14 @@ async def _replay_training(learner: FraudLearner, partition: int, start: int, st
 
 async def _publish_snapshot(learner: FraudLearner) -> None:
     """Publish a snapshot; on failure keep learning and let the timer try again."""
-    # Encoding takes tens of ms: a thread keeps decisions flowing meanwhile (the GIL is handed
-    # back every few ms), and the lock keeps the learner still until the bytes are taken.
-    async with learner_state.lock:
+    async with learner_state.publishing:
         try:
-            snapshot = learner.snapshot()
-            encoded = await asyncio.to_thread(functools.partial(snapshot.encode, key=SNAPSHOT_KEY))
-            # Sent in version order, and awaited: the compacted topic keeps the last one written.
+            # Encoded on the event loop, between two training messages (a few ms for about
+            # 50 KB): the learner cannot change meanwhile, and nothing waits on a thread that
+            # a busy loop starves of the GIL (in a soak that kept the learner locked for seconds).
+            encoded = learner.snapshot().encode(key=SNAPSHOT_KEY)
+            taken = learner_state.unsnapshotted
+            # Awaited: the compacted topic keeps the last one written. Learning goes on meanwhile.
             producer = app.producer._ensure_producer()
             await asyncio.wait_for(
                 producer.send_and_wait(snapshots_topic.get_topic_name(), encoded, key=TRAINING_KEY),
@@ -542,7 +545,7 @@ async def _publish_snapshot(learner: FraudLearner) -> None:
             learner_state.failed_publishes += 1
             logger.exception("publishing model snapshot %d failed; retrying later", learner.version)
             return
-        learner_state.unsnapshotted = 0
+        learner_state.unsnapshotted = max(0, learner_state.unsnapshotted - taken)
 
 
 # --- views -------------------------------------------------------------------------------
