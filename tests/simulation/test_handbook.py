@@ -10,7 +10,6 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from app.simulation import handbook
 from app.simulation.handbook import (
@@ -30,14 +29,11 @@ from app.simulation.transactions import (
     generate_transaction_stream,
     stream_config,
 )
+from tests.simulation.stream_checks import assert_ordered_in_span_and_labelled, odd_configs, transactions_of
 
 SMALL = HandbookStreamConfig(seed=3, n_cards=150, n_merchants=300, days=20)
 MEDIUM = HandbookStreamConfig(seed=7, n_cards=1_000, n_merchants=2_000, days=60)
 DAY = 86_400.0
-
-
-def transactions_of(events: list[SimulatedEvent]) -> list[SimulatedEvent]:
-    return [event for event in events if event.topic == "transactions"]
 
 
 def index(identifier: str) -> int:
@@ -263,33 +259,12 @@ def test_draws_scale_with_the_population() -> None:
     assert [len(day) for day in draws] == [5, 5, 5]  # never more than the population
 
 
-@given(
-    seed=st.integers(0, 2**32),
-    n_cards=st.integers(1, 40),
-    n_merchants=st.integers(1, 30),
-    days=st.floats(0.05, 6.0),
-    start_offset=st.floats(0.0, DAY),
-    jitter=st.floats(0.0, DAY),
-)
+@given(fields=odd_configs)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_invariants_hold_for_odd_configs(
-    seed: int, n_cards: int, n_merchants: int, days: float, start_offset: float, jitter: float
-) -> None:
-    config = HandbookStreamConfig(
-        seed=seed,
-        n_cards=n_cards,
-        n_merchants=n_merchants,
-        start=1_767_225_600.0 + start_offset,
-        days=days,
-        label_delay_seconds=3_600.0,
-        label_jitter_seconds=jitter,
-    )
+def test_invariants_hold_for_odd_configs(fields: dict) -> None:
+    config = HandbookStreamConfig(**fields)
     events = list(generate_handbook_stream(config))
-    times = [event.event_time for event in events]
-    assert times == sorted(times)
-    txs = transactions_of(events)
-    assert all(config.start <= tx.event_time < config.end for tx in txs)
-    assert len(events) == 2 * len(txs)
+    txs = assert_ordered_in_span_and_labelled(events, config)
     assert all(tx.value["amount"] <= HIGH_AMOUNT or tx.truth["is_fraud"] for tx in txs)
 
 

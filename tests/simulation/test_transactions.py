@@ -9,7 +9,6 @@ from collections import Counter, defaultdict
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from app.simulation import transactions
 from app.simulation.transactions import (
@@ -18,14 +17,11 @@ from app.simulation.transactions import (
     TransactionStreamConfig,
     generate_transaction_stream,
 )
+from tests.simulation.stream_checks import assert_ordered_in_span_and_labelled, odd_configs, transactions_of
 
 SMALL = TransactionStreamConfig(seed=3, n_cards=150, n_merchants=120, days=20)
 MEDIUM = TransactionStreamConfig(seed=7, n_cards=1_500, n_merchants=300, days=45)
 DAY = 86_400.0
-
-
-def transactions_of(events: list[SimulatedEvent]) -> list[SimulatedEvent]:
-    return [event for event in events if event.topic == "transactions"]
 
 
 def by_card(txs: list[SimulatedEvent]) -> dict[str, list[SimulatedEvent]]:
@@ -207,34 +203,12 @@ def test_legitimate_noise_resembles_fraud(medium_txs: list[SimulatedEvent]) -> N
     assert 0.1 <= online <= 0.5
 
 
-@given(
-    seed=st.integers(0, 2**32),
-    n_cards=st.integers(1, 40),
-    n_merchants=st.integers(1, 30),
-    days=st.floats(0.05, 6.0),
-    start_offset=st.floats(0.0, DAY),
-    jitter=st.floats(0.0, DAY),
-)
+@given(fields=odd_configs)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_invariants_hold_for_odd_configs(
-    seed: int, n_cards: int, n_merchants: int, days: float, start_offset: float, jitter: float
-) -> None:
-    config = TransactionStreamConfig(
-        seed=seed,
-        n_cards=n_cards,
-        n_merchants=n_merchants,
-        start=1_767_225_600.0 + start_offset,
-        days=days,
-        fraud_share=0.1,
-        label_delay_seconds=3_600.0,
-        label_jitter_seconds=jitter,
-    )
+def test_invariants_hold_for_odd_configs(fields: dict) -> None:
+    config = TransactionStreamConfig(**fields, fraud_share=0.1)
     events = list(generate_transaction_stream(config))
-    times = [event.event_time for event in events]
-    assert times == sorted(times)
-    txs = transactions_of(events)
-    assert all(config.start <= tx.event_time < config.end for tx in txs)
-    assert len(events) == 2 * len(txs)
+    assert_ordered_in_span_and_labelled(events, config)
 
 
 @pytest.mark.parametrize(
