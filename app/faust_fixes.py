@@ -21,7 +21,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
 * ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_committing_first`:
   commit what was acked before faust forgets it, so a partition moves without repeats.
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
-  record to the streams without creating tasks, unless the hand-over has to wait.
+  record to the streams without creating tasks, unless the hand-over has to wait, and
+  never a record fetched before a seek (counted by ``Consumer.perform_seek`` ->
+  :func:`_perform_seek_counted`).
 * ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
   faust's livelock detector no longer crashes the worker on a partition without a position.
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
@@ -102,6 +104,7 @@ _original_to_message = AIOKafkaConsumerDriver._to_message
 _original_on_partitions_revoked = Consumer.on_partitions_revoked
 _original_new_offset = Consumer._new_offset
 _original_drain_messages = Consumer._drain_messages
+_original_perform_seek = Consumer.perform_seek
 _original_stream_aiter = Stream.__aiter__
 _original_ack = Consumer.ack
 _original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
@@ -136,6 +139,7 @@ _ORIGINALS: dict[str, Any] = {
     "faust.transport.consumer:Consumer.on_partitions_revoked": _original_on_partitions_revoked,
     "faust.transport.consumer:Consumer._new_offset": _original_new_offset,
     "faust.transport.consumer:Consumer._drain_messages": _original_drain_messages,
+    "faust.transport.consumer:Consumer.perform_seek": _original_perform_seek,
     "faust.streams:Stream.__aiter__": _original_stream_aiter,
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
 }
@@ -160,6 +164,9 @@ PATCHED: dict[str, str] = {
     "faust.streams:Stream.__aiter__": "e815c0e831f1d2ccf43b083b725f87403dc38142dedda59d12b249ab2e044c50",
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": (
         "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
+    ),
+    "faust.transport.consumer:Consumer.perform_seek": (
+        "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6"
     ),
 }
 
@@ -187,6 +194,10 @@ RELIED_ON: dict[str, str] = {
         "0ba84eb5e357a17e7eb5554b631d72d20dcf4abcec3fa65fddd6237a777c006b"
     ),
     "mode.services:Service.wait_first": "feade6a31f8a67897cf687c54c66f5f4535288050bbaac07249ce2063d36ae2e",
+    # The drain loop notes gaps as this does (without its sleep): _add_gap_now.
+    "faust.transport.consumer:Consumer._add_gap": (
+        "4df2573ded7c1c2cde04dc6bde6d4480cb5875ef565256e56966b585ae39b1c1"
+    ),
 }
 
 
@@ -301,7 +312,7 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
     offset: a record skipped in a rebalance at the head of the partition was
     committed over and lost (seen here: offset 0 of a fresh partition).  Here no
     commit passes a record that was fetched for a stream and not acked yet.
-    Offsets faust knows to be absent (its gap tracking) still count as acked.
+    Offsets faust marked absent (its gap tracking) count as acked, except fetched ones.
     Under exactly_once faust's own rule is kept unchanged.
     """
     if self.app.conf.processing_guarantee != ProcessingGuarantee.AT_LEAST_ONCE:
@@ -311,11 +322,15 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
         return None
     max_offset = max(acked)
     gap = self._gap[tp]
+    unacked = _unacked_fetched(self).get(tp) or set()
     if gap:
+        # A record that was fetched exists: faust may have marked it absent after a stale
+        # record jumped its read offset, but it is a hole until it is processed.
         absent = [
             o
             for iv in sorted(gap.overlap(0, max_offset), key=lambda iv: iv.begin)
             for o in range(iv.begin, iv.end)
+            if o not in unacked
         ]
         if absent:
             acked.extend(absent)
@@ -324,7 +339,6 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
     committed = self._committed_offset[tp]
     if committed and acked[0] - committed > 1:
         return None  # faust's own rule: the committed offset itself may be a control record
-    unacked = _unacked_fetched(self).get(tp)
     if unacked:
         if committed:  # below the committed offset, someone processed them
             unacked.difference_update([offset for offset in unacked if offset < committed])
@@ -352,6 +366,50 @@ def ack_processed(consumer: Consumer, message: Message) -> None:
     if unacked is not None:
         unacked.discard(message.offset)
     _original_ack(consumer, message)
+
+
+# --- no record from before a seek is handed over after it ---------------------------------------
+
+
+def _seeks(consumer: Consumer) -> int:
+    """How many times :meth:`Consumer.perform_seek` started or finished (odd: one is under way)."""
+    return getattr(consumer, "_eddy_seeks", 0)
+
+
+async def _perform_seek_counted(self: Consumer) -> None:
+    """faust's ``Consumer.perform_seek``, counted: before it starts and after it ends.
+
+    After a rebalance faust resumes the flow of records *before* it seeks the stream
+    partitions back to their committed offsets (``Recovery._restart_recovery``: "Resuming
+    flow...", then "Seek stream partitions to committed offsets."), and the seek awaits
+    the broker once per partition.  Records fetched meanwhile from the old position, past
+    the committed offset, were handed over after the seek had set the read offset to the
+    committed one: faust marked the offsets in between as absent and then dropped them as
+    already read when the fetch from the committed offset brought them (seen here:
+    ``fraud-labels`` offsets 147-160 after a seek to 146; transactions that never got a
+    decision).  The drain loop (:func:`_drain_messages_awaiting_directly`) compares this
+    count with its value when the batch was fetched and hands over nothing across a seek.
+    """
+    self._eddy_seeks = _seeks(self) + 1  # type: ignore[attr-defined]
+    try:
+        await _original_perform_seek(self)
+    finally:
+        self._eddy_seeks = _seeks(self) + 1  # type: ignore[attr-defined]
+
+
+_POWERS_OF_TEN = frozenset(10**k for k in range(12))
+
+
+def _add_gap_now(consumer: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
+    """faust's ``Consumer._add_gap`` without its ``sleep(0)``: nothing can run between the
+    check that a record is current and its gap being noted."""
+    committed = consumer._committed_offset[tp]
+    if committed is not None:
+        offset_from = max(offset_from, committed + 1)
+    if offset_from <= offset_to:
+        gap = consumer._gap[tp]
+        gap.addi(offset_from, offset_to + 1)  # faust's bounds, kept as they are
+        gap.merge_overlaps()
 
 
 # --- hand records to the streams without a task per record --------------------------------------
@@ -446,11 +504,14 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
 
     yield_every = 100
     num_since_yield = 0
+    dropped_as_read = 0
     sleep = asyncio.sleep
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
+            # The batch is fetched after this: a seek from now on makes all of it stale.
+            fetched_after = _seeks(self)
             ait = getmany(timeout=1.0)
 
             # Sleeping because sometimes getmany is called in a loop
@@ -462,26 +523,31 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                     if num_since_yield > yield_every:
                         await sleep(0)
                         num_since_yield = 0
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
 
-                    if message.generation_id != app.consumer_generation_id or flow_suspended():
-                        # Fetched for an earlier assignment, or arriving while a rebalance is
-                        # under way: the stream would skip it, and it is fetched again after
-                        # the seek to the committed offset.  It must not move the read offset,
-                        # or the re-fetched records below it are dropped as already read
-                        # (seen here: decisions missing after a worker joined).
+                    # No await from this check to the hand-over (or the wait for it).
+                    if (
+                        message.generation_id != app.consumer_generation_id
+                        or flow_suspended()
+                        or _seeks(self) != fetched_after
+                        or fetched_after % 2
+                    ):
+                        # Fetched for an earlier assignment, from before a seek, or arriving
+                        # while a rebalance is under way: the stream would skip it or it is
+                        # stale, and it is fetched again from the committed offset.  It must
+                        # not move the read offset or mark a gap, or the re-fetched records
+                        # below it are dropped as already read (seen here: decisions missing
+                        # after a rebalance; see _perform_seek_counted).
                         continue
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
                         gap = offset - (r_offset or 0)
                         # We have a gap in income messages
-                        if gap > 1 and r_offset:
-                            acks_enabled = acks_enabled_for(message.topic)
-                            if acks_enabled:
-                                await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            _add_gap_now(self, tp, r_offset + 1, offset)
                         delivery = callback(message)
                         try:
                             waits_for = delivery.send(None)
@@ -489,16 +555,17 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                             pass  # handed over without waiting: no task
                         else:
                             await wait_first(_Resumed(delivery, waits_for), suspend_flow.wait())
-                            if flow_suspended():
+                            if flow_suspended() or _seeks(self) != fetched_after:
                                 continue  # interrupted by a rebalance: fetched again after it
                         set_read_offset(tp, offset)
                     else:
-                        self.log.dev(
-                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                            offset,
-                            message.key,
-                            message.value,
-                        )
+                        dropped_as_read += 1
+                        if dropped_as_read in _POWERS_OF_TEN:
+                            logger.warning(
+                                "%d fetched records dropped as already read (latest %s[%d]@%d, "
+                                "read offset %d): expected only after aiokafka re-fetches",
+                                dropped_as_read, tp.topic, tp.partition, offset, r_offset,
+                            )
                 unset_flag(flag_consumer_fetching)
 
     except self.consumer_stopped_errors:
@@ -630,7 +697,8 @@ _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
     (Consumer, "on_partitions_revoked", _on_partitions_revoked_committing_first),
     (Consumer, "_new_offset", _new_offset_after_every_fetched_offset),
-    # Not installed: _drain_messages_awaiting_directly (see its docstring).
+    (Consumer, "_drain_messages", _drain_messages_awaiting_directly),
+    (Consumer, "perform_seek", _perform_seek_counted),
     (Stream, "__aiter__", _stream_aiter_cython_loop),
     (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
 ]

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from app.worker_process import free_port, start_worker, stop_worker
 
@@ -45,10 +46,15 @@ async def wait_for_stable_group(bootstrap: str, group_id: str, members: int, tim
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            description = (await admin.describe_consumer_groups([group_id]))[0]
-            group = description.groups[0]
-            if group[2] == "Stable" and len(group[5]) == members:
-                return
+            try:
+                description = (await admin.describe_consumer_groups([group_id]))[0]
+            except KafkaError as exc:
+                if not exc.retriable:  # e.g. no coordinator yet on a fresh broker: ask again
+                    raise
+            else:
+                group = description.groups[0]
+                if group[2] == "Stable" and len(group[5]) == members:
+                    return
             await asyncio.sleep(0.5)
     finally:
         await admin.close()

@@ -202,6 +202,14 @@ def test_offsets_known_to_be_absent_count_as_processed():
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 9
 
 
+def test_a_fetched_record_marked_absent_still_holds_the_commit_back():
+    # A stale record once jumped the read offset from 5 to 9: faust marked 6-8 absent, but 6
+    # and 7 were fetched (they exist) and are not processed yet.
+    consumer = consumer_state(unacked={6, 7}, acked=[5, 8])
+    consumer._gap[PARTITION].addi(6, 9)
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
+
+
 def test_under_exactly_once_faust_own_rule_is_kept():
     consumer = consumer_state(unacked={0}, acked=[1, 2])
     consumer.app.conf.processing_guarantee = ProcessingGuarantee.EXACTLY_ONCE
@@ -428,7 +436,7 @@ async def test_the_revoke_handlers_wait_for_in_flight_messages_ends_with_ack_pro
 class Drain:
     """The patched drain loop of a never-started consumer over records built in memory."""
 
-    def __init__(self, app: faust.App, offsets, callback) -> None:
+    def __init__(self, app: faust.App, offsets, callback, after_yield=None) -> None:
         self.app = app
         self.consumer = app.consumer
         self.consumer._commit_every = None
@@ -441,6 +449,8 @@ class Drain:
             self.fetcher._stopped.set()  # one batch
             for offset in offsets:
                 yield PARTITION, message(offset)
+                if after_yield is not None:
+                    after_yield(offset)  # runs once the drain loop asks for the next record
 
         original_wait_first = self.consumer.wait_first
 
@@ -526,6 +536,89 @@ async def test_records_fetched_for_an_earlier_assignment_are_not_handed_over_nor
     app.consumer_generation_id = GENERATION + 1  # a rebalance happened after the fetch
     await asyncio.wait_for(drain.start(), 5)
     assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
+
+
+async def seek(consumer, *, then=None) -> None:
+    """faust's perform_seek, counted, with the broker round trips replaced by ``then``."""
+
+    async def perform_seek(self):
+        if then is not None:
+            await then()
+
+    original = faust_fixes._original_perform_seek
+    faust_fixes._original_perform_seek = perform_seek
+    try:
+        await faust_fixes._perform_seek_counted(consumer)
+    finally:
+        faust_fixes._original_perform_seek = original
+
+
+async def test_records_fetched_before_a_seek_are_not_handed_over_nor_read_after_it():
+    # faust resumes the flow before it seeks back to the committed offsets: the rest of a
+    # batch fetched from the old position must not be handed over once a seek ran.
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    app = make_app()
+
+    def a_seek_runs_after_offset_1(offset):
+        if offset == 1:
+            app.consumer._eddy_seeks = faust_fixes._seeks(app.consumer) + 2  # started and ended
+
+    drain = Drain(app, range(5), callback, after_yield=a_seek_runs_after_offset_1)
+    app.consumer._read_offset[PARTITION] = None
+    await asyncio.wait_for(drain.start(), 5)
+    assert delivered == [0, 1]
+    assert drain.consumer._read_offset[PARTITION] == 1
+    assert not drain.consumer._gap[PARTITION]
+
+
+async def test_a_batch_fetched_while_a_seek_is_under_way_is_not_handed_over():
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    app = make_app()
+    app.consumer._eddy_seeks = 1  # a seek started and has not finished
+    drain = Drain(app, range(3), callback)
+    await asyncio.wait_for(drain.start(), 5)
+    assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
+
+
+async def test_a_hand_over_that_waits_across_a_seek_does_not_move_the_read_offset():
+    delivered = []
+    unblock = asyncio.Event()
+
+    async def callback(msg):
+        if msg.offset == 1:
+            await unblock.wait()
+        delivered.append(msg.offset)
+
+    app = make_app()
+    drain = Drain(app, range(3), callback)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1)
+    await seek(app.consumer)
+    unblock.set()
+    await asyncio.wait_for(draining, 5)
+    assert delivered == [0, 1]  # 1 reached the stream (which skips stale events); 2 did not
+    assert drain.consumer._read_offset[PARTITION] == 0
+
+
+async def test_a_seek_is_counted_when_it_starts_and_when_it_ends_even_if_it_fails():
+    app = make_app()
+    counts = []
+
+    async def failing():
+        counts.append(faust_fixes._seeks(app.consumer))
+        raise RuntimeError("broker away")
+
+    with pytest.raises(RuntimeError):
+        await seek(app.consumer, then=failing)
+    assert counts == [1] and faust_fixes._seeks(app.consumer) == 2
 
 
 async def test_an_error_in_the_hand_over_propagates_as_in_faust():
