@@ -267,6 +267,9 @@ class MerchantEvents:
 
 #: The interactions a ``clicks`` record may report, weakest first.
 CLICK_ACTIONS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
+#: The longest user or item id taken: ids are stored in users' state, which encodes their length
+#: in two bytes, and a very long id would bloat every state and message that names it.
+MAX_ID_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,9 +293,9 @@ def parse_click(key: bytes | None, value: bytes | None) -> Click:
     app.contracts.InvalidRecord: action: expected one of view, click, add_to_cart, purchase, got str 'like'
     """
     payload = _json_object(value)
-    user_id = _required_str(payload, "user_id")
+    user_id = _bounded_id(payload, "user_id")
     _check_key(key, user_id, "user_id")
-    item_id = _required_str(payload, "item_id")
+    item_id = _bounded_id(payload, "item_id")
     action = payload.get("action")
     if action not in CLICK_ACTIONS:
         raise InvalidRecord(f"action: expected one of {', '.join(CLICK_ACTIONS)}, got {_describe(action)}")
@@ -302,6 +305,13 @@ def parse_click(key: bytes | None, value: bytes | None) -> Click:
         action=action,
         ts=_not_in_the_future(parse_timestamp(payload.get("ts"))),
     )
+
+
+def _bounded_id(payload: dict[str, Any], field: str) -> str:
+    value = _required_str(payload, field)
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRecord(f"{field}: longer than {MAX_ID_CHARS} characters ({len(value)})")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

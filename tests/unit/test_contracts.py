@@ -319,6 +319,8 @@ def test_a_valid_click_of_each_action_parses_and_ignores_extra_fields(action):
         (b"u1", click_bytes(item_id=MISSING), "item_id"),
         (b"u1", click_bytes(item_id=""), "item_id"),
         (b"u1", click_bytes(item_id=["i1"]), "item_id"),
+        (b"u1", click_bytes(item_id="i" * 257), "item_id"),
+        (b"u" * 257, click_bytes(user_id="u" * 257), "user_id"),
         (b"u1", click_bytes(action=MISSING), "action"),
         (b"u1", click_bytes(action="VIEW"), "action"),
         (b"u1", click_bytes(action="like"), "action"),
@@ -349,6 +351,13 @@ def test_invalid_click_messages_are_exact():
     with pytest.raises(InvalidRecord) as raised:
         parse_click(b"u2", click_bytes())
     assert str(raised.value) == "key: expected the record's user_id 'u1', got b'u2'"
+    with pytest.raises(InvalidRecord) as raised:
+        parse_click(b"u1", click_bytes(item_id="i" * 300))
+    assert str(raised.value) == "item_id: longer than 256 characters (300)"
+
+
+def test_ids_of_the_longest_length_taken_parse():
+    assert parse_click(b"u1", click_bytes(item_id="\u00e9" * 256)).item_id == "\u00e9" * 256
 
 
 def test_recommendations_encode_to_the_topic_contract_and_back():
