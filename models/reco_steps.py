@@ -36,7 +36,11 @@ class RecoSettings:
 
     ``negatives`` items the user did not touch are drawn uniformly among the items the
     model knows for every interaction and learned with target 0: without them implicit
-    feedback is all positive and every item drifts up alike.
+    feedback is all positive and every item drifts up alike.  Measured by
+    ``python -m models.reco_quality`` (1,000 users, 500 items, 14 days, seed 0; hit@10 /
+    NDCG@10 over the tail's views): 0 negatives 0.044 / 0.018, 2 negatives 0.243 / 0.135,
+    4 negatives 0.257 / 0.152 (trending alone 0.213 / 0.138).  2 is kept as the default:
+    each negative is one more training example for the single learner to apply.
     """
 
     negatives: int = 2
