@@ -261,3 +261,98 @@ class MerchantEvents:
             transactions=[(float(ts), float(amount)) for ts, amount in transactions],
             labels=[(float(ts), bool(is_fraud)) for ts, is_fraud in labels],
         )
+
+
+# --- the recommendations pipeline: clicks in, recommendations out ---------------------------
+
+#: The interactions a ``clicks`` record may report, weakest first.
+CLICK_ACTIONS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
+#: The longest user or item id taken: ids are stored in users' state, which encodes their length
+#: in two bytes, and a very long id would bloat every state and message that names it.
+MAX_ID_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """One interaction of a user with an item, as read from ``clicks`` (key ``user_id``)."""
+
+    user_id: str
+    item_id: str
+    action: str
+    ts: float
+
+
+def parse_click(key: bytes | None, value: bytes | None) -> Click:
+    """A :class:`Click` from a ``clicks`` record keyed by its ``user_id``.
+
+    >>> parse_click(b"u1", b'{"user_id":"u1","item_id":"i7","action":"purchase","ts":0,"session_id":"s"}')
+    Click(user_id='u1', item_id='i7', action='purchase', ts=0.0)
+    >>> parse_click(b"u1", b'{"user_id":"u1","item_id":"i7","action":"like","ts":0}')
+    Traceback (most recent call last):
+    ...
+    app.contracts.InvalidRecord: action: expected one of view, click, add_to_cart, purchase, got str 'like'
+    """
+    payload = _json_object(value)
+    user_id = _bounded_id(payload, "user_id")
+    _check_key(key, user_id, "user_id")
+    item_id = _bounded_id(payload, "item_id")
+    action = payload.get("action")
+    if action not in CLICK_ACTIONS:
+        raise InvalidRecord(f"action: expected one of {', '.join(CLICK_ACTIONS)}, got {_describe(action)}")
+    return Click(
+        user_id=user_id,
+        item_id=item_id,
+        action=action,
+        ts=_not_in_the_future(parse_timestamp(payload.get("ts"))),
+    )
+
+
+def _bounded_id(payload: dict[str, Any], field: str) -> str:
+    value = _required_str(payload, field)
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRecord(f"{field}: longer than {MAX_ID_CHARS} characters ({len(value)})")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    """An item recommended with its score (higher: recommended first)."""
+
+    item_id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    """A user's recommendations, as published on ``recommendations`` (key ``user_id``).
+
+    ``ts`` is the event time they answer: the interaction's, or the request's when asked
+    for over HTTP.
+
+    >>> recs = Recommendations("u1", (ScoredItem("i2", 0.5),), model_version=3, ts=10.0)
+    >>> recs.encode()
+    b'{"user_id":"u1","items":[{"item_id":"i2","score":0.5}],"model_version":3,"ts":10.0}'
+    >>> Recommendations.decode(recs.encode()) == recs
+    True
+    """
+
+    user_id: str
+    items: tuple[ScoredItem, ...]
+    model_version: int
+    ts: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Recommendations:
+        """The recommendations in ``data``; raises ``ValueError``/``TypeError``/``KeyError`` when not."""
+        payload = orjson.loads(data)
+        if not isinstance(payload, dict):
+            raise InvalidRecord("value: expected a JSON object")
+        return cls(
+            user_id=payload["user_id"],
+            items=tuple(ScoredItem(item["item_id"], item["score"]) for item in payload["items"]),
+            model_version=payload["model_version"],
+            ts=payload["ts"],
+        )

@@ -11,9 +11,13 @@ import pytest
 from app.contracts import (
     MAX_AMOUNT,
     MAX_FUTURE_SECONDS,
+    Click,
     FraudLabel,
     InvalidRecord,
+    Recommendations,
+    ScoredItem,
     Transaction,
+    parse_click,
     parse_fraud_label,
     parse_timestamp,
     parse_transaction,
@@ -285,3 +289,91 @@ def test_invalid_record_message_quotes_the_offending_value():
         parse_transaction(b"c1", tx_bytes(merchant_id=MISSING))
     with pytest.raises(InvalidRecord, match=r"b'c2'"):
         parse_transaction(b"c2", tx_bytes())
+
+
+# --- clicks and recommendations ------------------------------------------------------------
+
+VALID_CLICK = {"user_id": "u1", "item_id": "i1", "action": "click", "ts": JAN_1_2026}
+
+
+def click_bytes(**changes):
+    payload = {**VALID_CLICK, **changes}
+    return orjson.dumps({k: v for k, v in payload.items() if v is not MISSING})
+
+
+@pytest.mark.parametrize("action", ["view", "click", "add_to_cart", "purchase"])
+def test_a_valid_click_of_each_action_parses_and_ignores_extra_fields(action):
+    value = click_bytes(action=action, ts="2026-01-01T00:00:00Z", session_id="s-1", event_id="e")
+    assert parse_click(b"u1", value) == Click("u1", "i1", action, JAN_1_2026)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        (b"u1", None, "value"),
+        (b"u1", b"not json", "value"),
+        (b"u1", b'["u1"]', "value"),
+        (b"u1", click_bytes(user_id=MISSING), "user_id"),
+        (b"u1", click_bytes(user_id=""), "user_id"),
+        (b"u1", click_bytes(user_id=7), "user_id"),
+        (b"u1", click_bytes(item_id=MISSING), "item_id"),
+        (b"u1", click_bytes(item_id=""), "item_id"),
+        (b"u1", click_bytes(item_id=["i1"]), "item_id"),
+        (b"u1", click_bytes(item_id="i" * 257), "item_id"),
+        (b"u" * 257, click_bytes(user_id="u" * 257), "user_id"),
+        (b"u1", click_bytes(action=MISSING), "action"),
+        (b"u1", click_bytes(action="VIEW"), "action"),
+        (b"u1", click_bytes(action="like"), "action"),
+        (b"u1", click_bytes(action=1), "action"),
+        (b"u1", click_bytes(ts=MISSING), "ts"),
+        (b"u1", click_bytes(ts="soon"), "ts"),
+        (b"u1", click_bytes(ts=True), "ts"),
+        (b"u1", click_bytes(ts=-1), "ts"),
+        (b"u1", click_bytes(ts=1_767_225_600_000), "ts"),
+        (b"u1", click_bytes(ts="5000-01-01T00:00:00Z"), "ts"),
+        (b"u2", click_bytes(), "key"),
+        (None, click_bytes(), "key"),
+        (b"", click_bytes(), "key"),
+    ],
+)
+def test_invalid_click_raises_invalid_record_naming_the_field(key, value, field):
+    with pytest.raises(InvalidRecord) as raised:
+        parse_click(key, value)
+    assert str(raised.value).startswith(f"{field}:"), str(raised.value)
+
+
+def test_invalid_click_messages_are_exact():
+    with pytest.raises(InvalidRecord) as raised:
+        parse_click(b"u1", click_bytes(action=None))
+    assert str(raised.value) == (
+        "action: expected one of view, click, add_to_cart, purchase, got nothing (missing)"
+    )
+    with pytest.raises(InvalidRecord) as raised:
+        parse_click(b"u2", click_bytes())
+    assert str(raised.value) == "key: expected the record's user_id 'u1', got b'u2'"
+    with pytest.raises(InvalidRecord) as raised:
+        parse_click(b"u1", click_bytes(item_id="i" * 300))
+    assert str(raised.value) == "item_id: longer than 256 characters (300)"
+
+
+def test_ids_of_the_longest_length_taken_parse():
+    assert parse_click(b"u1", click_bytes(item_id="\u00e9" * 256)).item_id == "\u00e9" * 256
+
+
+def test_recommendations_encode_to_the_topic_contract_and_back():
+    recs = Recommendations(
+        "u1", (ScoredItem("i2", 0.75), ScoredItem("i9", -1.5)), model_version=12, ts=JAN_1_2026
+    )
+    assert orjson.loads(recs.encode()) == {
+        "user_id": "u1",
+        "items": [{"item_id": "i2", "score": 0.75}, {"item_id": "i9", "score": -1.5}],
+        "model_version": 12,
+        "ts": JAN_1_2026,
+    }
+    assert Recommendations.decode(recs.encode()) == recs
+
+
+def test_empty_recommendations_encode_an_empty_list():
+    recs = Recommendations("u1", (), model_version=0, ts=0.0)
+    assert orjson.loads(recs.encode())["items"] == []
+    assert Recommendations.decode(recs.encode()) == recs

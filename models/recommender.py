@@ -1,0 +1,271 @@
+"""An online biased matrix factorisation, split between the user stage and one learner.
+
+The model is River's :class:`river.reco.BiasedMF`: a user's affinity for an item is
+predicted as ``global_mean + b_u + b_i + <v_u, v_i>`` and every interaction is one
+SGD step on the squared error towards its target (:data:`TARGETS`: implicit
+feedback, a purchase says more than a view; sampled items the user did not touch
+are negatives with target 0, see :mod:`models.reco_steps`).
+
+Where each half of the parameters lives, so that the published snapshot is bounded:
+
+* **User factors** ``(v_u, b_u)`` live in the user's own state
+  (:class:`~tables.user_history.UserFactors`), owned by the worker that owns the user.
+  That worker takes the user's half of each SGD step (:meth:`Recommender.learn_user`)
+  with the item factors of the newest snapshot it has.
+* **Item factors** ``(v_i, b_i)`` and the global mean live in the one learner's
+  :class:`Recommender`.  The user stage sends it a :class:`TrainingExample` per step:
+  the item, the target and the user's factors *as they were before the step*.  The
+  learner lends those factors to River under a reserved user key, lets
+  ``BiasedMF.learn_one`` take the step, keeps the item's half and drops the user's.
+  Both halves of a step are then computed from the same pre-step user factors, as
+  in River's own ``learn_one``; the item factors the user stage used may be one
+  snapshot old (bounded staleness, as everywhere else in eddy).
+* At most ``max_items`` items keep factors: the least recently learned are
+  forgotten.  The snapshot therefore holds at most ``max_items x (n_factors + 1)``
+  numbers whatever the number of users or the length of the stream: 452,594 bytes pickled
+  and compressed at the cap of 5,000 items of 10 factors (MAX_SNAPSHOT_BYTES is 921,600).
+
+An item the model does not know scores as if its factors were zero (its bias and
+dot product are 0), so the learner's random initialisation of a new item never
+reaches a worker before it has been learned.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from river import optim, reco, utils
+
+from tables.user_history import UserFactors
+
+N_FACTORS = 10
+MAX_ITEMS = 5_000
+TARGETS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0}
+NEGATIVE_TARGET = 0.0
+# The key under which a user's factors are lent to River for one step: no real user has it,
+# since River's user dicts never hold a real user here.
+_LENT = "\x00lent-user"
+_INIT_SIGMA = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingExample:
+    """One SGD step for the learner: an item, its target and the user's factors before the step.
+
+    >>> example = TrainingExample("i1", (0.5, -0.25), 0.125, 2.0)
+    >>> example.encode()
+    b'["i1",[0.5,-0.25],0.125,2.0]'
+    >>> TrainingExample.decode(example.encode()) == example
+    True
+    """
+
+    item_id: str
+    user_latent: tuple[float, ...]
+    user_bias: float
+    target: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.item_id, self.user_latent, self.user_bias, self.target])
+
+    @classmethod
+    def decode(cls, data: bytes) -> TrainingExample:
+        item_id, latent, bias, target = orjson.loads(data)
+        return cls(str(item_id), tuple(float(x) for x in latent), float(bias), float(target))
+
+
+class ItemFactors:
+    """The item half of a model as one matrix, for scoring and neighbours (read only).
+
+    Rows follow ``ids``; ``unit`` holds the rows scaled to unit length (zero rows stay zero).
+    """
+
+    __slots__ = ("biases", "global_mean", "ids", "index", "matrix", "unit")
+
+    def __init__(self, ids: list[str], matrix: np.ndarray, biases: np.ndarray, global_mean: float) -> None:
+        self.ids = ids
+        self.index = {item_id: row for row, item_id in enumerate(ids)}
+        self.matrix = matrix
+        self.biases = biases
+        self.global_mean = global_mean
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True) if len(ids) else np.zeros((0, 1))
+        self.unit = matrix / np.where(norms > 0.0, norms, 1.0)
+
+    def scores(self, user: UserFactors, item_ids: Sequence[str]) -> np.ndarray:
+        """Predicted affinity of ``user`` for each of ``item_ids`` (unknown items: factors zero)."""
+        index = self.index
+        rows = np.fromiter((index.get(item, -1) for item in item_ids), dtype=np.int64, count=len(item_ids))
+        known = rows >= 0
+        scores = np.full(len(item_ids), self.global_mean + user.bias)
+        if known.any():
+            scores[known] += self.biases[rows[known]] + self.matrix[rows[known]] @ user.latent
+        return scores
+
+    def similar(self, item_ids: Sequence[str], k: int) -> list[str]:
+        """The ``k`` known items most similar (cosine) to any of ``item_ids``, best first, not those.
+
+        >>> factors = ItemFactors(["a", "b", "c"], np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]),
+        ...                       np.zeros(3), 0.0)
+        >>> factors.similar(["a"], k=1), factors.similar(["a", "zz"], k=5)
+        (['b'], ['b', 'c'])
+        """
+        rows = [self.index[item] for item in item_ids if item in self.index]
+        if not rows or k < 1:
+            return []
+        similarity = (self.unit @ self.unit[rows].T).max(axis=1)
+        similarity[rows] = -np.inf
+        count = min(k, len(self.ids) - len(set(rows)))
+        if count <= 0:
+            return []
+        top = np.argpartition(-similarity, count - 1)[:count]
+        top = top[np.lexsort((top, -similarity[top]))]  # best first, ties by row
+        return [self.ids[row] for row in top.tolist()]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Recommender:
+    """River's ``BiasedMF`` holding item factors only; users' factors are lent for each step.
+
+    >>> model = Recommender(n_factors=2, seed=1)
+    >>> user = model.new_user("u1")
+    >>> for _ in range(20):
+    ...     example = model.training_example(user, "liked", 5.0)
+    ...     user = model.learn_user(user, "liked", 5.0)
+    ...     model.learn(example)
+    ...     model.learn(model.training_example(user, "ignored", 0.0))
+    >>> factors = model.item_factors()
+    >>> [round(float(s), 2) for s in factors.scores(user, ["liked", "ignored"])]
+    [4.49, 1.76]
+    >>> len(model.mf.u_latents)  # users are never kept by the model
+    0
+    """
+
+    def __init__(
+        self,
+        n_factors: int = N_FACTORS,
+        learning_rate: float = 0.02,
+        l2: float = 0.01,
+        max_items: int = MAX_ITEMS,
+        seed: int = 0,
+    ) -> None:
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        self.n_factors = n_factors
+        self.learning_rate = learning_rate
+        self.l2 = l2
+        self.max_items = max_items
+        self.seed = seed
+        self.mf = reco.BiasedMF(
+            n_factors=n_factors,
+            bias_optimizer=optim.SGD(learning_rate),
+            latent_optimizer=optim.SGD(learning_rate),
+            l2_bias=l2,
+            l2_latent=l2,
+            latent_initializer=optim.initializers.Normal(mu=0.0, sigma=_INIT_SIGMA, seed=seed),
+            seed=seed,
+        )
+        # Items in the order they were last learned, oldest first (a dict as an ordered set).
+        self._recent: dict[str, None] = {}
+        self.learned = 0
+        self.evicted = 0
+        self._factors: ItemFactors | None = None
+
+    # --- the learner's side ----------------------------------------------------------------
+
+    def learn(self, example: TrainingExample) -> None:
+        """Take the item's half of one SGD step, then forget the least recently learned items over the cap."""
+        mf = self.mf
+        mf.u_latents[_LENT] = np.array(example.user_latent, dtype=np.float64)  # a copy: SGD works in place
+        mf.u_biases[_LENT] = example.user_bias
+        try:
+            mf.learn_one(_LENT, example.item_id, example.target)
+        finally:
+            del mf.u_latents[_LENT], mf.u_biases[_LENT]
+        recent = self._recent
+        recent.pop(example.item_id, None)
+        recent[example.item_id] = None
+        while len(recent) > self.max_items:
+            oldest = next(iter(recent))
+            del recent[oldest]
+            mf.i_latents.pop(oldest, None)
+            mf.i_biases.pop(oldest, None)
+            self.evicted += 1
+        self.learned += 1
+        self._factors = None
+
+    def item_factors(self) -> ItemFactors:
+        """The item half as one matrix; built once until the next :meth:`learn`."""
+        if self._factors is None:
+            ids = list(self._recent)
+            mf = self.mf
+            matrix = (
+                np.array([mf.i_latents[item] for item in ids], dtype=np.float64)
+                if ids
+                else np.zeros((0, self.n_factors))
+            )
+            biases = np.array([mf.i_biases[item] for item in ids], dtype=np.float64)
+            self._factors = ItemFactors(ids, matrix, biases, float(mf.global_mean.get()))
+        return self._factors
+
+    # --- the user stage's side -------------------------------------------------------------
+
+    def new_user(self, user_id: str) -> UserFactors:
+        """A new user's factors: small random values drawn from the id, so that a replay draws the same."""
+        rng = np.random.default_rng(zlib.crc32(user_id.encode()))
+        return UserFactors(rng.normal(0.0, _INIT_SIGMA, self.n_factors), 0.0)
+
+    def training_example(self, user: UserFactors, item_id: str, target: float) -> TrainingExample:
+        """What the learner needs of a step: call it before :meth:`learn_user` takes the step."""
+        return TrainingExample(item_id, tuple(user.latent.tolist()), user.bias, target)
+
+    def learn_user(self, user: UserFactors, item_id: str, target: float) -> UserFactors:
+        """The user's half of one SGD step towards ``target``, as ``BiasedMF.learn_one`` takes it.
+
+        The item's factors are the newest this model has (zero for an item it does not know).
+        """
+        factors = self.item_factors()
+        row = factors.index.get(item_id)
+        if row is None:
+            item_latent, item_bias = np.zeros(self.n_factors), 0.0
+        else:
+            item_latent, item_bias = factors.matrix[row], float(factors.biases[row])
+        prediction = factors.global_mean + user.bias + item_bias + float(user.latent @ item_latent)
+        clip = self.mf.clip_gradient
+        gradient = utils.math.clamp(self.mf.loss.gradient(target, prediction), minimum=-clip, maximum=clip)
+        lr, l2 = self.learning_rate, self.l2
+        return UserFactors(
+            latent=user.latent - lr * (gradient * item_latent + l2 * user.latent),
+            bias=user.bias - lr * (gradient + l2 * user.bias),
+        )
+
+    # --- snapshots -------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Item factors packed into one array (one pickled object instead of one per item)."""
+        factors = self.item_factors()
+        mf = object.__new__(type(self.mf))
+        mf.__dict__.update(self.mf.__dict__)
+        mf.i_latents = type(self.mf.i_latents)(self.mf.i_latents.default_factory)
+        mf.i_biases = type(self.mf.i_biases)(self.mf.i_biases.default_factory)
+        state = {name: value for name, value in self.__dict__.items() if name not in {"mf", "_factors"}}
+        return {**state, "mf": mf, "items": (factors.ids, factors.matrix, factors.biases)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ids, matrix, biases = state.pop("items")
+        self.__dict__.update(state)
+        self._factors = None
+        for item, latent, bias in zip(ids, matrix, biases.tolist(), strict=True):
+            self.mf.i_latents[item] = latent.copy()
+            self.mf.i_biases[item] = bias
+
+
+def snapshot_bytes(model: Recommender) -> int:
+    """Size of ``model`` pickled and compressed as a snapshot stores it (signature and header aside)."""
+    return len(zlib.compress(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), level=1))

@@ -1,0 +1,160 @@
+"""The recommendations steps: what is learned, what is sent, what is never recommended."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+
+from app.contracts import Click, ScoredItem
+from models.reco_steps import (
+    RecoSettings,
+    candidate_items,
+    recommend,
+    recommend_from_history,
+    recommend_trending,
+    recommendations_for,
+    record_interaction,
+)
+from models.recommender import TARGETS, Recommender, TrainingExample
+from tables.item_popularity import ItemDeltas, ItemPopularity
+from tables.user_history import UserHistory
+
+
+def trained_model(items: list[str]) -> Recommender:
+    model = Recommender(n_factors=4, seed=1)
+    for item in items:
+        model.learn(TrainingExample(item, (0.1, 0.2, 0.3, 0.4), 0.0, 1.0))
+    return model
+
+
+def popular(weights: dict[str, float], minute: int = 0) -> ItemPopularity:
+    popularity = ItemPopularity()
+    popularity.apply(ItemDeltas({item: {minute: weight} for item, weight in weights.items()}))
+    return popularity
+
+
+def test_recording_sends_the_positive_then_negatives_with_the_pre_step_factors():
+    model = trained_model([f"i{n}" for n in range(20)])
+    user = UserHistory()
+    deltas = ItemDeltas()
+    click = Click("u1", "i3", "add_to_cart", 120.0)
+    examples = record_interaction(user, click, model, deltas, RecoSettings(negatives=3))
+    start = model.new_user("u1")
+    assert examples[0] == TrainingExample("i3", tuple(start.latent.tolist()), 0.0, TARGETS["add_to_cart"])
+    assert [e.target for e in examples[1:]] == [0.0, 0.0, 0.0]
+    assert len({e.item_id for e in examples}) == 4 and "i3" not in {e.item_id for e in examples[1:]}
+    # Each example carries the factors the user had before its step: replaying them gives the state.
+    factors = start
+    for example in examples:
+        assert example.user_latent == tuple(factors.latent.tolist())
+        factors = model.learn_user(factors, example.item_id, example.target)
+    assert user.factors == factors
+    assert user.interactions() == [(120.0, "i3", "add_to_cart")]
+    assert deltas.items == {"i3": {2: 3.0}}
+
+
+def test_negatives_are_the_same_on_a_replay_and_avoid_what_the_user_touched():
+    model = trained_model([f"i{n}" for n in range(6)])
+    first, second = UserHistory(), UserHistory()
+    for user in (first, second):
+        user.add(Click("u1", "i0", "purchase", 0.0))
+        user.add(Click("u1", "i1", "view", 1.0))
+    click = Click("u1", "i2", "view", 5.0)
+    a = record_interaction(first, click, model, settings=RecoSettings(negatives=3))
+    b = record_interaction(second, click, model, settings=RecoSettings(negatives=3))
+    assert a == b
+    assert {e.item_id for e in a[1:]} <= {"i3", "i4", "i5"}
+
+
+def test_a_model_without_items_samples_no_negatives():
+    examples = record_interaction(UserHistory(), Click("u1", "a", "view", 0.0), Recommender())
+    assert [e.item_id for e in examples] == ["a"]
+
+
+def test_a_cold_start_user_gets_trending_items():
+    popularity = popular({"a": 5.0, "b": 1.0, "c": 3.0})
+    model = trained_model(["a", "b", "c"])
+    assert recommend(UserHistory(), popularity, model, 2, 60.0) == recommend_trending(
+        UserHistory(), popularity, 2, 60.0
+    )
+    assert [s.item_id for s in recommend(UserHistory(), popularity, model, 2, 60.0)] == ["a", "c"]
+
+
+def test_bought_items_are_never_recommended_by_any_method():
+    items = [f"i{n}" for n in range(30)]
+    model = trained_model(items)
+    popularity = popular({item: float(n + 1) for n, item in enumerate(items)})
+    user = UserHistory()
+    for n, item in enumerate(items[::3]):
+        record_interaction(user, Click("u1", item, "purchase", float(n)), model)
+    for n, item in enumerate(items[1::3]):
+        record_interaction(user, Click("u1", item, "view", 100.0 + n), model)
+    bought = set(items[::3])
+    for ranking in (
+        recommend(user, popularity, model, 30, 200.0),
+        recommend_trending(user, popularity, 30, 200.0),
+        recommend_from_history(user, 30, 200.0),
+    ):
+        assert ranking and not bought & {s.item_id for s in ranking}
+
+
+def test_recommend_ranks_the_candidates_by_the_models_score_exactly():
+    items = [f"i{n}" for n in range(12)]
+    model = trained_model(items)
+    popularity = popular({"i0": 2.0, "i5": 1.0, "fresh": 4.0})
+    user = UserHistory()
+    record_interaction(user, Click("u1", "i7", "click", 30.0), model)
+    candidates = candidate_items(user, popularity, model, 30.0)
+    assert {"i0", "i5", "fresh", "i7"} <= set(candidates)
+    scores = model.item_factors().scores(user.factors, candidates)
+    expected = sorted(zip(candidates, scores.tolist(), strict=True), key=lambda p: (-p[1], p[0]))[:5]
+    assert recommend(user, popularity, model, 5, 30.0) == [ScoredItem(i, s) for i, s in expected]
+
+
+def test_candidates_include_the_nearest_items_to_the_recent_ones_in_factor_space():
+    model = Recommender(n_factors=2)
+    for item, latent in [("near", (1.0, 0.05)), ("far", (-1.0, 0.0)), ("seen", (1.0, 0.0))]:
+        for _ in range(50):
+            model.learn(TrainingExample(item, latent, 0.0, 5.0))
+    user = UserHistory()
+    user.add(Click("u1", "seen", "view", 0.0))
+    found = candidate_items(user, ItemPopularity(), model, 0.0, RecoSettings(similar_candidates=1))
+    assert found == ["near", "seen"]
+
+
+def test_the_history_baseline_halves_weights_every_half_life():
+    user = UserHistory()
+    user.add(Click("u1", "a", "view", 0.0))
+    user.add(Click("u1", "a", "click", 3_600.0))
+    user.add(Click("u1", "b", "add_to_cart", 7_200.0))
+    ranking = recommend_from_history(user, 5, 7_200.0)
+    assert ranking == [ScoredItem("b", 3.0), ScoredItem("a", 1.0 * 0.25 + 2.0 * 0.5)]
+
+
+def test_the_trending_baseline_adds_the_hour_to_the_days_hourly_mean():
+    popularity = popular({"a": 24.0, "b": 2.0}, minute=0)
+    popularity.apply(ItemDeltas({"b": {100: 1.0}}))  # 100 minutes in: out of the hour window at 2 h
+    now = 2 * 3_600.0
+    ranking = recommend_trending(UserHistory(), popularity, 5, now)
+    # a: nothing in the hour, 24 over the day; b: 1 in the hour, 3 over the day
+    assert ranking == [ScoredItem("b", 1.0 + 3.0 / 24), ScoredItem("a", 0.0 + 24.0 / 24)]
+
+
+def test_the_message_carries_the_ranking_and_version():
+    message = recommendations_for("u1", [ScoredItem("a", 1.5)], 7, 9.0)
+    assert message.items == (ScoredItem("a", 1.5),) and message.model_version == 7
+
+
+def test_a_users_state_with_factors_survives_its_encoding_between_steps():
+    model = trained_model(["a", "b"])
+    user = UserHistory()
+    record_interaction(user, Click("u1", "a", "view", 0.0), model)
+    restored = UserHistory.decode(user.encode())
+    for state in (user, restored):
+        record_interaction(state, Click("u1", "b", "click", 5.0), model)
+    assert restored == user
+    assert np.array_equal(restored.factors.latent, user.factors.latent)
+    assert math.isfinite(restored.factors.bias)
+    assert pickle.loads(pickle.dumps(model)).item_factors().ids == model.item_factors().ids
