@@ -28,9 +28,13 @@ import statistics
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from app.contracts import SensorReading
 from models.alert_steps import RESOLVED, AlertPolicy, DeviceState, assess_reading
+
+if TYPE_CHECKING:
+    from app.simulation.sensors import SensorStreamConfig
 
 KINDS = ("spike", "level_shift", "drift", "stuck")
 SHUTTLE_WINDOW = 256
@@ -75,9 +79,11 @@ class KindQuality:
 def episodes_from_truth(labelled: Iterable[tuple[str, float, str | None]]) -> list[Episode]:
     """Episodes from ``(device_id, ts, anomaly_kind or None)`` in time order.
 
-    >>> episodes_from_truth([("d", 0.0, None), ("d", 60.0, "stuck"), ("e", 61.0, "spike"),
-    ...                      ("d", 120.0, "stuck"), ("e", 121.0, None), ("d", 180.0, None)])
-    [Episode(device_id='e', kind='spike', start=61.0, end=61.0), Episode(device_id='d', kind='stuck', start=60.0, end=120.0)]
+    >>> for episode in episodes_from_truth([("d", 0.0, None), ("d", 60.0, "stuck"), ("e", 61.0, "spike"),
+    ...                                     ("d", 120.0, "stuck"), ("e", 121.0, None), ("d", 180.0, None)]):
+    ...     print(episode)
+    Episode(device_id='e', kind='spike', start=61.0, end=61.0)
+    Episode(device_id='d', kind='stuck', start=60.0, end=120.0)
     """
     open_runs: dict[str, list] = {}  # device -> [kind, start, end]
     episodes: list[Episode] = []
@@ -138,9 +144,8 @@ def evaluate(
             alerts, true_alerts = sum(count_by_reason.values()), sum(true_by_reason.values())
         else:
             alerts, true_alerts = count_by_reason.get(kind, 0), true_by_reason.get(kind, 0)
-        report[kind] = KindQuality(
-            kind, len(of_kind), len(delays), alerts, true_alerts, statistics.median(delays) if delays else None
-        )
+        median_delay = statistics.median(delays) if delays else None
+        report[kind] = KindQuality(kind, len(of_kind), len(delays), alerts, true_alerts, median_delay)
     return report
 
 
@@ -177,7 +182,7 @@ def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
 
 
 def robust_z_rows(rows: Iterable[dict[str, float]], window: int = SHUTTLE_WINDOW) -> list[float]:
-    """Per row, the largest over features of ``|x - median| / (1.4826 MAD)`` over the previous ``window`` rows."""
+    """Per row, the largest over features of ``|x - median| / (1.4826 MAD)`` of the last ``window`` rows."""
     from collections import deque
 
     history: dict[str, deque[float]] = {}
@@ -196,7 +201,7 @@ def robust_z_rows(rows: Iterable[dict[str, float]], window: int = SHUTTLE_WINDOW
     return scores
 
 
-def _river_scores(rows: Sequence[dict[str, float]], model) -> list[float]:  # noqa: ANN001 (a River pipeline)
+def _river_scores(rows: Sequence[dict[str, float]], model: Any) -> list[float]:
     scores = []
     for row in rows:
         scores.append(model.score_one(row))
@@ -214,7 +219,10 @@ def shuttle_table(limit: int | None = None) -> list[tuple[str, float, float]]:
     table = []
     for name, make in [
         ("robust z-score (eddy)", None),
-        ("MinMaxScaler | HalfSpaceTrees", lambda: preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42)),
+        (
+            "MinMaxScaler | HalfSpaceTrees",
+            lambda: preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=42),
+        ),
         ("MinMaxScaler | LODA", lambda: preprocessing.MinMaxScaler() | anomaly.LODA(seed=42)),
     ]:
         began = time.perf_counter()
@@ -224,7 +232,7 @@ def shuttle_table(limit: int | None = None) -> list[tuple[str, float, float]]:
 
 
 def sensor_quality(
-    config, policy: AlertPolicy, grace_seconds: float = 0.0  # noqa: ANN001 (a SensorStreamConfig)
+    config: SensorStreamConfig, policy: AlertPolicy, grace_seconds: float = 0.0
 ) -> tuple[dict[str, KindQuality], float]:
     """Quality on the simulated stream of ``config``, and the seconds :func:`run_alerts` took."""
     from app.simulation.sensors import generate_sensor_stream
@@ -279,13 +287,16 @@ def main() -> None:
         f"anomaly rate {args.anomaly_rate:g}, grace {args.grace:g} s "
         f"({readings:,} readings, {readings / seconds:,.0f} readings/s through assess_reading)"
     )
-    print(f"{'kind':<12} {'episodes':>8} {'detected':>8} {'recall':>7} {'alerts':>7} {'precision':>9} "
-          f"{'median TTD s':>12}")
+    print(
+        f"{'kind':<12} {'episodes':>8} {'detected':>8} {'recall':>7} {'alerts':>7} {'precision':>9} "
+        f"{'median TTD s':>12}"
+    )
     for kind, (episodes, detected, alerts, true_alerts) in totals.items():
         ttd = statistics.median(delays[kind]) if delays[kind] else None
         print(
-            f"{kind:<12} {episodes:>8.0f} {detected:>8.0f} {_fmt(detected / episodes if episodes else None):>7} "
-            f"{alerts:>7.0f} {_fmt(true_alerts / alerts if alerts else None):>9} {_fmt(ttd, '.0f'):>12}"
+            f"{kind:<12} {episodes:>8.0f} {detected:>8.0f}"
+            f" {_fmt(detected / episodes if episodes else None):>7} {alerts:>7.0f}"
+            f" {_fmt(true_alerts / alerts if alerts else None):>9} {_fmt(ttd, '.0f'):>12}"
         )
     print()
     print(f"Shuttle ({args.shuttle_rows or 'all'} rows): ROC AUC of each detector's per-row score")
