@@ -48,7 +48,9 @@ def test_prediction_scale_and_score_equal_a_recomputation_over_the_kept_readings
     assert detector.scale() == pytest.approx(scale, abs=1e-9)
     assert len(detector.values) <= WINDOW and len(detector.residuals) <= RESIDUALS
     if detector.warm:
-        assert detector.score(at, probe).z == pytest.approx(abs(probe - theil_sen(recent, at)) / scale, rel=1e-6)
+        assert detector.score(at, probe).z == pytest.approx(
+            abs(probe - theil_sen(recent, at)) / scale, rel=1e-6
+        )
 
 
 def test_state_round_trips_through_orjson_and_scores_the_same():
