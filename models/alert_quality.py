@@ -20,6 +20,16 @@ On Shuttle (River's copy, 49,097 rows, 7 % anomalies), ROC AUC of the per-row
 scores of the robust z-score (per feature, against the last :data:`SHUTTLE_WINDOW`
 rows, the largest over the features) and of River's defaults as River's own
 benchmarks run them (``MinMaxScaler | HalfSpaceTrees``, and ``LODA``).
+
+Measured at the defaults (3 seeds x 30 devices x 7 days, anomaly rate 0.02, 907,200
+readings, about 11,000 readings/s through ``assess_reading`` on one core):
+recall spike 0.90, level_shift 0.97, stuck 0.92, drift 0.00 (the drift rule is off);
+precision spike 1.00, stuck 1.00, level_shift 0.74 strictly and 1.00 with
+``--grace 300`` (every false level shift was the step back 2 minutes after a drift or a
+shift ended); median time to detect 60 s (spike, level shift), 240 s (stuck).  Shuttle
+ROC AUC: robust z-score 0.627, HalfSpaceTrees 0.961, LODA 0.972: a per-feature z-score is
+no match for multivariate detectors on tabular rows (and Shuttle's integer features
+often have a MAD of 0), which is why the per-series detector is a time-series one.
 """
 
 from __future__ import annotations
