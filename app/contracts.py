@@ -356,3 +356,95 @@ class Recommendations:
             model_version=payload["model_version"],
             ts=payload["ts"],
         )
+
+
+# --- the alerts pipeline: sensor readings in, alerts out ------------------------------------
+
+#: The largest magnitude of a reading taken.  Window sums of squares of bounded count then stay
+#: finite (1e12 squared is 1e24, far from the 1.8e308 where a float overflows).
+MAX_SENSOR_VALUE = 1e12
+#: Longest metric name taken: metrics name entries of the device's table value.
+MAX_METRIC_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class SensorReading:
+    """One reading of one metric of a device, from ``sensor-readings`` (key ``device_id``)."""
+
+    device_id: str
+    metric: str
+    value: float
+    ts: float
+
+
+def parse_sensor_reading(key: bytes | None, value: bytes | None) -> SensorReading:
+    """A :class:`SensorReading` from a ``sensor-readings`` record keyed by its ``device_id``.
+
+    >>> parse_sensor_reading(b"dev-1", b'{"device_id":"dev-1","metric":"temperature",'
+    ...                      b'"value":21,"ts":0,"reading_id":"ignored"}')
+    SensorReading(device_id='dev-1', metric='temperature', value=21.0, ts=0.0)
+    >>> parse_sensor_reading(b"dev-2", b'{"device_id":"dev-1","metric":"t","value":1,"ts":0}')
+    Traceback (most recent call last):
+    ...
+    app.contracts.InvalidRecord: key: expected the record's device_id 'dev-1', got b'dev-2'
+    """
+    payload = _json_object(value)
+    device_id = _required_str(payload, "device_id")
+    _check_key(key, device_id, "device_id")
+    metric = _required_str(payload, "metric")
+    if len(metric) > MAX_METRIC_LENGTH:
+        raise InvalidRecord(f"metric: at most {MAX_METRIC_LENGTH} characters, got {len(metric)}")
+    reading = payload.get("value")
+    if isinstance(reading, bool) or not isinstance(reading, int | float):
+        raise InvalidRecord(f"value: expected a number, got {_describe(reading)}")
+    if not math.isfinite(reading) or abs(reading) > MAX_SENSOR_VALUE:
+        raise InvalidRecord(f"value: must be finite and within +-{MAX_SENSOR_VALUE:g}, got {reading!r}")
+    return SensorReading(
+        device_id=device_id,
+        metric=metric,
+        value=float(reading),
+        ts=_not_in_the_future(parse_timestamp(payload.get("ts"))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert, or the end of one, as published on ``alerts`` (key ``device_id``).
+
+    ``severity`` is ``warning``, ``critical`` or ``resolved``; ``expected`` is the
+    ``[low, high]`` range the reading was expected in; ``reason`` says which rule fired
+    (``spike``, ``level_shift``, ``drift``, ``stuck``).
+
+    >>> alert = Alert("dev-1", "temperature", "critical", 12.5, 35.0, (20.0, 22.0), "spike", 60.0)
+    >>> alert.encode()
+    b'{"device_id":"dev-1","metric":"temperature","severity":"critical","score":12.5,"value":35.0,"expected":[20.0,22.0],"reason":"spike","ts":60.0}'
+    >>> Alert.decode(alert.encode()) == alert
+    True
+    """
+
+    device_id: str
+    metric: str
+    severity: str
+    score: float
+    value: float
+    expected: tuple[float, float]
+    reason: str
+    ts: float
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)
+
+    def to_json(self) -> bytes:
+        """The same bytes as :meth:`encode`."""
+        return self.encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Alert:
+        """The alert in ``data``; raises ``ValueError``/``TypeError``/``KeyError`` when it is not one."""
+        payload = orjson.loads(data)
+        if not isinstance(payload, dict):
+            raise InvalidRecord("value: expected a JSON object")
+        fields = {name: payload[name] for name in cls.__slots__}
+        low, high = fields["expected"]
+        fields["expected"] = (float(low), float(high))
+        return cls(**fields)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 MINUTE = 60.0
@@ -160,6 +160,10 @@ class BucketCounts:
         Number of buckets kept behind the newest bucket seen (the longest window).
     fields
         Number of quantities summed per bucket.
+    reducers
+        How each quantity combines within a bucket and across a window's buckets:
+        ``"sum"`` (the default for every quantity), ``"min"`` or ``"max"``.  An empty
+        window's minimum is ``inf`` and its maximum ``-inf``.
 
     Buckets are kept as parallel columns sorted by bucket, like an
     :class:`EventLog` of buckets, so a window's sums are two binary searches and
@@ -175,23 +179,41 @@ class BucketCounts:
     [2, 3.5]
     >>> counts.buckets  # bucket 0 is 25 behind the newest: dropped
     {1: [1, 2.5], 25: [1, 1.0]}
+    >>> extremes = BucketCounts(width=MINUTE, keep=5, fields=3, reducers=("sum", "min", "max"))
+    >>> for ts, value in [(0.0, 4.0), (10.0, -1.0), (70.0, 2.0)]:
+    ...     extremes.add(ts, (1, value, value))
+    >>> extremes.window_sums(70.0, 2), extremes.window_sums(70.0, 1), extremes.window_sums(500.0, 1)
+    ([3, -1.0, 4.0], [1, 2.0, 2.0], [0, inf, -inf])
     """
 
-    __slots__ = ("_ids", "_sums", "fields", "keep", "width")
+    __slots__ = ("_combine", "_ids", "_reduce", "_sums", "fields", "keep", "reducers", "width")
 
-    def __init__(self, width: float, keep: int, fields: int) -> None:
+    def __init__(self, width: float, keep: int, fields: int, reducers: Sequence[str] | None = None) -> None:
         self.width = width
         self.keep = keep
         self.fields = fields
+        self.reducers = tuple(reducers) if reducers is not None else ("sum",) * fields
+        if len(self.reducers) != fields or not set(self.reducers) <= _REDUCERS.keys():
+            raise ValueError(f"reducers: one of {sorted(_REDUCERS)} per field, got {self.reducers}")
+        # None: every quantity is a sum, and add keeps its in-place += (it runs for every event).
+        self._combine = (
+            None if set(self.reducers) == {"sum"} else [_REDUCERS[name][0] for name in self.reducers]
+        )
+        self._reduce = [_REDUCERS[name][1] for name in self.reducers]
         self._ids: list[int] = []  # ascending
         self._sums: list[list[float]] = [[] for _ in range(fields)]  # one column per quantity
 
     @classmethod
     def from_state(
-        cls, state: list[list[float]] | None, width: float, keep: int, fields: int
+        cls,
+        state: list[list[float]] | None,
+        width: float,
+        keep: int,
+        fields: int,
+        reducers: Sequence[str] | None = None,
     ) -> BucketCounts:
         """Rebuild from :meth:`to_state` output: ``[[bucket, sum_1, ...], ...]`` (any order)."""
-        counts = cls(width, keep, fields)
+        counts = cls(width, keep, fields, reducers)
         if state:
             # Sorted already when written by this version; earlier ones kept insertion order.
             rows = sorted(state, key=operator.itemgetter(0))
@@ -217,13 +239,11 @@ class BucketCounts:
         bucket = math.floor(ts / self.width)  # bucket_of, inlined: this runs for every event
         ids = self._ids
         if ids and ids[-1] == bucket:  # the usual case: the newest bucket
-            for column, value in zip(self._sums, values, strict=True):
-                column[-1] += value
+            self._combine_into(len(ids) - 1, values)
             return
         index = bisect_left(ids, bucket)
         if index < len(ids) and ids[index] == bucket:
-            for column, value in zip(self._sums, values, strict=True):
-                column[index] += value
+            self._combine_into(index, values)
             return
         ids.insert(index, bucket)
         for column, value in zip(self._sums, values, strict=True):
@@ -238,13 +258,21 @@ class BucketCounts:
         else:
             self._drop(0, stale)
 
+    def _combine_into(self, index: int, values: Sequence[float]) -> None:
+        if self._combine is None:
+            for column, value in zip(self._sums, values, strict=True):
+                column[index] += value
+        else:
+            for column, combine, value in zip(self._sums, self._combine, values, strict=True):
+                column[index] = combine(column[index], value)
+
     def window_sums(self, ts: float, n_buckets: int) -> list[float]:
-        """Sums over buckets ``(bucket(ts) - n_buckets, bucket(ts)]``."""
+        """Sums (or extremes, per :attr:`reducers`) over buckets ``(bucket(ts) - n_buckets, bucket(ts)]``."""
         end = math.floor(ts / self.width)
         ids = self._ids
         stop = bisect_right(ids, end)
         start = bisect_right(ids, end - n_buckets, 0, stop)
-        return [sum(column[start:stop]) for column in self._sums]
+        return [reduce(column[start:stop]) for column, reduce in zip(self._sums, self._reduce, strict=True)]
 
     def nested_window_sums(self, ts: float, lengths: Sequence[int]) -> list[list[float]]:
         """:meth:`window_sums` for windows of each of ``lengths`` buckets, all ending at the bucket of ``ts``.
@@ -260,7 +288,9 @@ class BucketCounts:
         sums = []
         for n in lengths:
             start = bisect_right(ids, end - n, 0, stop)
-            sums.append([sum(column[start:stop]) for column in self._sums])
+            sums.append(
+                [reduce(column[start:stop]) for column, reduce in zip(self._sums, self._reduce, strict=True)]
+            )
         return sums
 
     def _rows(self) -> zip[tuple[int, tuple[float, ...]]]:
@@ -271,6 +301,22 @@ class BucketCounts:
             del self._ids[start:stop]
             for column in self._sums:
                 del column[start:stop]
+
+
+def _window_min(values: list[float]) -> float:
+    return min(values, default=math.inf)
+
+
+def _window_max(values: list[float]) -> float:
+    return max(values, default=-math.inf)
+
+
+# reducer name -> (combine two values in a bucket, reduce a window's buckets)
+_REDUCERS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[list[float]], float]]] = {
+    "sum": (operator.add, sum),
+    "min": (min, _window_min),
+    "max": (max, _window_max),
+}
 
 
 class PartitionWatermarks:

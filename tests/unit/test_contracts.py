@@ -11,14 +11,19 @@ import pytest
 from app.contracts import (
     MAX_AMOUNT,
     MAX_FUTURE_SECONDS,
+    MAX_METRIC_LENGTH,
+    MAX_SENSOR_VALUE,
+    Alert,
     Click,
     FraudLabel,
     InvalidRecord,
     Recommendations,
     ScoredItem,
+    SensorReading,
     Transaction,
     parse_click,
     parse_fraud_label,
+    parse_sensor_reading,
     parse_timestamp,
     parse_transaction,
 )
@@ -377,3 +382,91 @@ def test_empty_recommendations_encode_an_empty_list():
     recs = Recommendations("u1", (), model_version=0, ts=0.0)
     assert orjson.loads(recs.encode())["items"] == []
     assert Recommendations.decode(recs.encode()) == recs
+
+
+# --- sensor readings and alerts (the alerts pipeline) ------------------------------------
+
+VALID_READING = {"device_id": "dev-1", "metric": "temperature", "value": 21.5, "ts": JAN_1_2026}
+
+
+def reading_bytes(**changes) -> bytes:
+    payload = {**VALID_READING, **changes}
+    return orjson.dumps({k: v for k, v in payload.items() if v is not MISSING})
+
+
+def test_valid_sensor_reading_parses_every_field_and_ignores_extra_ones():
+    assert parse_sensor_reading(b"dev-1", reading_bytes(reading_id="r-1", unit="C")) == SensorReading(
+        device_id="dev-1", metric="temperature", value=21.5, ts=JAN_1_2026
+    )
+
+
+def test_sensor_reading_integer_value_and_iso_timestamp_are_taken():
+    reading = parse_sensor_reading(b"dev-1", reading_bytes(value=-3, ts="2026-01-01T00:00:00Z"))
+    assert (reading.value, reading.ts) == (-3.0, JAN_1_2026)
+    assert isinstance(reading.value, float)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        (b"dev-1", None, "value"),
+        (b"dev-1", b"not json", "value"),
+        (b"dev-1", b"[1, 2]", "value"),
+        (b"dev-1", reading_bytes(device_id=MISSING), "device_id"),
+        (b"dev-1", reading_bytes(device_id=""), "device_id"),
+        (b"dev-1", reading_bytes(device_id=7), "device_id"),
+        (b"dev-1", reading_bytes(metric=MISSING), "metric"),
+        (b"dev-1", reading_bytes(metric=""), "metric"),
+        (b"dev-1", reading_bytes(metric=["t"]), "metric"),
+        (b"dev-1", reading_bytes(metric="m" * (MAX_METRIC_LENGTH + 1)), "metric"),
+        (b"dev-1", reading_bytes(value=MISSING), "value"),
+        (b"dev-1", reading_bytes(value=None), "value"),
+        (b"dev-1", reading_bytes(value="21.5"), "value"),
+        (b"dev-1", reading_bytes(value=True), "value"),
+        (b"dev-1", reading_bytes(value=MAX_SENSOR_VALUE * 2), "value"),
+        (b"dev-1", reading_bytes(value=-MAX_SENSOR_VALUE * 2), "value"),
+        (b"dev-1", reading_bytes(ts=MISSING), "ts"),
+        (b"dev-1", reading_bytes(ts="yesterday"), "ts"),
+        (b"dev-1", reading_bytes(ts=-1), "ts"),
+        (b"dev-1", reading_bytes(ts=1_767_225_600_000), "ts"),  # milliseconds
+        (b"dev-2", reading_bytes(), "key"),
+        (None, reading_bytes(), "key"),
+        (b"", reading_bytes(), "key"),
+    ],
+)
+def test_invalid_sensor_reading_raises_invalid_record_naming_the_field(key, value, field):
+    with pytest.raises(InvalidRecord) as raised:
+        parse_sensor_reading(key, value)
+    assert str(raised.value).startswith(f"{field}:"), str(raised.value)
+
+
+@pytest.mark.parametrize("raw_value", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e999"])
+def test_nan_or_infinite_sensor_value_is_rejected_as_invalid_record(raw_value):
+    value = b'{"device_id":"dev-1","metric":"t","ts":0,"value":' + raw_value + b"}"
+    with pytest.raises(InvalidRecord) as raised:
+        parse_sensor_reading(b"dev-1", value)
+    assert str(raised.value).split(":")[0] == "value"
+
+
+def test_a_sensor_reading_stamped_more_than_a_day_ahead_of_the_clock_is_rejected():
+    now = datetime.now(tz=UTC).timestamp()
+    with pytest.raises(InvalidRecord, match=r"^ts: .* days ahead of this worker's clock"):
+        parse_sensor_reading(b"dev-1", reading_bytes(ts=now + MAX_FUTURE_SECONDS + 3_600))
+
+
+def test_sensor_value_bound_is_inclusive():
+    assert parse_sensor_reading(b"dev-1", reading_bytes(value=-MAX_SENSOR_VALUE)).value == -MAX_SENSOR_VALUE
+
+
+def test_alert_encodes_the_topic_fields_in_order_and_decodes_back_equal():
+    alert = Alert("dev-1", "temperature", "resolved", 0.5, 21.0, (20.0, 23.0), "level_shift", JAN_1_2026)
+    payload = orjson.loads(alert.encode())
+    assert list(payload) == ["device_id", "metric", "severity", "score", "value", "expected", "reason", "ts"]
+    assert payload["expected"] == [20.0, 23.0]
+    assert alert.to_json() == alert.encode()
+    assert Alert.decode(alert.encode()) == alert
+
+
+def test_alert_decode_rejects_a_payload_missing_a_field():
+    with pytest.raises(KeyError):
+        Alert.decode(b'{"device_id":"dev-1"}')

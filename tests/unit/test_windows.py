@@ -268,6 +268,34 @@ def test_window_sums_match_brute_force_for_in_order_adds_with_pruning_and_state_
             assert math.isclose(got[1], expected[1], rel_tol=1e-9, abs_tol=1e-9)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 200), st.floats(-1_000, 1_000, allow_nan=False)), max_size=60),
+    st.integers(0, 220),
+    st.integers(1, 40),
+)
+def test_min_and_max_reducers_match_brute_force_extremes_and_survive_the_state(adds, query_ts, n):
+    counts = BucketCounts(width=10.0, keep=10_000, fields=3, reducers=("sum", "min", "max"))
+    for ts, value in adds:
+        counts.add(float(ts), (1, value, value))
+    end = bucket_of(float(query_ts), 10.0)
+    inside = [value for ts, value in adds if end - n < bucket_of(float(ts), 10.0) <= end]
+    expected = [len(inside), min(inside, default=math.inf), max(inside, default=-math.inf)]
+    assert counts.window_sums(float(query_ts), n) == expected
+    assert counts.nested_window_sums(float(query_ts), (n,)) == [expected]
+    restored = BucketCounts.from_state(
+        orjson.loads(orjson.dumps(counts.to_state())), 10.0, 10_000, 3, ("sum", "min", "max")
+    )
+    assert restored.window_sums(float(query_ts), n) == expected
+
+
+def test_bucket_counts_reject_an_unknown_reducer_or_one_per_field_missing():
+    with pytest.raises(ValueError, match="reducers"):
+        BucketCounts(width=10.0, keep=5, fields=2, reducers=("sum", "median"))
+    with pytest.raises(ValueError, match="reducers"):
+        BucketCounts(width=10.0, keep=5, fields=2, reducers=("sum",))
+
+
 def test_bucket_counts_state_stays_bounded_after_a_long_stream():
     counts = BucketCounts(width=MINUTE, keep=60, fields=2)
     for i in range(10_000):
