@@ -19,26 +19,24 @@ key per flush, outputs in batches, offsets committed only after both are durable
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import functools
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faust.types import TP, Message
+from faust.types import Message
 from faust.web import Request, Response, View
 
 from app import codecs
 from app.contracts import FraudDecision, MerchantEvents, parse_fraud_label, parse_transaction
 from app.faust_app import app, declared_at_startup
+from app.learning import LearnerLoop, TrainingLog
+from app.pipeline import PARTITIONS, never_stops_the_worker, pipeline_topic, register_stage
 from app.settings import settings
 from app.stages.follower import TopicFollower
 from app.stages.outputs import key_partition
 from app.stages.stage import BatchedStage
-from app.stages.state import store_keys
+from app.stages.state import sweep_idle
 from app.views import json_response, routed_to_key_owner
 from models.fraud import FraudModel
 from models.fraud_steps import (
@@ -51,7 +49,7 @@ from models.fraud_steps import (
     traffic_record,
 )
 from models.learner import MODEL_NAME, FraudLearner
-from models.snapshots import Snapshot, SnapshotSubscriber, read_partition_range, signing_key
+from models.snapshots import ScoringModel, Snapshot, SnapshotSubscriber, signing_key
 from tables import label_join as join
 from tables.card_features import ConflictingTransaction, card_features_at
 from tables.card_state import CardState
@@ -70,20 +68,7 @@ if settings.processing_guarantee != "at_least_once":
 
 # --- topics ------------------------------------------------------------------------------
 
-PARTITIONS = settings.topic_partitions
-
-
-def _topic(*names: str, **options: Any):
-    """A topic this app declares (creates when missing); raw bytes in and out."""
-    options.setdefault("partitions", PARTITIONS)
-    return app.topic(
-        *(settings.topic_name(name) for name in names),
-        internal=True,
-        key_type=bytes,
-        value_serializer="raw",
-        **options,
-    )
-
+_topic = pipeline_topic
 
 transactions_topic = _topic("transactions")
 labels_topic = _topic("fraud-labels")
@@ -109,15 +94,20 @@ TRAINING_KEY = MODEL_NAME.encode()
 policy = DecisionPolicy(settings.fraud_review_threshold, settings.fraud_block_threshold)
 LABEL_TTL = settings.fraud_label_ttl_days * DAY
 SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while labels flow
-SNAPSHOT_SEND_TIMEOUT = 30.0  # seconds: a publish that hangs must not hold the learner for ever
 
 # --- stages ------------------------------------------------------------------------------
 
-decide_stage = BatchedStage(app, "decide_transactions", [card_state], flush_interval=0.02)
-join_stage = BatchedStage(app, "join_labels", [label_join_state], flush_interval=0.1)
+decide_stage = register_stage(
+    BatchedStage(app, "decide_transactions", [card_state], flush_interval=0.02), [transactions_topic]
+)
+join_stage = register_stage(
+    BatchedStage(app, "join_labels", [label_join_state], flush_interval=0.1), [join_inputs]
+)
 # Merchant activity is published once per flush per merchant: a longer interval coalesces
 # more (fewer records for every worker to read) at the price of staler merchant features.
-merchant_stage = BatchedStage(app, "count_merchant_events", [merchant_state], flush_interval=0.5)
+merchant_stage = register_stage(
+    BatchedStage(app, "count_merchant_events", [merchant_state], flush_interval=0.5), [merchant_events_topic]
+)
 
 SNAPSHOT_KEY = signing_key()
 snapshots = SnapshotSubscriber(settings.kafka_bootstrap, snapshots_topic.get_topic_name(), SNAPSHOT_KEY)
@@ -159,64 +149,13 @@ decided_merchant_events = _MerchantEventsBuffer(decide_stage)
 labelled_merchant_events = _MerchantEventsBuffer(join_stage)
 
 
-class _TrainingBuffer:
-    """Training records of one flush, sent as a few records of many (the learner reads one
-    partition: per-record overhead there would cap the whole cluster)."""
-
-    RECORDS_PER_MESSAGE = 50  # about 1.5 KB each: messages stay far below any fetch limit
-
-    def __init__(self, stage: BatchedStage) -> None:
-        self.stage = stage
-        self._records: list[dict[str, Any]] = []
-        stage.before_flush.append(self.emit)
-
-    def add(self, record: dict[str, Any]) -> None:
-        self._records.append(record)
-
-    def emit(self) -> None:
-        records, self._records = self._records, []
-        for start in range(0, len(records), self.RECORDS_PER_MESSAGE):
-            chunk = records[start : start + self.RECORDS_PER_MESSAGE]
-            self.stage.emit_to_partition(TRAINING, 0, TRAINING_KEY, codecs.dumps(chunk))
+# About 1.5 KB per record: 50 a message stays far below any fetch limit.
+TrainingRecords = TrainingLog[dict[str, Any]]
+decided_training: TrainingRecords = TrainingLog(decide_stage, TRAINING, TRAINING_KEY, codecs.dumps)
+joined_training: TrainingRecords = TrainingLog(join_stage, TRAINING, TRAINING_KEY, codecs.dumps)
 
 
-decided_training = _TrainingBuffer(decide_stage)
-joined_training = _TrainingBuffer(join_stage)
-
-
-class _ScoringModel:
-    """The newest model snapshot this worker has, swapped in as snapshots arrive."""
-
-    def __init__(self) -> None:
-        self.version = 0
-        self.model = FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate)
-
-    def current(self) -> FraudModel:
-        snapshot = snapshots.latest.get(MODEL_NAME)
-        if snapshot is not None and snapshot.version != self.version:
-            self.model, self.version = snapshot.model, snapshot.version
-        return self.model
-
-
-scoring = _ScoringModel()
-
-
-def never_stops_the_worker(interval: float) -> Callable[[Callable[[], Awaitable[None]]], Any]:
-    """``app.timer(interval)`` whose exceptions are logged: a failing timer would stop the worker."""
-
-    def decorate(body: Callable[[], Awaitable[None]]) -> Any:
-        @functools.wraps(body)
-        async def guarded() -> None:
-            try:
-                await body()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("timer %s failed; it runs again in %.0f s", body.__name__, interval)
-
-        return app.timer(interval=interval)(guarded)
-
-    return decorate
+scoring = ScoringModel(snapshots, MODEL_NAME, FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate))
 
 
 # --- agents ------------------------------------------------------------------------------
@@ -234,31 +173,11 @@ async def follow_merchant_activity() -> None:
     await merchant_follower.run()
 
 
-@app.task
-async def flush_stages() -> None:
-    await asyncio.gather(*(stage.run_flushes() for stage in (decide_stage, join_stage, merchant_stage)))
-
-
-async def _run_stage(stage: BatchedStage, stream: Any, handle: Callable[[Message], None]) -> None:
-    """Hand every event to ``handle`` and then to the stage, which acks it after its flush."""
-    async for event in stream.noack().events():
-        message = event.message
-        try:
-            handle(message)
-        except Exception as exc:  # a bug must cost one record (kept, with the reason), not the worker
-            logger.exception(
-                "%s failed on %s[%d]@%d", stage.name, message.topic, message.partition, message.offset
-            )
-            stage.dead_letter(message, f"{stage.name} failed: {exc!r}")
-        stage.processed(message)
-        await stage.after_event()
-
-
 @app.agent(transactions_topic)
 async def decide_transactions(stream):
     """Validate a transaction, count it in its card, score it and publish its decision."""
     await decide_stage.prepare([decisions_topic, merchant_events_topic, training_topic])
-    await _run_stage(decide_stage, stream, _decide)
+    await decide_stage.run(stream, _decide)
 
 
 def _decide(message: Message) -> None:
@@ -281,7 +200,7 @@ def _decide(message: Message) -> None:
             received_at=message.timestamp,  # faust gives seconds
             now=time.time(),
             offset=message.offset,
-            committed=app.consumer._committed_offset.get(message.tp) or 0,
+            committed=decide_stage.committed_offset(message),
         )
     except ConflictingTransaction as exc:
         decide_stage.dead_letter(message, str(exc))
@@ -306,7 +225,7 @@ def _decide(message: Message) -> None:
 async def count_merchant_events(stream):
     """Count each merchant's transactions and labels; the table's changelog publishes them."""
     await merchant_stage.prepare([])
-    await _run_stage(merchant_stage, stream, _count_merchant_events)
+    await merchant_stage.run(stream, _count_merchant_events)
 
 
 def _count_merchant_events(message: Message) -> None:
@@ -324,7 +243,7 @@ def _count_merchant_events(message: Message) -> None:
 async def join_labels(stream):
     """Join each label with the features its transaction was decided with."""
     await join_stage.prepare([training_topic, merchant_events_topic, decisions_topic])
-    await _run_stage(join_stage, stream, _join)
+    await join_stage.run(stream, _join)
 
 
 def _join(message: Message) -> None:
@@ -379,7 +298,7 @@ def _publish_training(outputs: list[dict[str, Any]]) -> None:
         joined_training.add(output)
 
 
-@never_stops_the_worker(settings.fraud_sweep_interval_s)
+@never_stops_the_worker(settings.sweep_interval_s)
 async def sweep_idle_state() -> None:
     """Drop what no window or join can reach any more, so state does not grow without bound.
 
@@ -388,11 +307,11 @@ async def sweep_idle_state() -> None:
     The deletions go through each stage's flush, tombstones included.
     """
     if (watermark := card_watermarks.low) is not None:
-        swept["idle_cards"] += await _sweep(card_state, lambda card: card.is_idle(watermark))
+        swept["idle_cards"] += await sweep_idle(card_state, lambda card: card.is_idle(watermark))
     if (watermark := merchant_watermarks.low) is not None:
-        swept["idle_merchants"] += await _sweep(merchant_state, lambda m: m.is_idle(watermark))
+        swept["idle_merchants"] += await sweep_idle(merchant_state, lambda m: m.is_idle(watermark))
     if (watermark := join_watermarks.low) is not None:
-        swept["expired_join_entries"] += await _sweep(
+        swept["expired_join_entries"] += await sweep_idle(
             label_join_state,
             lambda entry: join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None,
             on_evicted=lambda tx_id, entry: _publish_training(
@@ -401,151 +320,35 @@ async def sweep_idle_state() -> None:
         )
 
 
-async def _sweep(state: Any, is_idle: Callable[[Any], bool], on_evicted: Any = None, chunk: int = 500) -> int:
-    evicted = 0
-    for seen, (partition, key) in enumerate(store_keys(state.table), start=1):
-        value = state.peek(partition, key)
-        if value is not None and is_idle(value):
-            state.put(partition, key, None)
-            evicted += 1
-            if on_evicted is not None:
-                on_evicted(key.decode(), value)
-        if seen % chunk == 0:
-            await asyncio.sleep(0)
-    return evicted
-
-
-@app.on_partitions_revoked.connect
-async def forget_revoked_state(app_: Any, revoked: set, **kwargs: Any) -> None:
-    """Revoked partitions were flushed (faust waited for their acks): drop their cached state."""
-    for stage, topics in (
-        (decide_stage, {TRANSACTIONS}),
-        (join_stage, {DECISIONS, LABELS}),
-        (merchant_stage, {MERCHANT_EVENTS}),
-    ):
-        stage.forget_partitions({tp.partition for tp in revoked if tp.topic in topics}, topics)
-
-
 # --- the learner -------------------------------------------------------------------------
 
 
-class _LearnerState:
-    learner: FraudLearner | None = None
-    unsnapshotted: int = 0
-    failed_publishes: int = 0
-    # Held while the learner changes (restore, replay, learn).
-    lock = asyncio.Lock()
-    # Held while a snapshot is sent: one at a time, so they reach the topic in version order.
-    publishing = asyncio.Lock()
+def _training_records(value: bytes | None) -> list[dict[str, Any]]:
+    """A training message's records (a stage sends what one flush produced in a few messages)."""
+    records = codecs.loads(value)
+    if not isinstance(records, list):
+        raise TypeError(f"expected a list of training records, got {type(records).__name__}")
+    return records
 
 
-learner_state = _LearnerState()
+fraud_learner: LearnerLoop[FraudLearner] = LearnerLoop(
+    MODEL_NAME,
+    training_topic,
+    snapshots_topic,
+    snapshots,
+    SNAPSHOT_KEY,
+    fresh=lambda: FraudLearner(FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate)),
+    restore=FraudLearner.from_snapshot,
+    decode=_training_records,
+    snapshot_every=settings.fraud_snapshot_every,
+    snapshot_interval=SNAPSHOT_INTERVAL,
+)
 
 
 @app.agent(training_topic)
 async def learner_stage(stream):
-    """The one learner: apply training records in order, publish versioned snapshots.
-
-    The learner is rebuilt from the newest snapshot whenever this worker (re)gains the
-    training partition, then replays what that snapshot had not seen: whichever worker
-    learned last, learning continues exactly where the log says it stopped.
-    """
-    async for event in stream.events():
-        async with learner_state.lock:
-            learner = learner_state.learner
-            if learner is None:
-                learner = learner_state.learner = await _restored_learner()
-            offset = event.message.offset
-            if offset <= learner.training_offset:
-                continue  # already in the restored snapshot
-            if offset > learner.training_offset + 1:
-                await _replay_training(learner, event.message.partition, learner.training_offset + 1, offset)
-            _learn(learner, event.message.value, offset)
-            learner_state.unsnapshotted += 1
-        if learner_state.unsnapshotted >= settings.fraud_snapshot_every:
-            await _publish_snapshot(learner)
-
-
-def _learn(learner: FraudLearner, value: bytes | None, offset: int) -> None:
-    """Apply one training message (a list of records); a bad one is counted, never fatal."""
-    try:
-        records = codecs.loads(value)
-        if not isinstance(records, list):
-            raise TypeError(f"expected a list of training records, got {type(records).__name__}")
-    except Exception as exc:  # a bad message must not stop learning for the whole cluster
-        logger.warning("training message at offset %d refused: %r", offset, exc)
-        learner.counts["refused_training_records"] += 1
-        records = []
-    for record in records:
-        try:
-            learner.apply(record)
-        except Exception:
-            logger.exception("training record at offset %d refused", offset)
-            learner.counts["refused_training_records"] += 1
-    learner.training_offset = offset
-
-
-async def _restored_learner() -> FraudLearner:
-    await snapshots.caught_up.wait()
-    restored = snapshots.latest.get(MODEL_NAME)
-    if restored is None:
-        return FraudLearner(FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate))
-    return FraudLearner.from_snapshot(copy.deepcopy(restored))
-
-
-@app.on_partitions_revoked.connect
-async def hand_over_learner(app_: Any, revoked: set, **kwargs: Any) -> None:
-    """When the training partition leaves this worker, publish what it learned and let go."""
-    learner = learner_state.learner
-    if learner is None or not any(tp.topic == TRAINING for tp in revoked):
-        return
-    if learner_state.unsnapshotted:
-        await _publish_snapshot(learner)
-    learner_state.learner = None
-
-
-@never_stops_the_worker(SNAPSHOT_INTERVAL)
-async def publish_pending_snapshot() -> None:
-    """Publish what the learner learned since its last snapshot, at least every few seconds."""
-    learner = learner_state.learner
-    if learner is not None and learner_state.unsnapshotted:
-        await _publish_snapshot(learner)
-
-
-async def _replay_training(learner: FraudLearner, partition: int, start: int, stop: int) -> None:
-    logger.info("learner replays training messages %d..%d", start, stop - 1)
-    replayed = 0
-    async for offset, value in read_partition_range(
-        settings.kafka_bootstrap, TRAINING, partition, start, stop
-    ):
-        _learn(learner, value, offset)
-        replayed += 1
-    learner.counts["replayed_after_restart"] += replayed
-    logger.info("learner replayed %d training records (offsets %d..%d)", replayed, start, stop - 1)
-
-
-async def _publish_snapshot(learner: FraudLearner) -> None:
-    """Publish a snapshot; on failure keep learning and let the timer try again."""
-    async with learner_state.publishing:
-        try:
-            # Encoded on the event loop, between two training messages (a few ms for about
-            # 50 KB): the learner cannot change meanwhile, and nothing waits on a thread that
-            # a busy loop starves of the GIL (in a soak that kept the learner locked for seconds).
-            encoded = learner.snapshot().encode(key=SNAPSHOT_KEY)
-            taken = learner_state.unsnapshotted
-            # Awaited: the compacted topic keeps the last one written. Learning goes on meanwhile.
-            producer = app.producer._ensure_producer()
-            await asyncio.wait_for(
-                producer.send_and_wait(snapshots_topic.get_topic_name(), encoded, key=TRAINING_KEY),
-                timeout=SNAPSHOT_SEND_TIMEOUT,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            learner_state.failed_publishes += 1
-            logger.exception("publishing model snapshot %d failed; retrying later", learner.version)
-            return
-        learner_state.unsnapshotted = max(0, learner_state.unsnapshotted - taken)
+    """The one learner: apply training records in order, publish versioned snapshots."""
+    await fraud_learner.run(stream)
 
 
 # --- views -------------------------------------------------------------------------------
@@ -605,26 +408,9 @@ async def state_view(web: View, request: Request) -> Response:
                 "merchant_stage_input_lag": merchant_input_lag.report(),
                 "view_lag_after_merchant_flush": merchant_view.lag.report(),
             },
-            "learner": _learner_report(),
+            "learner": fraud_learner.report(),
         },
     )
-
-
-def _learner_report() -> dict[str, Any]:
-    """Whether this worker runs the learner and, if so, how far behind the training log it is."""
-    report: dict[str, Any] = {
-        "failed_snapshot_publishes": learner_state.failed_publishes,
-        "snapshots_refused": snapshots.refused,  # unsigned, forged or incompatible
-    }
-    learner = learner_state.learner
-    if learner is not None:
-        end = app.consumer.highwater(TP(TRAINING, 0))
-        report.update(
-            training_offset=learner.training_offset,
-            training_end_offset=end,
-            messages_behind=None if end is None else max(0, end - 1 - learner.training_offset),
-        )
-    return report
 
 
 @app.page("/fraud/model/")

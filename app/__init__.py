@@ -16,7 +16,9 @@ def __getattr__(name: str) -> Any:
     if name != "app":
         raise AttributeError(f"module 'app' has no attribute {name!r}")
     # Registered after the app exists: these modules declare topics, tables and agents on it.
-    import agents.fraud  # noqa: F401
+    import agents.alerts
+    import agents.fraud
+    import agents.recommendations  # noqa: F401
     import app.commands  # noqa: F401
     from app.faust_app import app as faust_app
 

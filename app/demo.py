@@ -1,4 +1,6 @@
-"""``make run``: a local broker, one worker and a demo feed; Ctrl-C stops all it started.
+"""``make run``: a local broker, one worker and demo feeds of all three pipelines.
+
+Ctrl-C stops all it started.
 
 Run as ``python -m app.demo``.  With ``KAFKA_BROKER`` set, that cluster is used
 and no broker is started.
@@ -12,7 +14,9 @@ import sys
 from pathlib import Path
 
 from app.settings import settings
+from app.simulation.clicks import ClickStreamConfig, generate_click_stream
 from app.simulation.producer import ensure_topics, produce_events
+from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
 from app.simulation.transactions import TransactionStreamConfig, generate_transaction_stream
 from app.worker_process import start_worker, stop_worker
 from broker import LocalKafka
@@ -23,28 +27,37 @@ FEED_RATE = float(os.environ.get("EDDY_DEMO_RATE", "200"))
 
 
 def _banner(bootstrap: str) -> None:
-    names = ", ".join(settings.topic_name(t) for t in ("fraud-decisions", "dead-letters", "transactions"))
+    outputs = ("fraud-decisions", "recommendations", "alerts", "dead-letters")
+    names = ", ".join(settings.topic_name(t) for t in outputs)
     url = f"http://{settings.web_host}:{settings.web_port}"
     print(
         f"\neddy is running against {bootstrap}\n"
         f"  worker log : {WORKDIR / 'worker.log'}\n"
-        f"  web        : {url}/  {url}/fraud/model/  {url}/fraud/cards/card-0001/\n"
-        f"  topics     : {names}\n"
-        f"  watch      : .venv/bin/faust -A app tail fraud-decisions --from-end\n"
-        f"  feed       : simulated card transactions at {FEED_RATE:.0f} events/s\n"
-        "Ctrl-C stops the feed, the worker and the broker this command started.\n",
+        f"  fraud      : {url}/fraud/model/  {url}/fraud/cards/card-0001/\n"
+        f"  reco       : {url}/recommendations/user-0001/?k=10  {url}/reco/state/\n"
+        f"  alerts     : {url}/devices/dev-001/  {url}/alerts/state/\n"
+        f"  outputs    : {names}\n"
+        f"  watch      : .venv/bin/faust -A app tail alerts --from-end  (any output topic)\n"
+        f"  feeds      : transactions {FEED_RATE:.0f}/s; clicks, sensor readings {FEED_RATE / 2:.0f}/s each\n"
+        "Ctrl-C stops the feeds, the worker and the broker this command started.\n",
         flush=True,
     )
 
 
 async def _feed(bootstrap: str) -> None:
-    await ensure_topics(
-        bootstrap,
-        [settings.topic_name("transactions"), settings.topic_name("fraud-labels")],
-        settings.topic_partitions,
+    inputs = ("transactions", "fraud-labels", "clicks", "sensor-readings")
+    await ensure_topics(bootstrap, [settings.topic_name(t) for t in inputs], settings.topic_partitions)
+    streams = [
+        (generate_transaction_stream(TransactionStreamConfig(seed=7, n_cards=2_000, days=90)), FEED_RATE),
+        (generate_click_stream(ClickStreamConfig(seed=7, n_users=2_000, days=30)), FEED_RATE / 2),
+        (generate_sensor_stream(SensorStreamConfig(seed=7, n_devices=100, days=30)), FEED_RATE / 2),
+    ]
+    await asyncio.gather(
+        *(
+            produce_events(stream, bootstrap, topic_prefix=settings.topic_prefix, rate=rate, progress=i == 0)
+            for i, (stream, rate) in enumerate(streams)
+        )
     )
-    stream = generate_transaction_stream(TransactionStreamConfig(seed=7, n_cards=2_000, days=90))
-    await produce_events(stream, bootstrap, topic_prefix=settings.topic_prefix, rate=FEED_RATE, progress=True)
 
 
 def main() -> int:
@@ -57,7 +70,7 @@ def main() -> int:
     try:
         _banner(bootstrap)
         asyncio.run(_feed(bootstrap))
-        print("demo feed finished; the worker keeps running until Ctrl-C", flush=True)
+        print("demo feeds finished; the worker keeps running until Ctrl-C", flush=True)
         worker.wait()
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)

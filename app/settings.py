@@ -34,7 +34,7 @@ class Settings:
     fraud_label_ttl_days: float = 35.0
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
-    fraud_sweep_interval_s: float = 300.0
+    sweep_interval_s: float = 300.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -65,7 +65,10 @@ class Settings:
             fraud_legit_sample_rate=float(
                 get("EDDY_FRAUD_LEGIT_SAMPLE_RATE", defaults.fraud_legit_sample_rate)
             ),
-            fraud_sweep_interval_s=float(get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.fraud_sweep_interval_s)),
+            # EDDY_FRAUD_SWEEP_INTERVAL_S: its name before the sweep served every pipeline.
+            sweep_interval_s=float(
+                get("EDDY_SWEEP_INTERVAL_S", get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.sweep_interval_s))
+            ),
         )
 
     def topic_name(self, name: str) -> str:

@@ -171,6 +171,19 @@ class DeviceState:
         metrics = {name: MetricState(policy, state) for name, state in payload["metrics"].items()}
         return cls(payload["device_id"], metrics, payload["ignored"])
 
+    @property
+    def newest(self) -> float:
+        """Event time of the device's newest reading (``-inf``: none yet)."""
+        return max((metric.newest for metric in self.metrics.values()), default=-math.inf)
+
+    def is_idle(self, watermark: float, idle_seconds: float) -> bool:
+        """Whether the device sent nothing for ``idle_seconds`` of event time before ``watermark``.
+
+        Such a device is dropped (an alert still open is dropped with it, without a
+        ``resolved`` event); its next reading starts it afresh.
+        """
+        return self.newest < watermark - idle_seconds
+
     def open_alerts(self) -> dict[str, str]:
         """Metric -> reason of each alert open now (published or not)."""
         return {name: metric.open[0] for name, metric in self.metrics.items() if metric.open is not None}
@@ -192,25 +205,56 @@ def assess_reading(
     """
     if state is None:
         state = DeviceState(reading.device_id)
-    if reading.device_id != state.device_id:  # a routing bug upstream: never mix two devices
+    if why_ignored(state, reading, policy) is not None:
         state.ignored += 1
         return state, []
     metric = state.metrics.get(reading.metric)
     if metric is None:
-        if len(state.metrics) >= policy.max_metrics:
-            state.ignored += 1
-            return state, []
         metric = state.metrics[reading.metric] = MetricState(policy)
     ts, value = reading.ts, reading.value
-    if ts < metric.newest - policy.lateness_seconds or (ts == metric.newest and value == metric.last_value):
-        state.ignored += 1
-        return state, []
     metric.stats.add(ts, value)
     if ts <= metric.newest:
         return state, []
     metric.newest = ts
     alerts = _step(metric, reading, policy)
     return state, alerts
+
+
+#: Why :func:`why_ignored` ignores a reading that is an exact repeat (a redelivery or a retry).
+REPEATED = "repeated"
+
+
+def why_ignored(state: DeviceState | None, reading: SensorReading, policy: AlertPolicy) -> str | None:
+    """Why :func:`assess_reading` would ignore ``reading`` (``None``: it would not).
+
+    >>> policy = AlertPolicy()
+    >>> state, _ = assess_reading(None, SensorReading("dev-1", "temp", 20.0, 1_000.0), policy)
+    >>> why_ignored(state, SensorReading("dev-1", "temp", 20.0, 1_000.0), policy)
+    'repeated'
+    >>> why_ignored(state, SensorReading("dev-1", "temp", 21.0, 600.0), policy)
+    'reading at ts 600.0 is 400 s behind the newest reading of temp (at most 300 s taken)'
+    """
+    if state is None:
+        return None
+    if reading.device_id != state.device_id:  # a routing bug upstream: never mix two devices
+        return f"reading of device {reading.device_id!r} in the state of {state.device_id!r}"
+    metric = state.metrics.get(reading.metric)
+    if metric is None:
+        if len(state.metrics) >= policy.max_metrics:
+            return (
+                f"device {state.device_id!r} already reports {len(state.metrics)} metrics "
+                f"(at most {policy.max_metrics}); {reading.metric!r} is not tracked"
+            )
+        return None
+    ts, value = reading.ts, reading.value
+    if ts == metric.newest and value == metric.last_value:
+        return REPEATED
+    if ts < metric.newest - policy.lateness_seconds:
+        return (
+            f"reading at ts {ts} is {metric.newest - ts:.0f} s behind the newest reading of "
+            f"{reading.metric} (at most {policy.lateness_seconds:.0f} s taken)"
+        )
+    return None
 
 
 def _step(metric: MetricState, reading: SensorReading, policy: AlertPolicy) -> list[Alert]:

@@ -38,7 +38,51 @@ def sampled(tx_id: str, rate: float) -> bool:
     return zlib.crc32(tx_id.encode()) < rate * 2**32
 
 
-class FraudLearner:
+class Learner:
+    """Applies training records, in the training log's order, to one model; makes its snapshots.
+
+    A subclass defines :meth:`apply` (and what else its snapshots keep, in
+    :meth:`snapshot_state`); :class:`app.learning.LearnerLoop` drives it on a worker.
+    The version is the number of training messages applied (``training_offset + 1``):
+    it only grows along the training log, whichever worker made the snapshot.
+    """
+
+    #: The model's name: its snapshots' key.
+    name: str = ""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.counts: Counter[str] = Counter()
+        self.version = 0
+        self.training_offset = -1
+
+    def apply(self, record: Any) -> None:
+        """Learn from, or count, one training record."""
+        raise NotImplementedError
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """What a snapshot keeps besides the model (the counts, unless a subclass adds more)."""
+        return {"counts": dict(self.counts)}
+
+    def snapshot(self) -> Snapshot:
+        """The model and its state as of ``training_offset``."""
+        self.version = self.training_offset + 1
+        return Snapshot(
+            name=self.name,
+            version=self.version,
+            model=self.model,
+            training_offset=self.training_offset,
+            state=self.snapshot_state(),
+        )
+
+    def resume_from(self, snapshot: Snapshot) -> None:
+        """Take the counts, version and training offset of ``snapshot``."""
+        self.counts = Counter(snapshot.state["counts"])
+        self.version = snapshot.version
+        self.training_offset = snapshot.training_offset
+
+
+class FraudLearner(Learner):
     """Applies training records in order to one :class:`FraudModel` and its metrics.
 
     >>> learner = FraudLearner(FraudModel())
@@ -49,19 +93,16 @@ class FraudLearner:
     (1, 1, 1)
     """
 
+    name = MODEL_NAME
+
     def __init__(self, model: FraudModel, metrics: ScorerMetrics | None = None) -> None:
-        self.model = model
+        super().__init__(model)
         self.metrics = metrics or ScorerMetrics()
-        self.counts: Counter[str] = Counter()
-        self.version = 0
-        self.training_offset = -1
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> FraudLearner:
         learner = cls(snapshot.model, snapshot.state["metrics"])
-        learner.counts = Counter(snapshot.state["counts"])
-        learner.version = snapshot.version
-        learner.training_offset = snapshot.training_offset
+        learner.resume_from(snapshot)
         return learner
 
     def apply(self, record: dict[str, Any]) -> None:
@@ -77,20 +118,8 @@ class FraudLearner:
         elif kind == "traffic":
             self.model.observe(record["features"])
 
-    def snapshot(self) -> Snapshot:
-        """The model and metrics as of ``training_offset``.
-
-        The version is the number of training messages applied (``training_offset + 1``):
-        it only grows along the training log, whichever worker made the snapshot.
-        """
-        self.version = self.training_offset + 1
-        return Snapshot(
-            name=MODEL_NAME,
-            version=self.version,
-            model=self.model,
-            training_offset=self.training_offset,
-            state={"metrics": self.metrics, "counts": dict(self.counts)},
-        )
+    def snapshot_state(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "counts": dict(self.counts)}
 
     def report(self) -> dict[str, Any]:
         return {

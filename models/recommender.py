@@ -42,6 +42,8 @@ import numpy as np
 import orjson
 from river import optim, reco, utils
 
+from models.learner import Learner
+from models.snapshots import Snapshot
 from tables.user_history import UserFactors
 
 N_FACTORS = 10
@@ -269,3 +271,62 @@ class Recommender:
 def snapshot_bytes(model: Recommender) -> int:
     """Size of ``model`` pickled and compressed as a snapshot stores it (signature and header aside)."""
     return len(zlib.compress(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), level=1))
+
+
+# --- the learner -------------------------------------------------------------------------
+
+MODEL_NAME = "recommendations"
+
+
+class RecoLearner(Learner):
+    """Applies training examples in order to the item half of one :class:`Recommender`.
+
+    >>> learner = RecoLearner(Recommender(n_factors=2))
+    >>> learner.apply(TrainingExample("i1", (0.1, 0.2), 0.0, 5.0))
+    >>> learner.counts["examples"], len(learner.model.item_factors())
+    (1, 1)
+    """
+
+    name = MODEL_NAME
+
+    def apply(self, record: TrainingExample) -> None:
+        self.model.learn(record)
+        self.counts["examples"] += 1
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot) -> RecoLearner:
+        learner = cls(snapshot.model)
+        learner.resume_from(snapshot)
+        return learner
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "model_version": self.version,
+            "training_offset": self.training_offset,
+            "counts": dict(self.counts),
+            "items_with_factors": len(self.model.item_factors()),
+            "items_forgotten": self.model.evicted,
+        }
+
+
+def encode_training(examples: Sequence[TrainingExample]) -> bytes:
+    """One training message of ``examples``.
+
+    >>> data = encode_training([TrainingExample("i1", (0.5,), 0.0, 1.0)])
+    >>> data
+    b'[["i1",[0.5],0.0,1.0]]'
+    >>> decode_training(data)
+    [TrainingExample(item_id='i1', user_latent=(0.5,), user_bias=0.0, target=1.0)]
+    """
+    return orjson.dumps([[e.item_id, e.user_latent, e.user_bias, e.target] for e in examples])
+
+
+def decode_training(data: bytes | None) -> list[TrainingExample]:
+    """The examples of one training message; raises ``ValueError``/``TypeError`` on a bad one."""
+    rows = orjson.loads(data or b"null")
+    if not isinstance(rows, list):
+        raise TypeError(f"expected a list of training examples, got {type(rows).__name__}")
+    return [
+        TrainingExample(str(item), tuple(float(x) for x in latent), float(bias), float(target))
+        for item, latent, bias, target in rows
+    ]

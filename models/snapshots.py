@@ -33,12 +33,14 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import river
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M")
 
 SNAPSHOT_FORMAT = 1
 SIGNED_PREFIX = b"eddy-snapshot-hmac-sha256:"
@@ -241,6 +243,31 @@ class SnapshotSubscriber:
         current = self.latest.get(snapshot.name)
         if current is None or snapshot.version > current.version:
             self.latest[snapshot.name] = snapshot
+
+
+class ScoringModel(Generic[M]):
+    """The newest snapshot of model ``name`` a worker has, swapped in as snapshots arrive.
+
+    >>> subscriber = SnapshotSubscriber("localhost:9092", "snapshots", key=b"k" * 16)
+    >>> scoring = ScoringModel(subscriber, "demo", initial={"w": 0})
+    >>> scoring.current(), scoring.version
+    ({'w': 0}, 0)
+    >>> subscriber.latest["demo"] = Snapshot("demo", version=3, model={"w": 1})
+    >>> scoring.current(), scoring.version
+    ({'w': 1}, 3)
+    """
+
+    def __init__(self, subscriber: SnapshotSubscriber, name: str, initial: M) -> None:
+        self.subscriber = subscriber
+        self.name = name
+        self.model = initial
+        self.version = 0
+
+    def current(self) -> M:
+        snapshot = self.subscriber.latest.get(self.name)
+        if snapshot is not None and snapshot.version != self.version:
+            self.model, self.version = snapshot.model, snapshot.version
+        return self.model
 
 
 async def read_partition_range(

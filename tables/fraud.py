@@ -9,17 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from faust.types import TableT
 
-from app.faust_app import app, producer_knows_partitions
-from app.settings import settings
+from app.pipeline import pipeline_table
 from app.stages.state import KeyedState, StateCodec
 from tables.card_state import CardState
 from tables.merchant_features import MerchantActivity
-
-
-def _table(name: str, help: str) -> TableT:
-    return app.Table(name, key_type=bytes, value_type=bytes, help=help, options=settings.table_options)
 
 
 def _encode_merchant(merchant: MerchantActivity) -> bytes:
@@ -35,14 +29,14 @@ MERCHANT_CODEC: StateCodec[MerchantActivity] = StateCodec(encode=_encode_merchan
 JSON_CODEC: StateCodec[Any] = StateCodec(encode=orjson.dumps, decode=orjson.loads)
 
 card_state: KeyedState[CardState] = KeyedState(
-    _table(
+    pipeline_table(
         "fraud-card-activity",
         "Per card: its transactions of the last 31 days of event time and its latest decisions.",
     ),
     CARD_CODEC,
 )
 merchant_state: KeyedState[MerchantActivity] = KeyedState(
-    _table(
+    pipeline_table(
         "fraud-merchant-activity",
         "Per merchant: bucketed counts, amounts and received labels (tables.merchant_features); "
         "its changelog is what every worker reads merchant features from.",
@@ -50,16 +44,8 @@ merchant_state: KeyedState[MerchantActivity] = KeyedState(
     MERCHANT_CODEC,
 )
 label_join_state: KeyedState[dict[str, Any]] = KeyedState(
-    _table(
+    pipeline_table(
         "fraud-label-join", "Per tx_id: the decision awaiting its label, or the label awaiting its decision."
     ),
     JSON_CODEC,
 )
-
-
-@app.task
-async def learn_changelog_partitions() -> None:
-    """Let the web router find the owner of any key from the start (see producer_knows_partitions)."""
-    for state in (card_state, merchant_state, label_join_state):
-        await state.table.changelog_topic.maybe_declare()
-        await producer_knows_partitions(state.changelog_topic)

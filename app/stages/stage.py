@@ -127,6 +127,27 @@ class BatchedStage:
         if len(self._processed) >= self.max_pending:
             await self.flush()
 
+    async def run(self, stream: Any, handle: Callable[[Message], None]) -> None:
+        """Hand every event of ``stream`` to ``handle``, then to this stage, which acks it
+        once the flush after it is durable.  An exception in ``handle`` costs that one
+        record, which goes to ``dead-letters`` with the reason, never the worker."""
+        async for event in stream.noack().events():
+            message = event.message
+            try:
+                handle(message)
+            except Exception as exc:
+                logger.exception(
+                    "%s failed on %s[%d]@%d", self.name, message.topic, message.partition, message.offset
+                )
+                self.dead_letter(message, f"{self.name} failed: {exc!r}")
+            self.processed(message)
+            await self.after_event()
+
+    def committed_offset(self, message: Message) -> int:
+        """The committed offset of ``message``'s partition as this worker knows it (0: none):
+        records below it are not delivered again."""
+        return self.app.consumer._committed_offset.get(message.tp) or 0
+
     # --- flushing -------------------------------------------------------------------------
 
     async def flush(self) -> None:

@@ -13,6 +13,7 @@ partition assignment, recovery and standbys.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -190,3 +191,24 @@ def store_keys(table: TableT) -> list[tuple[int, bytes]]:
             if key != store.offset_key
         ]
     return [(store._key_partition.get(key, -1), key) for key in list(store.data)]
+
+
+async def sweep_idle(
+    state: KeyedState[V],
+    is_idle: Callable[[V], bool],
+    on_evicted: Callable[[str, V], None] | None = None,
+    chunk: int = 500,
+) -> int:
+    """Delete every stored key whose value ``is_idle`` (tombstones go out with the next flush);
+    ``on_evicted(key, value)`` for each.  Yields to the event loop every ``chunk`` keys."""
+    evicted = 0
+    for seen, (partition, key) in enumerate(store_keys(state.table), start=1):
+        value = state.peek(partition, key)
+        if value is not None and is_idle(value):
+            state.put(partition, key, None)
+            evicted += 1
+            if on_evicted is not None:
+                on_evicted(key.decode(), value)
+        if seen % chunk == 0:
+            await asyncio.sleep(0)
+    return evicted

@@ -167,7 +167,7 @@ def _transaction(tx_id: str, card_id: str, merchant_id: str, ts: float) -> tuple
 def test_cards_and_merchants_idle_for_a_month_of_event_time_are_dropped_with_a_tombstone(
     worker_factory,
 ):
-    worker = worker_factory(extra_env={"EDDY_FRAUD_SWEEP_INTERVAL_S": "1"})
+    worker = worker_factory(extra_env={"EDDY_SWEEP_INTERVAL_S": "1"})
     worker.wait_ready()
     topic = worker.topic("transactions")
     run(ensure_topics(worker.bootstrap, [topic, worker.topic("fraud-labels")], 4))

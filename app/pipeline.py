@@ -1,0 +1,102 @@
+"""What every pipeline's agents share: topics, tables, registered stages and guarded timers.
+
+A pipeline module (``agents/<name>.py``) reads top to bottom: its topics
+(:func:`pipeline_topic`), its tables (:func:`pipeline_table`), its stages
+(:func:`register_stage`), its agents (``await stage.run(stream, handle)``) and
+its views.  Registered stages are flushed by one task and drop the cached state
+of revoked partitions together, whatever pipeline they belong to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from faust.types import TableT, TopicT
+
+from app.faust_app import app, producer_knows_partitions
+from app.settings import settings
+from app.stages.stage import BatchedStage
+
+logger = logging.getLogger(__name__)
+
+PARTITIONS = settings.topic_partitions
+
+
+def pipeline_topic(*names: str, **options: Any) -> TopicT:
+    """A topic the app declares (creates when missing), named with the configured prefix;
+    raw bytes in and out, ``topic_partitions`` partitions unless ``partitions=`` says otherwise."""
+    options.setdefault("partitions", PARTITIONS)
+    return app.topic(
+        *(settings.topic_name(name) for name in names),
+        internal=True,
+        key_type=bytes,
+        value_serializer="raw",
+        **options,
+    )
+
+
+_tables: list[TableT] = []
+
+
+def pipeline_table(name: str, help: str) -> TableT:
+    """A RocksDB-backed, changelogged table of raw bytes (keys as the input topics carry them,
+    so the changelog and the web router hash a key as the topics do)."""
+    table = app.Table(name, key_type=bytes, value_type=bytes, help=help, options=settings.table_options)
+    _tables.append(table)
+    return table
+
+
+@app.task
+async def learn_changelog_partitions() -> None:
+    """Let the web router find the owner of any key from the start (see producer_knows_partitions)."""
+    for table in _tables:
+        await table.changelog_topic.maybe_declare()
+        await producer_knows_partitions(table.changelog_topic.get_topic_name())
+
+
+_stages: list[tuple[BatchedStage, frozenset[str]]] = []
+
+
+def register_stage(stage: BatchedStage, inputs: Iterable[TopicT]) -> BatchedStage:
+    """Flush ``stage`` with every other, and forget its cached state of revoked ``inputs`` partitions."""
+    names = frozenset(name for topic in inputs for name in topic.topics)
+    _stages.append((stage, names))
+    return stage
+
+
+def registered_stages() -> list[BatchedStage]:
+    return [stage for stage, _ in _stages]
+
+
+@app.task
+async def flush_stages() -> None:
+    await asyncio.gather(*(stage.run_flushes() for stage, _ in _stages))
+
+
+@app.on_partitions_revoked.connect
+async def forget_revoked_state(app_: Any, revoked: set, **kwargs: Any) -> None:
+    """Revoked partitions were flushed (faust waited for their acks): drop their cached state."""
+    for stage, topics in _stages:
+        stage.forget_partitions({tp.partition for tp in revoked if tp.topic in topics}, topics)
+
+
+def never_stops_the_worker(interval: float) -> Callable[[Callable[[], Awaitable[None]]], Any]:
+    """``app.timer(interval)`` whose exceptions are logged: a failing timer would stop the worker."""
+
+    def decorate(body: Callable[[], Awaitable[None]]) -> Any:
+        @functools.wraps(body)
+        async def guarded() -> None:
+            try:
+                await body()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("timer %s failed; it runs again in %.0f s", body.__name__, interval)
+
+        return app.timer(interval=interval)(guarded)
+
+    return decorate

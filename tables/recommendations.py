@@ -1,0 +1,48 @@
+"""The recommendations pipeline's tables: users' histories and items' activity, written behind.
+
+* ``reco-user-history``: per user (key ``user_id`` as ``clicks`` carries it), the
+  :class:`~tables.user_history.UserHistory` (recent interactions, purchases, the
+  user's factors) wrapped in :class:`~app.stages.redelivery.Applied`, so that a
+  redelivered click re-emits what it emitted instead of being learned twice.
+* ``reco-item-activity``: per item, its weighted interactions per minute and hour
+  (:class:`~tables.item_popularity.ItemActivity`); its changelog is what every worker
+  reads item popularity from.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from app.pipeline import pipeline_table
+from app.stages.redelivery import Applied, applied_codec
+from app.stages.state import KeyedState, StateCodec
+from tables.item_popularity import ItemActivity
+from tables.user_history import UserHistory
+
+
+def _encode_item(activity: ItemActivity) -> bytes:
+    return orjson.dumps(activity.to_state())
+
+
+def decode_item(data: bytes) -> ItemActivity:
+    return ItemActivity(orjson.loads(data))
+
+
+USER_CODEC: StateCodec[UserHistory] = StateCodec(encode=UserHistory.encode, decode=UserHistory.decode)
+ITEM_CODEC: StateCodec[ItemActivity] = StateCodec(encode=_encode_item, decode=decode_item)
+
+user_state: KeyedState[Applied[UserHistory]] = KeyedState(
+    pipeline_table(
+        "reco-user-history",
+        "Per user: recent interactions, purchases, the user's factors, and what recent clicks emitted.",
+    ),
+    applied_codec(USER_CODEC),
+)
+item_state: KeyedState[ItemActivity] = KeyedState(
+    pipeline_table(
+        "reco-item-activity",
+        "Per item: action-weighted interactions per minute and hour; "
+        "its changelog is what every worker reads item popularity from.",
+    ),
+    ITEM_CODEC,
+)
