@@ -591,7 +591,11 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                             logger.warning(
                                 "%d fetched records dropped as already read (latest %s[%d]@%d, "
                                 "read offset %d): expected only after aiokafka re-fetches",
-                                dropped_as_read, tp.topic, tp.partition, offset, r_offset,
+                                dropped_as_read,
+                                tp.topic,
+                                tp.partition,
+                                offset,
+                                r_offset,
                             )
                 unset_flag(flag_consumer_fetching)
 
