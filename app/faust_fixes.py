@@ -14,7 +14,8 @@ version and installs the patches once.  Faust is ours to bend, carefully:
 The patches (each function's docstring says why it is needed and why it is safe):
 
 * ``AIOKafkaConsumerThread.seek_to_committed`` -> :func:`_seek_to_committed_or_beginning`:
-  partitions with no committed offset go back to the beginning after a rebalance.
+  partitions with no committed offset go back to the beginning after a rebalance, and
+  all partitions move in one counted step.
 * ``Consumer._new_offset`` -> :func:`_new_offset_after_every_fetched_offset`, with
   ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` keeping
   the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
@@ -22,8 +23,8 @@ The patches (each function's docstring says why it is needed and why it is safe)
   commit what was acked before faust forgets it, so a partition moves without repeats.
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
   record to the streams without creating tasks, unless the hand-over has to wait, and
-  never a record fetched before a seek (counted by ``Consumer.perform_seek`` ->
-  :func:`_perform_seek_counted`).
+  never a record fetched before the last seek (counted by the seek above, noted per batch
+  by ``AIOKafkaConsumerThread._fetch_records`` -> :func:`_fetch_records_counted`).
 * ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
   faust's livelock detector no longer crashes the worker on a partition without a position.
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
@@ -88,6 +89,7 @@ import asyncio  # noqa: E402
 
 import faust.streams  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from aiokafka.consumer.fetcher import OffsetResetStrategy  # noqa: E402
 from faust.sensors.monitor import Monitor  # noqa: E402
 from faust.streams import Stream  # noqa: E402
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
@@ -104,7 +106,7 @@ _original_to_message = AIOKafkaConsumerDriver._to_message
 _original_on_partitions_revoked = Consumer.on_partitions_revoked
 _original_new_offset = Consumer._new_offset
 _original_drain_messages = Consumer._drain_messages
-_original_perform_seek = Consumer.perform_seek
+_original_fetch_records = AIOKafkaConsumerThread._fetch_records
 _original_stream_aiter = Stream.__aiter__
 _original_ack = Consumer.ack
 _original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
@@ -139,7 +141,7 @@ _ORIGINALS: dict[str, Any] = {
     "faust.transport.consumer:Consumer.on_partitions_revoked": _original_on_partitions_revoked,
     "faust.transport.consumer:Consumer._new_offset": _original_new_offset,
     "faust.transport.consumer:Consumer._drain_messages": _original_drain_messages,
-    "faust.transport.consumer:Consumer.perform_seek": _original_perform_seek,
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records": _original_fetch_records,
     "faust.streams:Stream.__aiter__": _original_stream_aiter,
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
 }
@@ -165,8 +167,8 @@ PATCHED: dict[str, str] = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": (
         "b983e7735f647cb34650530fb0f1bc709e8cb67d54c483b939b14b49b8d931e0"
     ),
-    "faust.transport.consumer:Consumer.perform_seek": (
-        "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6"
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records": (
+        "39a2c6c79fc1455a199629912b533458a720c64983bc957420a42feef6593baa"
     ),
 }
 
@@ -194,6 +196,22 @@ RELIED_ON: dict[str, str] = {
         "0ba84eb5e357a17e7eb5554b631d72d20dcf4abcec3fa65fddd6237a777c006b"
     ),
     "mode.services:Service.wait_first": "feade6a31f8a67897cf687c54c66f5f4535288050bbaac07249ce2063d36ae2e",
+    # The seek in one step does what these do (aiokafka is pinned with faust-streaming).
+    "faust.transport.consumer:Consumer.perform_seek": (
+        "0e8c130ff4b0afd82c0be9c5fd831316e10febc62c94032833911096e156d7c6"
+    ),
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.seek_to_committed": (
+        "f6cd85c8b70a4ccf7e862de24f6c5d985038eed3e140990f000aa4b52eda8d72"
+    ),
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.seek_to_beginning": (
+        "231229deedd7d1ef48b4fdc570c3679a142779a358c7e7bd5cb1b3384bae2c9b"
+    ),
+    "aiokafka.consumer.fetcher:Fetcher.seek_to": (
+        "f0ba6aba6c22ef83e0d58690ef771d04777032ec48cbfa68325c67bf0ef508f4"
+    ),
+    "aiokafka.consumer.fetcher:Fetcher.request_offset_reset": (
+        "e5bd8ba8838613c9942f42cd72946611c7d3ede1fbc3343bcce5db98229f5378"
+    ),
     # The drain loop notes gaps as this does (without its sleep): _add_gap_now.
     "faust.transport.consumer:Consumer._add_gap": (
         "4df2573ded7c1c2cde04dc6bde6d4480cb5875ef565256e56966b585ae39b1c1"
@@ -222,7 +240,8 @@ def changed_sources() -> dict[str, str]:
 
 
 async def _seek_to_committed_or_beginning(self: AIOKafkaConsumerThread) -> Mapping[TP, int]:
-    """Seek to the committed offsets, and to the beginning where nothing is committed yet.
+    """Seek to the committed offsets, and to the beginning where nothing is committed yet,
+    every partition in one step of the consumer thread, and count the seek.
 
     After a rebalance faust discards what it fetched while its streams were
     paused and "seeks back" with aiokafka's ``seek_to_committed``, which does not
@@ -231,28 +250,68 @@ async def _seek_to_committed_or_beginning(self: AIOKafkaConsumerThread) -> Mappi
     new application's first workers start and rebalance were lost (seen here: the
     first 125 records of two partitions of a fresh app).  With
     ``auto_offset_reset=earliest`` no committed offset means "from the start".
+
+    aiokafka's seek awaits the broker between partitions, and faust resumes fetching
+    before it seeks; so a batch handed to faust meanwhile can hold records from the
+    old position.  Here the committed offsets are read first and then every position
+    is moved in one step, counted in that same step (:func:`_seeks`): a batch fetched
+    before the count changed is stale (:func:`_drain_messages_awaiting_directly`
+    hands none of it over), a batch fetched after it is from the new positions.
     """
-    committed = await _original_seek_to_committed(self)
-    if self.app.conf.consumer_auto_offset_reset != "earliest":
-        return committed
-    fresh = [
-        tp
-        for tp, offset in committed.items()
-        if not offset and not self.consumer._is_changelog_tp(tp)  # changelogs: faust seeks them itself
-    ]
-    if fresh:
-        await self.call_thread(_seek_to_beginning_if_assigned, self._ensure_consumer(), fresh)
+    return await self.call_thread(_seek_in_one_step, self, self._ensure_consumer())
+
+
+async def _seek_in_one_step(
+    thread: AIOKafkaConsumerThread, consumer: AIOKafkaConsumer
+) -> dict[TopicPartition, int | None]:
+    """Runs in the consumer thread: see :func:`_seek_to_committed_or_beginning`."""
+    partitions = consumer.assignment()
+    committed = {tp: await consumer.committed(tp) for tp in partitions}
+    from_start = thread.app.conf.consumer_auto_offset_reset == "earliest"
+    assigned = consumer.assignment()  # a rebalance may have taken some away meanwhile
+    fresh = []
+    # One step from here to the count: no fetch result is handed out in between.
+    for tp, offset in committed.items():
+        if tp not in assigned:
+            continue
+        if offset and offset > 0:
+            consumer._fetcher.seek_to(tp, offset)  # what aiokafka's seek_to_committed does
+        elif from_start and not thread.consumer._is_changelog_tp(tp):  # changelogs: faust seeks them
+            fresh.append(tp)
+    reset = consumer._fetcher.request_offset_reset(fresh, OffsetResetStrategy.EARLIEST) if fresh else None
+    thread.consumer._eddy_seeks = _seeks(thread.consumer) + 1  # type: ignore[attr-defined]
+    if reset is not None:  # as aiokafka's seek_to_beginning waits for the new positions
+        await asyncio.wait(
+            [reset, consumer._subscription.subscription.assignment.unassign_future],
+            timeout=consumer._request_timeout_ms / 1000,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
     return committed
 
 
-async def _seek_to_beginning_if_assigned(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> None:
-    # A rebalance may have taken some of them away since their offsets were read.
-    assigned = consumer.assignment()
-    still_assigned = [tp for tp in partitions if tp in assigned]
-    if still_assigned:
-        await consumer.seek_to_beginning(*still_assigned)
+def _seeks(consumer: Consumer) -> int:
+    """How many times the consumer thread moved the stream partitions' positions."""
+    return getattr(consumer, "_eddy_seeks", 0)
+
+
+def _batch_seeks(consumer: Consumer) -> int:
+    """:func:`_seeks` when the consumer thread handed out the batch being handed over."""
+    return getattr(consumer, "_eddy_batch_seeks", 0)
+
+
+async def _fetch_records_counted(
+    self: AIOKafkaConsumerThread,
+    consumer: AIOKafkaConsumer,
+    active_partitions: set[TP],
+    timeout: float | None = None,
+    max_records: int | None = None,
+) -> Any:
+    """faust's ``_fetch_records`` (consumer thread), noting :func:`_seeks` as the batch leaves."""
+    records = await _original_fetch_records(
+        self, consumer, active_partitions, timeout=timeout, max_records=max_records
+    )
+    self.consumer._eddy_batch_seeks = _seeks(self.consumer)  # type: ignore[attr-defined]
+    return records
 
 
 def _unacked_fetched(consumer: Consumer) -> dict[TP, set[int]]:
@@ -368,35 +427,6 @@ def ack_processed(consumer: Consumer, message: Message) -> None:
     _original_ack(consumer, message)
 
 
-# --- no record from before a seek is handed over after it ---------------------------------------
-
-
-def _seeks(consumer: Consumer) -> int:
-    """How many times :meth:`Consumer.perform_seek` started or finished (odd: one is under way)."""
-    return getattr(consumer, "_eddy_seeks", 0)
-
-
-async def _perform_seek_counted(self: Consumer) -> None:
-    """faust's ``Consumer.perform_seek``, counted: before it starts and after it ends.
-
-    After a rebalance faust resumes the flow of records *before* it seeks the stream
-    partitions back to their committed offsets (``Recovery._restart_recovery``: "Resuming
-    flow...", then "Seek stream partitions to committed offsets."), and the seek awaits
-    the broker once per partition.  Records fetched meanwhile from the old position, past
-    the committed offset, were handed over after the seek had set the read offset to the
-    committed one: faust marked the offsets in between as absent and then dropped them as
-    already read when the fetch from the committed offset brought them (seen here:
-    ``fraud-labels`` offsets 147-160 after a seek to 146; transactions that never got a
-    decision).  The drain loop (:func:`_drain_messages_awaiting_directly`) compares this
-    count with its value when the batch was fetched and hands over nothing across a seek.
-    """
-    self._eddy_seeks = _seeks(self) + 1  # type: ignore[attr-defined]
-    try:
-        await _original_perform_seek(self)
-    finally:
-        self._eddy_seeks = _seeks(self) + 1  # type: ignore[attr-defined]
-
-
 _POWERS_OF_TEN = frozenset(10**k for k in range(12))
 
 
@@ -510,8 +540,6 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
             set_flag(flag_consumer_fetching)
-            # The batch is fetched after this: a seek from now on makes all of it stale.
-            fetched_after = _seeks(self)
             ait = getmany(timeout=1.0)
 
             # Sleeping because sometimes getmany is called in a loop
@@ -531,15 +559,14 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                     if (
                         message.generation_id != app.consumer_generation_id
                         or flow_suspended()
-                        or _seeks(self) != fetched_after
-                        or fetched_after % 2
+                        or _seeks(self) != _batch_seeks(self)
                     ):
                         # Fetched for an earlier assignment, from before a seek, or arriving
                         # while a rebalance is under way: the stream would skip it or it is
                         # stale, and it is fetched again from the committed offset.  It must
                         # not move the read offset or mark a gap, or the re-fetched records
                         # below it are dropped as already read (seen here: decisions missing
-                        # after a rebalance; see _perform_seek_counted).
+                        # after a rebalance; see _seek_to_committed_or_beginning).
                         continue
                     offset = message.offset
                     r_offset = get_read_offset(tp)
@@ -555,7 +582,7 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                             pass  # handed over without waiting: no task
                         else:
                             await wait_first(_Resumed(delivery, waits_for), suspend_flow.wait())
-                            if flow_suspended() or _seeks(self) != fetched_after:
+                            if flow_suspended() or _seeks(self) != _batch_seeks(self):
                                 continue  # interrupted by a rebalance: fetched again after it
                         set_read_offset(tp, offset)
                     else:
@@ -702,7 +729,7 @@ _PATCHES: list[tuple[type, str, Callable]] = [
     (Consumer, "on_partitions_revoked", _on_partitions_revoked_committing_first),
     (Consumer, "_new_offset", _new_offset_after_every_fetched_offset),
     (Consumer, "_drain_messages", _drain_messages_awaiting_directly),
-    (Consumer, "perform_seek", _perform_seek_counted),
+    (AIOKafkaConsumerThread, "_fetch_records", _fetch_records_counted),
     (Stream, "__aiter__", _stream_aiter_cython_loop),
     (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
 ]

@@ -273,18 +273,39 @@ async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkey
     assert _unacked_fetched(consumer) == {}
 
 
+class FakeFetcher:
+    def __init__(self) -> None:
+        self.sought, self.reset, self.events = {}, [], []
+
+    def seek_to(self, tp, offset) -> None:
+        self.sought[tp] = offset
+        self.events.append("seek")
+
+    def request_offset_reset(self, tps, strategy):
+        self.reset.extend(tps)
+        self.events.append("reset")
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
 class FakeAIOKafkaConsumer:
     def __init__(self, committed: dict, assigned: set) -> None:
-        self.committed, self.assigned, self.sought = committed, assigned, []
+        self._committed, self.assigned = committed, assigned
+        self._fetcher = FakeFetcher()
+        self._request_timeout_ms = 1000
+        unassigned = asyncio.get_event_loop_policy().get_event_loop().create_future()
+        self._subscription = SimpleNamespace(
+            subscription=SimpleNamespace(assignment=SimpleNamespace(unassign_future=unassigned))
+        )
 
-    async def seek_to_committed(self) -> dict:
-        return self.committed
+    async def committed(self, tp):
+        self._fetcher.events.append("committed")
+        await asyncio.sleep(0)  # a broker round trip
+        return self._committed[tp]
 
     def assignment(self) -> set:
         return self.assigned
-
-    async def seek_to_beginning(self, *partitions) -> None:
-        self.sought.extend(partitions)
 
 
 def consumer_thread(aiokafka_consumer: FakeAIOKafkaConsumer, reset: str = "earliest"):
@@ -301,18 +322,61 @@ def consumer_thread(aiokafka_consumer: FakeAIOKafkaConsumer, reset: str = "earli
 
 async def test_partitions_without_a_committed_offset_are_sought_to_the_beginning():
     fresh, zero, committed = TP("t", 0), TP("t", 1), TP("t", 2)
-    changelog, revoked_since = TP("t-changelog", 0), TP("t", 3)
-    offsets = {fresh: None, zero: 0, committed: 5, changelog: None, revoked_since: None}
+    changelog = TP("t-changelog", 0)
+    offsets = {fresh: None, zero: 0, committed: 5, changelog: None}
     aiokafka_consumer = FakeAIOKafkaConsumer(offsets, assigned={fresh, zero, committed, changelog})
     thread = consumer_thread(aiokafka_consumer)
     assert await faust_fixes._seek_to_committed_or_beginning(thread) == offsets
-    assert sorted(aiokafka_consumer.sought) == [fresh, zero]
+    assert sorted(aiokafka_consumer._fetcher.reset) == [fresh, zero]
+    assert aiokafka_consumer._fetcher.sought == {committed: 5}
+
+
+async def test_every_partition_moves_in_one_counted_step_after_all_committed_offsets_are_read():
+    partitions = {TP("t", p): 10 * p for p in range(4)}
+    aiokafka_consumer = FakeAIOKafkaConsumer(partitions, assigned=set(partitions))
+    thread = consumer_thread(aiokafka_consumer)
+    await faust_fixes._seek_to_committed_or_beginning(thread)
+    events = aiokafka_consumer._fetcher.events
+    assert events == ["committed"] * 4 + ["seek"] * 3 + ["reset"]
+    assert faust_fixes._seeks(thread.consumer) == 1
+
+
+async def test_a_partition_revoked_while_offsets_are_read_is_not_sought():
+    kept, revoked = TP("t", 0), TP("t", 1)
+    aiokafka_consumer = FakeAIOKafkaConsumer({kept: 3, revoked: 4}, assigned={kept, revoked})
+    original_committed = aiokafka_consumer.committed
+
+    async def committed_then_revoked(tp):
+        offset = await original_committed(tp)
+        aiokafka_consumer.assigned = {kept}
+        return offset
+
+    aiokafka_consumer.committed = committed_then_revoked
+    await faust_fixes._seek_to_committed_or_beginning(consumer_thread(aiokafka_consumer))
+    assert aiokafka_consumer._fetcher.sought == {kept: 3}
 
 
 async def test_with_auto_offset_reset_latest_nothing_is_sought_to_the_beginning():
     aiokafka_consumer = FakeAIOKafkaConsumer({TP("t", 0): None}, assigned={TP("t", 0)})
     await faust_fixes._seek_to_committed_or_beginning(consumer_thread(aiokafka_consumer, reset="latest"))
-    assert aiokafka_consumer.sought == []
+    assert aiokafka_consumer._fetcher.reset == []
+
+
+async def test_a_fetched_batch_notes_the_seek_count_of_its_moment():
+    consumer = SimpleNamespace(_eddy_seeks=3)
+    thread = SimpleNamespace(consumer=consumer)
+
+    async def fetch(self, consumer_, active_partitions, timeout=None, max_records=None):
+        return {"records": active_partitions}
+
+    original = faust_fixes._original_fetch_records
+    faust_fixes._original_fetch_records = fetch
+    try:
+        records = await faust_fixes._fetch_records_counted(thread, None, {PARTITION}, timeout=1.0)
+    finally:
+        faust_fixes._original_fetch_records = original
+    assert records == {"records": {PARTITION}}
+    assert faust_fixes._batch_seeks(consumer) == 3
 
 
 # --- skipped events are never acked --------------------------------------------------------------
@@ -447,6 +511,7 @@ class Drain:
 
         async def getmany(timeout: float):
             self.fetcher._stopped.set()  # one batch
+            self.consumer._eddy_batch_seeks = faust_fixes._seeks(self.consumer)  # _fetch_records_counted
             for offset in offsets:
                 yield PARTITION, message(offset)
                 if after_yield is not None:
@@ -538,23 +603,13 @@ async def test_records_fetched_for_an_earlier_assignment_are_not_handed_over_nor
     assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
 
 
-async def seek(consumer, *, then=None) -> None:
-    """faust's perform_seek, counted, with the broker round trips replaced by ``then``."""
-
-    async def perform_seek(self):
-        if then is not None:
-            await then()
-
-    original = faust_fixes._original_perform_seek
-    faust_fixes._original_perform_seek = perform_seek
-    try:
-        await faust_fixes._perform_seek_counted(consumer)
-    finally:
-        faust_fixes._original_perform_seek = original
+def seek_in_the_consumer_thread(consumer) -> None:
+    """What _seek_in_one_step does to the count when the consumer thread moves the positions."""
+    consumer._eddy_seeks = faust_fixes._seeks(consumer) + 1
 
 
 async def test_records_fetched_before_a_seek_are_not_handed_over_nor_read_after_it():
-    # faust resumes the flow before it seeks back to the committed offsets: the rest of a
+    # faust resumes fetching before it seeks back to the committed offsets: the rest of a
     # batch fetched from the old position must not be handed over once a seek ran.
     delivered = []
 
@@ -565,27 +620,26 @@ async def test_records_fetched_before_a_seek_are_not_handed_over_nor_read_after_
 
     def a_seek_runs_after_offset_1(offset):
         if offset == 1:
-            app.consumer._eddy_seeks = faust_fixes._seeks(app.consumer) + 2  # started and ended
+            seek_in_the_consumer_thread(app.consumer)
 
     drain = Drain(app, range(5), callback, after_yield=a_seek_runs_after_offset_1)
-    app.consumer._read_offset[PARTITION] = None
     await asyncio.wait_for(drain.start(), 5)
     assert delivered == [0, 1]
     assert drain.consumer._read_offset[PARTITION] == 1
     assert not drain.consumer._gap[PARTITION]
 
 
-async def test_a_batch_fetched_while_a_seek_is_under_way_is_not_handed_over():
+async def test_a_batch_fetched_after_a_seek_is_handed_over():
     delivered = []
 
     async def callback(msg):
         delivered.append(msg.offset)
 
     app = make_app()
-    app.consumer._eddy_seeks = 1  # a seek started and has not finished
-    drain = Drain(app, range(3), callback)
+    seek_in_the_consumer_thread(app.consumer)
+    drain = Drain(app, range(3), callback)  # its batch notes the count, as _fetch_records does
     await asyncio.wait_for(drain.start(), 5)
-    assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
+    assert delivered == [0, 1, 2]
 
 
 async def test_a_hand_over_that_waits_across_a_seek_does_not_move_the_read_offset():
@@ -601,24 +655,11 @@ async def test_a_hand_over_that_waits_across_a_seek_does_not_move_the_read_offse
     drain = Drain(app, range(3), callback)
     draining = drain.start()
     await until(lambda: drain.wait_first_calls == 1)
-    await seek(app.consumer)
+    seek_in_the_consumer_thread(app.consumer)
     unblock.set()
     await asyncio.wait_for(draining, 5)
     assert delivered == [0, 1]  # 1 reached the stream (which skips stale events); 2 did not
     assert drain.consumer._read_offset[PARTITION] == 0
-
-
-async def test_a_seek_is_counted_when_it_starts_and_when_it_ends_even_if_it_fails():
-    app = make_app()
-    counts = []
-
-    async def failing():
-        counts.append(faust_fixes._seeks(app.consumer))
-        raise RuntimeError("broker away")
-
-    with pytest.raises(RuntimeError):
-        await seek(app.consumer, then=failing)
-    assert counts == [1] and faust_fixes._seeks(app.consumer) == 2
 
 
 async def test_an_error_in_the_hand_over_propagates_as_in_faust():
