@@ -268,6 +268,7 @@ async def recommendations_view(web: View, request: Request, user_id: str) -> Res
 @app.page("/reco/state/")
 async def reco_state_view(web: View, request: Request) -> Response:
     """This worker's recommendation stages, popularity view and learner."""
+    scoring.current()  # take the newest snapshot even while no click comes
     return json_response(
         web,
         {

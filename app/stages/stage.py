@@ -169,6 +169,7 @@ class BatchedStage:
                     state.write_local(partition, entries)
                     for key, value in entries.items():
                         changelog.add(state.changelog_topic, partition, key, value)
+            changelog_records = len(changelog)  # counted before sending empties it
             for (topic, partition), offset in (await self._produce(changelog)).items():
                 state_of_topic[topic].set_persisted_offset(partition, offset)
             await self._produce(outputs)
@@ -179,7 +180,7 @@ class BatchedStage:
                 state.trim()
             self.counts["flushes"] += 1
             self.counts["events"] += len(processed)
-            self.counts["changelog_records"] += len(changelog)
+            self.counts["changelog_records"] += changelog_records
             self.last_flush_seconds = time.perf_counter() - started
 
     async def _produce(self, records: PartitionedRecords) -> dict[tuple[str, int], int]:

@@ -28,6 +28,7 @@ async def test_each_dirty_key_is_written_once_per_flush_with_its_last_value(faus
     assert recording.written[(counts.changelog_topic, 2)] == [(b"card-1", b'{"n":3}')]
     assert recording.written[(counts.changelog_topic, 1)] == [(b"card-2", b'{"n":7}')]
     assert counts.table.data.data == {b"card-1": b'{"n":3}', b"card-2": b'{"n":7}'}
+    assert stage.counts["changelog_records"] == 2 and stage.counts["events"] == 3
     await stage.flush()  # nothing new: nothing written again
     assert len(recording.written[(counts.changelog_topic, 2)]) == 1
 
