@@ -34,6 +34,7 @@ from app.learning import LearnerLoop, TrainingLog
 from app.pipeline import PARTITIONS, never_stops_the_worker, pipeline_topic, register_stage
 from app.settings import settings
 from app.stages.follower import TopicFollower
+from app.stages.lag import LagSample
 from app.stages.outputs import key_partition
 from app.stages.stage import BatchedStage
 from app.stages.state import sweep_idle
@@ -55,7 +56,7 @@ from tables.card_features import ConflictingTransaction, card_features_at
 from tables.card_state import CardState
 from tables.fraud import card_state, decode_merchant, label_join_state, merchant_state
 from tables.merchant_features import MerchantActivity
-from tables.merchant_view import LagSample, MerchantView
+from tables.merchant_view import MerchantView
 from tables.windows import DAY, PartitionWatermarks
 
 logger = logging.getLogger(__name__)

@@ -4,52 +4,19 @@ The merchant stage owns each merchant's :class:`~tables.merchant_features.Mercha
 and writes it, once per flush, to its table's changelog; every worker follows
 that compacted changelog (:class:`~app.stages.follower.TopicFollower`) into this
 view.  A decision therefore reads merchant features in memory, without a hop,
-at the price of a bounded staleness that :class:`LagSample` measures.
+at the price of a bounded staleness that :class:`~app.stages.lag.LagSample` measures.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
 
+from app.stages.lag import LagSample
 from tables.merchant_features import MerchantActivity
-
-
-class LagSample:
-    """The last ``size`` lags (seconds) of something, with their quantiles.
-
-    >>> lags = LagSample(size=3)
-    >>> for lag in (0.1, 0.2, 0.3, 0.4):
-    ...     lags.add(lag)
-    >>> lags.quantile(0.5), len(lags.values)
-    (0.3, 3)
-    """
-
-    def __init__(self, size: int = 1_000) -> None:
-        self.values: deque[float] = deque(maxlen=size)
-
-    def add(self, seconds: float) -> None:
-        self.values.append(seconds)
-
-    def quantile(self, q: float) -> float | None:
-        if not self.values:
-            return None
-        ordered = sorted(self.values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    def report(self) -> dict[str, float | None]:
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000.0, 1)
-
-        return {
-            "p50_ms": ms(self.quantile(0.5)),
-            "p99_ms": ms(self.quantile(0.99)),
-            "max_ms": ms(self.quantile(1.0)),
-        }
 
 
 class MerchantView:

@@ -33,6 +33,7 @@ from faust.types import AppT, Message, TopicT
 
 from app.dead_letters import dead_letter_record, dead_letters_topic
 from app.faust_fixes import ack_processed
+from app.stages.lag import LagSample
 from app.stages.outputs import PartitionedRecords, key_partition
 from app.stages.state import KeyedState
 
@@ -74,6 +75,8 @@ class BatchedStage:
         self.max_pending = max_pending
         self.counts: Counter[str] = Counter()
         self.last_flush_seconds = 0.0
+        # From each event's append to Kafka to its outputs being durable: the stage's latency.
+        self.event_to_output = LagSample(size=10_000)
         self._outputs = PartitionedRecords()
         self._processed: list[Message] = []
         self._partitions: dict[str, int] = {}
@@ -173,8 +176,11 @@ class BatchedStage:
             for (topic, partition), offset in (await self._produce(changelog)).items():
                 state_of_topic[topic].set_persisted_offset(partition, offset)
             await self._produce(outputs)
+            durable_at = time.time()
             consumer = self.app.consumer
+            add_lag = self.event_to_output.add
             for message in processed:
+                add_lag(durable_at - message.timestamp)  # the record's Kafka timestamp, in seconds
                 ack_processed(consumer, message)
             for state in self.states:
                 state.trim()
@@ -230,6 +236,7 @@ class BatchedStage:
             "pending_events": len(self._processed),
             "cached_keys": {state.name: len(state) for state in self.states},
             "last_flush_ms": round(self.last_flush_seconds * 1000.0, 2),
+            "event_to_output": self.event_to_output.report(),
         }
 
     def _producer(self) -> Any:

@@ -73,6 +73,7 @@ class FakeMessage:
     offset: int
     key: bytes | None = None
     value: bytes | None = None
+    timestamp: float = 0.0
 
 
 @pytest.fixture

@@ -1,0 +1,191 @@
+"""Recommendations and alerts pipeline benchmarks: backlog throughput and latency under load.
+
+``python -m benchmarks.pipelines`` (part of ``make bench``) runs both against the local
+broker (started if needed) and appends the results to BENCHMARKS.md.
+
+1. Throughput: a backlog of simulated events is produced first; one worker process
+   then works through it.  events/s = events / (time the stage had handled them all -
+   time it handled the first), from its ``/…/state/`` counts polled every 0.1 s.
+2. Latency: a warm worker gets events at a fixed offered load; latency is, for every
+   event, the time from its Kafka timestamp to its stage's outputs being acknowledged by
+   the broker (the stage's ``event_to_output`` sample, the last 10,000 events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.simulation.clicks import ClickStreamConfig, generate_click_stream
+from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
+from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
+from app.simulation.transactions import SimulatedEvent
+from app.worker_process import free_port, start_worker, stop_worker
+from benchmarks.fraud import PARTITIONS, RESULTS, _worker_env, commit_of_checkout
+from broker import LocalKafka
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the benchmark needs to know of one pipeline."""
+
+    name: str
+    input_topic: str
+    state_path: str
+    stage: str
+    events: Callable[[int], Iterator[SimulatedEvent]]
+
+
+def _clicks(seed: int) -> Iterator[SimulatedEvent]:
+    return generate_click_stream(ClickStreamConfig(seed=seed, n_users=5_000, n_items=2_000, days=30))
+
+
+def _readings(seed: int) -> Iterator[SimulatedEvent]:
+    return generate_sensor_stream(SensorStreamConfig(seed=seed, n_devices=500, days=30, anomaly_rate=0.01))
+
+
+PIPELINES = {
+    "recommendations": Pipeline("recommendations", "clicks", "/reco/state/", "recommend_for_users", _clicks),
+    "alerts": Pipeline("alerts", "sensor-readings", "/alerts/state/", "assess_readings", _readings),
+}
+
+
+def _stage_report(port: int, pipeline: Pipeline) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{pipeline.state_path}", timeout=2) as response:
+            state = orjson.loads(response.read())
+    except OSError:
+        return None
+    stages = state.get("stages") or {pipeline.stage: state.get("stage")}
+    return stages[pipeline.stage]
+
+
+def _handled(report: dict[str, Any] | None) -> int:
+    return 0 if report is None else report["counts"].get("events", 0)
+
+
+def throughput(bootstrap: str, workdir: Path, pipeline: Pipeline, n: int) -> dict[str, float]:
+    """One worker on a backlog of ``n`` events of ``pipeline``."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}-"
+    events = list(islice(pipeline.events(41), n))
+    asyncio.run(ensure_topics(bootstrap, [prefix + pipeline.input_topic], PARTITIONS))
+    asyncio.run(produce_events(events, bootstrap, topic_prefix=prefix))
+    port = free_port()
+    env = _worker_env(bootstrap, prefix)
+    worker = start_worker(workdir / f"throughput-{pipeline.name}", web_port=port, env=env)
+    first = last = None
+    try:
+        deadline = time.monotonic() + 1_800
+        while time.monotonic() < deadline:
+            handled = _handled(_stage_report(port, pipeline))
+            if handled and first is None:
+                first = time.monotonic()
+            if handled >= len(events):
+                last = time.monotonic()
+                break
+            time.sleep(0.1)
+    finally:
+        stop_worker(worker)
+    seconds = float("nan") if first is None or last is None else last - first
+    return {"events": len(events), "seconds": seconds, "events_per_second": len(events) / seconds}
+
+
+def latency(bootstrap: str, workdir: Path, pipeline: Pipeline, rate: float, seconds: float) -> dict[str, Any]:
+    """Event-to-output latency of a warm worker at ``rate`` events per second."""
+    prefix = f"bench{uuid.uuid4().hex[:6]}-"
+    stream = pipeline.events(51)
+    warmup = list(islice(stream, 5_000))
+    measured = [OutgoingEvent(e.topic, e.key, e.value) for e in islice(stream, int(rate * seconds))]
+    asyncio.run(ensure_topics(bootstrap, [prefix + pipeline.input_topic], PARTITIONS))
+    port = free_port()
+    worker = start_worker(
+        workdir / f"latency-{pipeline.name}-{rate:.0f}", web_port=port, env=_worker_env(bootstrap, prefix)
+    )
+    try:
+        asyncio.run(produce_events(warmup, bootstrap, topic_prefix=prefix))
+        _wait_handled(port, pipeline, len(warmup))
+        asyncio.run(produce_events(measured, bootstrap, topic_prefix=prefix, rate=rate, linger_ms=0))
+        report = _wait_handled(port, pipeline, len(warmup) + len(measured))
+    finally:
+        stop_worker(worker)
+    lag = report["event_to_output"] if report else {}
+    return {"offered_per_second": rate, "events": len(measured), **lag}
+
+
+def _wait_handled(port: int, pipeline: Pipeline, n: int, timeout: float = 600) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    report = None
+    while time.monotonic() < deadline:
+        report = _stage_report(port, pipeline)
+        if _handled(report) >= n:
+            return report
+        time.sleep(0.2)
+    return report
+
+
+def _markdown(results: dict[str, dict[str, Any]], command: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"\n## Recommendations and alerts — {stamp}, commit {commit_of_checkout()}\n",
+        f"Command: `{command}`. One worker, {PARTITIONS} partitions, local broker on this machine.\n",
+        "| pipeline | backlog events | events/s | offered/s | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        t, lat = result["throughput"], result["latency"]
+        lines.append(
+            f"| {name} | {t['events']:,} | {t['events_per_second']:,.0f} | {lat['offered_per_second']:,.0f} "
+            f"| {lat.get('p50_ms')} | {lat.get('p99_ms')} | {lat.get('max_ms')} |"
+        )
+    lines.append(
+        "\nevents/s: the input stage's handled events over the time it took (polled every 0.1 s). "
+        "Latency: from each event's Kafka timestamp to its stage's outputs being acknowledged "
+        "(the last 10,000 events of the paced run).\n"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000, help="backlog size per pipeline")
+    parser.add_argument("--rate", type=float, default=1_000.0, help="offered load of the latency run")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
+    parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    kafka = LocalKafka.from_env()
+    started = kafka.start()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
+            for name, pipeline in PIPELINES.items():
+                results[name] = {
+                    "throughput": throughput(kafka.bootstrap, Path(tmp), pipeline, args.events),
+                    "latency": latency(kafka.bootstrap, Path(tmp), pipeline, args.rate, args.seconds),
+                }
+                print(name, orjson.dumps(results[name]).decode(), flush=True)
+    finally:
+        if started:
+            kafka.stop()
+    command = "python -m benchmarks.pipelines" + (f" {' '.join(argv)}" if argv else "")
+    text = _markdown(results, command)
+    print(text)
+    if not args.no_record:
+        with RESULTS.open("a", encoding="utf-8") as out:
+            out.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
