@@ -48,6 +48,7 @@ lint: $(STAMP)  ## ruff
 
 bench: $(BENCH_STAMP)  ## throughput, latency and floors (Faust, aiokafka, Quix Streams); appends to BENCHMARKS.md
 	$(PY) -m benchmarks.fraud
+	$(PY) -m benchmarks.pipelines
 
 soak: $(STAMP)  ## 120 days of traffic through one worker at a steady rate; appends to BENCHMARKS.md
 	$(PY) -m benchmarks.soak

@@ -60,7 +60,7 @@ assessed: Counter[str] = Counter()
 @app.agent(readings_topic)
 async def assess_readings(stream):
     """Validate a reading, count it in its device's statistics, score it and publish alerts."""
-    await alerts_stage.prepare([alerts_topic])
+    await alerts_stage.prepare([alerts_topic], keyed_inputs=[readings_topic])
     await alerts_stage.run(stream, _assess)
 
 

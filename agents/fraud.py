@@ -177,7 +177,9 @@ async def follow_merchant_activity() -> None:
 @app.agent(transactions_topic)
 async def decide_transactions(stream):
     """Validate a transaction, count it in its card, score it and publish its decision."""
-    await decide_stage.prepare([decisions_topic, merchant_events_topic, training_topic])
+    await decide_stage.prepare(
+        [decisions_topic, merchant_events_topic, training_topic], keyed_inputs=[transactions_topic]
+    )
     await decide_stage.run(stream, _decide)
 
 

@@ -150,7 +150,9 @@ async def follow_item_popularity() -> None:
 @app.agent(clicks_topic)
 async def recommend_for_users(stream):
     """Validate a click, learn it into its user, and publish the user's recommendations."""
-    await user_stage.prepare([recommendations_topic, item_events_topic, training_topic])
+    await user_stage.prepare(
+        [recommendations_topic, item_events_topic, training_topic], keyed_inputs=[clicks_topic]
+    )
     await user_stage.run(stream, _recommend)
 
 

@@ -80,6 +80,7 @@ class BatchedStage:
         self._outputs = PartitionedRecords()
         self._processed: list[Message] = []
         self._partitions: dict[str, int] = {}
+        self._keyed_inputs: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
         self._ready = asyncio.Event()
         # Called at the start of each flush: emit what is coalesced per flush (one record per key).
@@ -87,10 +88,22 @@ class BatchedStage:
 
     # --- set-up ---------------------------------------------------------------------------
 
-    async def prepare(self, output_topics: Iterable[TopicT]) -> None:
-        """Create ``output_topics`` if missing and learn their partition counts (and the changelogs')."""
+    async def prepare(self, output_topics: Iterable[TopicT], keyed_inputs: Iterable[TopicT] = ()) -> None:
+        """Create ``output_topics`` if missing and learn their partition counts (and the changelogs').
+
+        A record of one of ``keyed_inputs`` whose partition is not the one Kafka's default
+        (murmur2) partitioner gives its key goes to ``dead-letters`` instead of the handler:
+        its key's state lives on that other partition, and handling it here would split it.
+        """
         producer = self._producer()
-        topics = [*output_topics, dead_letters_topic, *(state.table.changelog_topic for state in self.states)]
+        keyed_inputs = list(keyed_inputs)
+        self._keyed_inputs = frozenset(name for topic in keyed_inputs for name in topic.topics)
+        topics = [
+            *output_topics,
+            *keyed_inputs,
+            dead_letters_topic,
+            *(state.table.changelog_topic for state in self.states),
+        ]
         for topic in topics:
             await topic.maybe_declare()
         for topic in topics:
@@ -137,7 +150,10 @@ class BatchedStage:
         async for event in stream.noack().events():
             message = event.message
             try:
-                handle(message)
+                if message.topic in self._keyed_inputs and (misplaced := self._misplaced(message)):
+                    self.dead_letter(message, misplaced)
+                else:
+                    handle(message)
             except Exception as exc:
                 logger.exception(
                     "%s failed on %s[%d]@%d", self.name, message.topic, message.partition, message.offset
@@ -145,6 +161,19 @@ class BatchedStage:
                 self.dead_letter(message, f"{self.name} failed: {exc!r}")
             self.processed(message)
             await self.after_event()
+
+    def _misplaced(self, message: Message) -> str | None:
+        """Why ``message`` is not on the partition its key belongs to (``None``: it is)."""
+        if message.key is None:
+            return None  # the handler says what is wrong with it
+        expected = self.partition_for(message.topic, message.key)
+        if expected == message.partition:
+            return None
+        return (
+            f"key {message.key[:100]!r} arrived on partition {message.partition} of {message.topic}, "
+            f"but Kafka's default (murmur2) partitioner gives it partition {expected}, where its "
+            f"state lives. Produce with the murmur2 partitioner (librdkafka: partitioner=murmur2_random)"
+        )
 
     def committed_offset(self, message: Message) -> int:
         """The committed offset of ``message``'s partition as this worker knows it (0: none):

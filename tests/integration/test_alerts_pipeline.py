@@ -11,6 +11,7 @@ from app import codecs
 from app.contracts import parse_sensor_reading
 from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
+from app.stages.outputs import key_partition
 from models.alert_steps import AlertPolicy, DeviceState, assess_reading
 from tests.integration.kafka_helpers import read_topic, run, send_raw
 
@@ -65,6 +66,18 @@ def test_alerts_equal_a_recomputation_and_bad_readings_are_dead_lettered(worker_
         )
     )
 
+    # A valid reading produced to another partition than murmur2 gives its key.
+    misplaced_key, misplaced_value = _reading("dev-misplaced", "t", 1.0, T0)
+    wrong_partition = (key_partition(misplaced_key, 4) + 1) % 4
+    run(
+        send_raw(
+            worker.bootstrap,
+            worker.topic("sensor-readings"),
+            [(misplaced_key, misplaced_value)],
+            wrong_partition,
+        )
+    )
+
     published = run(
         read_topic(
             worker.bootstrap,
@@ -85,17 +98,18 @@ def test_alerts_equal_a_recomputation_and_bad_readings_are_dead_lettered(worker_
         read_topic(
             worker.bootstrap,
             worker.topic("dead-letters"),
-            until=lambda records: len(records) >= len(BAD_READINGS) + 2,
+            until=lambda records: len(records) >= len(BAD_READINGS) + 3,
             timeout=60,
             settle=2.0,
         )
     )
     errors = [value["error"] for _, value in letters]
-    assert len(errors) == len(BAD_READINGS) + 2, errors
+    assert len(errors) == len(BAD_READINGS) + 3, errors
     for _, _, reason in BAD_READINGS:
         assert any(reason in error for error in errors), (reason, errors)
     assert sum("behind the newest reading of t" in error for error in errors) == 1
     assert sum("'m16' is not tracked" in error for error in errors) == 1
+    assert sum(f"arrived on partition {wrong_partition}" in error for error in errors) == 1
 
     # The device's live statistics, from the worker that owns it, equal the recomputation.
     device = events[-1].key

@@ -103,3 +103,30 @@ def test_key_partition_matches_kafkas_default_partitioner(key: bytes) -> None:
     from aiokafka.partitioner import DefaultPartitioner
 
     assert key_partition(key, 8) == DefaultPartitioner()(key, list(range(8)), list(range(8)))
+
+
+async def test_a_keyed_input_record_on_another_partition_than_its_key_is_dead_lettered(
+    faust_app, recording, json_state
+):
+    counts = json_state()
+    stage = BatchedStage(faust_app, "test", [counts])
+    await stage.prepare([recording.topic("decisions")], keyed_inputs=[recording.topic("transactions")])
+    home = key_partition(b"card-1", 4)
+    handled = []
+
+    class Stream:
+        def noack(self):
+            return self
+
+        async def events(self):
+            for partition in (home, (home + 1) % 4):
+                message = FakeMessage("transactions", partition, 7, key=b"card-1", value=b"{}")
+                yield type("Event", (), {"message": message})()
+
+    await stage.run(Stream(), handled.append)
+    await stage.flush()
+    assert [message.partition for message in handled] == [home]
+    [(_, letter)] = [r for (topic, _), rs in recording.written.items() if topic == "dead-letters" for r in rs]
+    error = orjson.loads(letter)["error"]
+    assert f"arrived on partition {(home + 1) % 4} of transactions" in error
+    assert f"gives it partition {home}" in error
