@@ -405,6 +405,9 @@ async def state_view(web: View, request: Request) -> Response:
             },
             "swept": dict(swept),
             "decisions": dict(decided),
+            "card_partitions": sorted(
+                tp.partition for tp in app.assignor.assigned_actives() if tp.topic == TRANSACTIONS
+            ),
             "stages": {stage.name: stage.report() for stage in (decide_stage, join_stage, merchant_stage)},
             "merchant_features": {
                 "merchants_in_view": len(merchant_view),

@@ -39,7 +39,9 @@ app = faust.App(
     # Workers that join before their topics exist get no partitions; fresher metadata lets the
     # group see the topics appear and rebalance within seconds, not faust's default 5 minutes.
     consumer_metadata_max_age_ms=10_000,
-    table_standby_replicas=0,
+    # Standby replicas keep a copy of other workers' tables warm: a failover then replays
+    # only the changelog's tail instead of all of it (BENCHMARKS.md, recovery and failover).
+    table_standby_replicas=settings.standby_replicas,
     # faust's Monitor sensor without its per-record bookkeeping (which only faust's web stats
     # pages read): see faust_fixes.LeanMonitor.
     Monitor=faust_fixes.LeanMonitor,

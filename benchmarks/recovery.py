@@ -1,0 +1,216 @@
+"""Recovery from the changelog and failover time, with and without standby replicas.
+
+``python -m benchmarks.recovery`` runs against the local broker (started if needed) and
+appends the results to BENCHMARKS.md.
+
+1. Recovery: the card table's changelog is filled with ``n`` cards (each with a few
+   transactions, as the decision stage writes them), then a worker with an empty disk
+   starts.  The time is from the worker's start to its log's "Worker ready" (faust logs it
+   once every active table partition is restored), minus the same for an empty changelog;
+   a card is then read back through the web view to check it was restored.
+2. Failover: two workers share the partitions of a changelog of ``n`` cards; one is killed
+   with SIGKILL.  The time is from the kill to the first moment the survivor serves a card
+   of a partition the dead worker owned.  It includes the session timeout
+   (``EDDY_SESSION_TIMEOUT_S``) after which the group notices a dead member; the survivor's
+   own recovery is the rest (with ``EDDY_STANDBY_REPLICAS=1`` it already holds a copy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from app.contracts import Transaction
+from app.stages.outputs import key_partition
+from app.worker_process import free_port, start_worker, stop_worker
+from benchmarks.fraud import PARTITIONS, RESULTS, _worker_env, commit_of_checkout
+from broker import LocalKafka
+from models.fraud_steps import count_in_card
+from tables.card_state import CardState
+
+_READY = re.compile(rb"^\[(?P<stamp>[0-9-]+ [0-9:,]+)\] .*Worker ready", re.MULTILINE)
+
+
+def _card(i: int) -> bytes:
+    """A card's table value after 5 transactions (about 400 bytes), as the decision stage writes it."""
+    card = CardState.decode(None)
+    for k in range(5):
+        tx = Transaction(
+            f"t{i}-{k}", f"card-{i:07d}", f"m{(i + k) % 997}", 10.0 + k, 1_767_225_600.0 + 3_600 * k
+        )
+        count_in_card(card, tx)
+    return card.encode()
+
+
+async def _fill_changelog(bootstrap: str, topic: str, n: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        template = _card(0)
+        pending = []
+        for i in range(n):
+            key = f"card-{i:07d}".encode()
+            value = template if i else _card(0)
+            pending.append(
+                await producer.send(topic, value, key=key, partition=key_partition(key, PARTITIONS))
+            )
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def _changelog(prefix: str) -> str:
+    return f"eddy-bench-{prefix.rstrip('-')}-fraud-card-activity-changelog"
+
+
+def _ready_after(log: Path, started_wall: float, after: float = 0.0, timeout: float = 1_800) -> float:
+    """Seconds from ``started_wall`` to the first "Worker ready" logged at or after ``after``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for match in _READY.finditer(log.read_bytes()):
+            stamp = datetime.strptime(match["stamp"].decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if stamp >= after:
+                return stamp - started_wall
+        time.sleep(0.1)
+    raise TimeoutError(f"no 'Worker ready' in {log}")
+
+
+def _serves(port: int, card: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/fraud/cards/{card}/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def recovery(bootstrap: str, workdir: Path, n: int) -> dict[str, Any]:
+    prefix = f"rec{uuid.uuid4().hex[:6]}-"
+    started_filling = time.monotonic()
+    if n:
+        asyncio.run(_fill_changelog(bootstrap, _changelog(prefix), n))
+    filled = time.monotonic() - started_filling
+    port = free_port()
+    started = time.time()
+    worker = start_worker(workdir / f"recovery-{n}", web_port=port, env=_worker_env(bootstrap, prefix))
+    try:
+        seconds = _ready_after(workdir / f"recovery-{n}" / "worker.log", started)
+        restored = n == 0 or _serves(port, f"card-{n - 1:07d}")
+    finally:
+        stop_worker(worker)
+    return {"keys": n, "ready_seconds": seconds, "restored": restored, "fill_seconds": filled}
+
+
+def failover(bootstrap: str, workdir: Path, n: int, standby_replicas: int) -> dict[str, Any]:
+    prefix = f"fo{uuid.uuid4().hex[:6]}-"
+    asyncio.run(_fill_changelog(bootstrap, _changelog(prefix), n))
+    env: Mapping[str, str] = {
+        **_worker_env(bootstrap, prefix),
+        "EDDY_STANDBY_REPLICAS": str(standby_replicas),
+    }
+    ports = [free_port(), free_port()]
+    dirs = [workdir / f"failover-{n}-{standby_replicas}-{i}" for i in range(2)]
+    workers = [start_worker(d, web_port=p, env=env) for d, p in zip(dirs, ports, strict=True)]
+    try:
+        for d in dirs:
+            _ready_after(d / "worker.log", time.time() - 3_600)
+        # Both ready, partitions shared and (with standbys) mirrored: give standbys time to catch up.
+        time.sleep(10.0)
+        # A card the first worker owns: the survivor answers for it only once it took it over.
+        victim_card = next(f"card-{i:07d}" for i in range(n) if _owns(ports[0], f"card-{i:07d}"))
+        killed_at = time.time()
+        stop_worker(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not _serves(ports[1], victim_card):
+            time.sleep(0.05)
+        served_after = time.time() - killed_at
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+    return {"keys": n, "standby_replicas": standby_replicas, "served_after_seconds": served_after}
+
+
+def _owns(port: int, card: str) -> bool:
+    """Whether the worker on ``port`` owns ``card``'s partition (its ``/fraud/state/`` says)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/fraud/state/", timeout=5) as response:
+        state = orjson.loads(response.read())
+    return key_partition(card.encode(), PARTITIONS) in state["card_partitions"]
+
+
+def _markdown(recoveries: list[dict[str, Any]], failovers: list[dict[str, Any]], command: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    base = next((r["ready_seconds"] for r in recoveries if r["keys"] == 0), 0.0)
+    lines = [
+        f"\n## Recovery and failover — {stamp}, commit {commit_of_checkout()}\n",
+        f"Command: `{command}`. {PARTITIONS} partitions, local broker on this machine, cards of "
+        "5 transactions (about 400 bytes each) in the card table's changelog.\n",
+        "| cards in the changelog | worker ready after (s) | of which recovery (s) | card served after |",
+        "|---|---|---|---|",
+    ]
+    for r in recoveries:
+        lines.append(
+            f"| {r['keys']:,} | {r['ready_seconds']:.1f} | {r['ready_seconds'] - base:.1f} | "
+            f"{'yes' if r['restored'] else 'NO'} |"
+        )
+    lines += [
+        "",
+        "| cards | standby replicas | a dead worker's card served again after (s) |",
+        "|---|---|---|",
+    ]
+    for f in failovers:
+        lines.append(f"| {f['keys']:,} | {f['standby_replicas']} | {f['served_after_seconds']:.1f} |")
+    lines.append(
+        "\nRecovery: from the worker's start (empty disk) to faust's \"Worker ready\", the start-up "
+        "of an empty changelog subtracted. Failover: from SIGKILL of one of two workers to the "
+        "survivor serving a card of the dead worker's partitions; it includes the session timeout.\n"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, nargs="+", default=[0, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--failover-keys", type=int, default=100_000)
+    parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    kafka = LocalKafka.from_env()
+    started = kafka.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="eddy-recovery-") as tmp:
+            recoveries = []
+            for n in args.keys:
+                recoveries.append(recovery(kafka.bootstrap, Path(tmp), n))
+                print(recoveries[-1], flush=True)
+            failovers = []
+            for standby in (0, 1):
+                failovers.append(failover(kafka.bootstrap, Path(tmp), args.failover_keys, standby))
+                print(failovers[-1], flush=True)
+    finally:
+        if started:
+            kafka.stop()
+    command = "python -m benchmarks.recovery" + (f" {' '.join(argv)}" if argv else "")
+    text = _markdown(recoveries, failovers, command)
+    print(text)
+    if not args.no_record:
+        with RESULTS.open("a", encoding="utf-8") as out:
+            out.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
