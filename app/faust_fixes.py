@@ -530,6 +530,8 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     acks_enabled_for = self.app.topics.acks_enabled_for
     suspend_flow = self.suspend_flow
     flow_suspended = suspend_flow.is_set
+    # The seek moves stream partitions only; changelog records are never stale by it.
+    is_changelog = self._is_changelog_tp
     wait_first = self.wait_first
 
     yield_every = 100
@@ -556,10 +558,11 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                         await self.commit()
 
                     # No await from this check to the hand-over (or the wait for it).
+                    stale_by_seek = _seeks(self) != _batch_seeks(self) and not is_changelog(tp)
                     if (
                         message.generation_id != app.consumer_generation_id
                         or flow_suspended()
-                        or _seeks(self) != _batch_seeks(self)
+                        or stale_by_seek
                     ):
                         # Fetched for an earlier assignment, from before a seek, or arriving
                         # while a rebalance is under way: the stream would skip it or it is
@@ -582,7 +585,9 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                             pass  # handed over without waiting: no task
                         else:
                             await wait_first(_Resumed(delivery, waits_for), suspend_flow.wait())
-                            if flow_suspended() or _seeks(self) != _batch_seeks(self):
+                            if flow_suspended() or (
+                                _seeks(self) != _batch_seeks(self) and not is_changelog(tp)
+                            ):
                                 continue  # interrupted by a rebalance: fetched again after it
                         set_read_offset(tp, offset)
                     else:

@@ -629,6 +629,25 @@ async def test_records_fetched_before_a_seek_are_not_handed_over_nor_read_after_
     assert not drain.consumer._gap[PARTITION]
 
 
+async def test_changelog_records_fetched_before_a_seek_are_still_handed_over():
+    # The seek moves stream partitions only: a standby's changelog records are not fetched again.
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    app = make_app()
+    app.consumer._is_changelog_tp = lambda tp: True
+
+    def a_seek_runs_after_offset_1(offset):
+        if offset == 1:
+            seek_in_the_consumer_thread(app.consumer)
+
+    drain = Drain(app, range(4), callback, after_yield=a_seek_runs_after_offset_1)
+    await asyncio.wait_for(drain.start(), 5)
+    assert delivered == [0, 1, 2, 3]
+
+
 async def test_a_batch_fetched_after_a_seek_is_handed_over():
     delivered = []
 
