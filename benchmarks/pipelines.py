@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 import urllib.request
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1_000.0, help="offered load of the latency run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     kafka = LocalKafka.from_env()
     started = kafka.start()

@@ -8,11 +8,14 @@ appends the results to BENCHMARKS.md.
    starts.  The time is from the worker's start to its log's "Worker ready" (faust logs it
    once every active table partition is restored), minus the same for an empty changelog;
    a card is then read back through the web view to check it was restored.
-2. Failover: two workers share the partitions of a changelog of ``n`` cards; one is killed
-   with SIGKILL.  The time is from the kill to the first moment the survivor serves a card
-   of a partition the dead worker owned.  It includes the session timeout
-   (``EDDY_SESSION_TIMEOUT_S``) after which the group notices a dead member; the survivor's
-   own recovery is the rest (with ``EDDY_STANDBY_REPLICAS=1`` it already holds a copy).
+2. Failover: on a changelog of ``n`` cards a first worker starts and takes every partition,
+   a second joins and takes half of them; then the first is killed with SIGKILL, so the
+   survivor takes over partitions it never held (unless it kept standby copies of them).
+   The time is from the kill to the first moment the survivor serves the last card written
+   to one of the dead worker's partitions (so that partition is restored).  It includes the
+   session timeout (``EDDY_SESSION_TIMEOUT_S``) after which the group notices a dead member;
+   the survivor's own recovery is the rest (with ``EDDY_STANDBY_REPLICAS=1`` it already
+   holds a copy).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import re
 import signal
+import sys
 import tempfile
 import time
 import urllib.request
@@ -34,6 +38,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app.contracts import Transaction
+from app.simulation.producer import ensure_topics
 from app.stages.outputs import key_partition
 from app.worker_process import free_port, start_worker, stop_worker
 from benchmarks.fraud import PARTITIONS, RESULTS, _worker_env, commit_of_checkout
@@ -56,6 +61,7 @@ def _card(i: int) -> bytes:
 
 
 async def _fill_changelog(bootstrap: str, topic: str, n: int) -> None:
+    await ensure_topics(bootstrap, [topic], PARTITIONS)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     try:
@@ -125,14 +131,20 @@ def failover(bootstrap: str, workdir: Path, n: int, standby_replicas: int) -> di
     }
     ports = [free_port(), free_port()]
     dirs = [workdir / f"failover-{n}-{standby_replicas}-{i}" for i in range(2)]
-    workers = [start_worker(d, web_port=p, env=env) for d, p in zip(dirs, ports, strict=True)]
+    workers = []
     try:
-        for d in dirs:
-            _ready_after(d / "worker.log", time.time() - 3_600)
-        # Both ready, partitions shared and (with standbys) mirrored: give standbys time to catch up.
-        time.sleep(10.0)
-        # A card the first worker owns: the survivor answers for it only once it took it over.
-        victim_card = next(f"card-{i:07d}" for i in range(n) if _owns(ports[0], f"card-{i:07d}"))
+        # The first worker takes every partition; the second then takes half of them.  The
+        # first is killed: the survivor never owned its partitions (a cold takeover without a
+        # standby), unless it kept a standby copy of them.
+        for d, port in zip(dirs, ports, strict=True):
+            started = time.time()
+            workers.append(start_worker(d, web_port=port, env=env))
+            _ready_after(d / "worker.log", started)
+        time.sleep(10.0)  # the rebalance for the second, and standbys catching up
+        _ready_after(dirs[0] / "worker.log", time.time() - 3_600)
+        # The last card written to one of its partitions: served once that partition is restored.
+        victim_card = next(f"card-{i:07d}" for i in reversed(range(n)) if _owns(ports[0], f"card-{i:07d}"))
+        assert not _owns(ports[1], victim_card)
         killed_at = time.time()
         stop_worker(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 600
@@ -184,9 +196,10 @@ def _markdown(recoveries: list[dict[str, Any]], failovers: list[dict[str, Any]],
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keys", type=int, nargs="+", default=[0, 10_000, 100_000, 1_000_000])
+    parser.add_argument("--keys", type=int, nargs="*", default=[0, 10_000, 100_000, 1_000_000])
     parser.add_argument("--failover-keys", type=int, default=100_000)
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     kafka = LocalKafka.from_env()
     started = kafka.start()
