@@ -52,7 +52,7 @@ from models.recommender import (
 )
 from models.snapshots import ScoringModel, SnapshotSubscriber, signing_key
 from tables.item_popularity import ItemDeltas, ItemPopularity, apply_item_deltas
-from tables.recommendations import decode_item, item_state, user_state
+from tables.recommendations import decode_item_activity, item_state, user_state
 from tables.user_history import UserHistory
 from tables.windows import PartitionWatermarks
 
@@ -126,7 +126,7 @@ training: TrainingLog[TrainingExample] = TrainingLog(
 def _follow_item_activity(records: list[ConsumerRecord]) -> None:
     for record in {record.key: record for record in records}.values():  # one decode per key
         item_id = record.key.decode()
-        popularity.put(item_id, None if record.value is None else decode_item(record.value))
+        popularity.put(item_id, None if record.value is None else decode_item_activity(record.value))
     popularity.evict()
 
 
@@ -165,13 +165,12 @@ def _recommend(message: Message) -> None:
     partition, key = message.partition, message.key
     applied = user_state.get(partition, key) or Applied(None)
     if applied.is_redelivered(message.offset):
-        # Delivered again (a crash before its offset was committed): the same outputs again.
-        outputs = applied.outputs_of(message.offset)
-        if outputs:
-            user_stage.emit(RECOMMENDATIONS, key, outputs[0])
-            for example in outputs[1:]:
-                training.add(TrainingExample.decode(example))
-            item_deltas.deltas.add(click)
+        # Delivered again (a crash before its offset was committed): the same recommendations
+        # again.  Its training examples and popularity are not sent twice: they almost always
+        # left with the first delivery's flush (a crash between a flush's state and its outputs
+        # would lose them, see the README's delivery guarantees).
+        for output in applied.outputs_of(message.offset):
+            user_stage.emit(RECOMMENDATIONS, key, output)
         counted["redelivered"] += 1
         return
     user = applied.value or UserHistory()
@@ -180,10 +179,7 @@ def _recommend(message: Message) -> None:
     items = recommend(user, popularity, model, TOP_K, click.ts, RECO_SETTINGS)
     encoded = recommendations_for(click.user_id, items, scoring.version, click.ts).encode()
     applied.apply(
-        user,
-        offset=message.offset,
-        outputs=[encoded, *(example.encode() for example in examples)],
-        committed=user_stage.committed_offset(message),
+        user, offset=message.offset, outputs=[encoded], committed=user_stage.committed_offset(message)
     )
     user_state.put(partition, key, applied)
     user_watermarks.observe(partition, click.ts)
@@ -203,11 +199,17 @@ async def count_item_events(stream):
 def _count_item_events(message: Message) -> None:
     deltas = ItemDeltas.decode(message.value)
     partition, key = message.partition, message.key
-    activity = item_state.get(partition, key)
-    items = {} if activity is None else {key.decode(): activity}
-    for item_id in apply_item_deltas(items, deltas):
-        item_watermarks.observe(partition, items[item_id].newest)
-    item_state.put(partition, key, items[key.decode()])
+    applied = item_state.get(partition, key) or Applied(None)
+    if applied.is_redelivered(message.offset):
+        counted["redelivered_item_events"] += 1  # counted once already
+        return
+    item_id = key.decode()
+    items = {} if applied.value is None else {item_id: applied.value}
+    apply_item_deltas(items, deltas)
+    activity = items[item_id]  # KeyError (dead-lettered) if the record is not about its key
+    item_watermarks.observe(partition, activity.newest)
+    applied.apply(activity, offset=message.offset, outputs=(), committed=0)
+    item_state.put(partition, key, applied)
 
 
 reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(
@@ -237,7 +239,9 @@ async def sweep_idle_users_and_items() -> None:
             user_state, lambda applied: applied.value is None or applied.value.is_idle(watermark)
         )
     if (watermark := item_watermarks.low) is not None:
-        counted["idle_items_swept"] += await sweep_idle(item_state, lambda item: item.is_idle(watermark))
+        counted["idle_items_swept"] += await sweep_idle(
+            item_state, lambda applied: applied.value is None or applied.value.is_idle(watermark)
+        )
 
 
 # --- views -------------------------------------------------------------------------------

@@ -279,6 +279,12 @@ async def _seek_in_one_step(
         elif from_start and not thread.consumer._is_changelog_tp(tp):  # changelogs: faust seeks them
             fresh.append(tp)
     reset = consumer._fetcher.request_offset_reset(fresh, OffsetResetStrategy.EARLIEST) if fresh else None
+    # faust's perform_seek sets the read offsets once this returns; a batch fetched before then
+    # would meet the old ones (its records dropped as read), so they are set in this step too.
+    read_offset = thread.consumer._read_offset
+    for tp, offset in committed.items():
+        if tp in assigned and not thread.consumer._is_changelog_tp(tp):
+            read_offset[tp] = offset if offset is not None and offset >= 0 else None
     thread.consumer._eddy_seeks = _seeks(thread.consumer) + 1  # type: ignore[attr-defined]
     if reset is not None:  # as aiokafka's seek_to_beginning waits for the new positions
         await asyncio.wait(
@@ -306,10 +312,22 @@ async def _fetch_records_counted(
     timeout: float | None = None,
     max_records: int | None = None,
 ) -> Any:
-    """faust's ``_fetch_records`` (consumer thread), noting :func:`_seeks` as the batch leaves."""
+    """faust's ``_fetch_records`` (consumer thread), noting :func:`_seeks` as the batch leaves.
+
+    A fetch that outlived a rebalance (its caller was cancelled; the consumer thread runs it
+    to the end anyway) may have taken records of the *new* assignment that nobody will
+    receive: their partitions are moved back to its first records, and nothing is noted.
+    """
+    generation = self.app.consumer_generation_id
     records = await _original_fetch_records(
         self, consumer, active_partitions, timeout=timeout, max_records=max_records
     )
+    if self.app.consumer_generation_id != generation:  # set by the rebalance listener, in this thread
+        assigned = consumer.assignment()
+        for tp, batch in records.items():
+            if batch and tp in assigned:
+                consumer._fetcher.seek_to(tp, batch[0].offset)
+        return {}
     self.consumer._eddy_batch_seeks = _seeks(self.consumer)  # type: ignore[attr-defined]
     return records
 

@@ -140,15 +140,17 @@ def failover(bootstrap: str, workdir: Path, n: int, standby_replicas: int) -> di
             started = time.time()
             workers.append(start_worker(d, web_port=port, env=env))
             _ready_after(d / "worker.log", started)
-        time.sleep(10.0)  # the rebalance for the second, and standbys catching up
-        _ready_after(dirs[0] / "worker.log", time.time() - 3_600)
+        _ready_after(dirs[0] / "worker.log", started, after=started)  # the first, after the rebalance
+        time.sleep(10.0)  # standbys catching up
         # The last card written to one of its partitions: served once that partition is restored.
         victim_card = next(f"card-{i:07d}" for i in reversed(range(n)) if _owns(ports[0], f"card-{i:07d}"))
         assert not _owns(ports[1], victim_card)
         killed_at = time.time()
         stop_worker(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and not _serves(ports[1], victim_card):
+        while not _serves(ports[1], victim_card):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the survivor never served {victim_card}")
             time.sleep(0.05)
         served_after = time.time() - killed_at
     finally:

@@ -5,8 +5,9 @@
   user's factors) wrapped in :class:`~app.stages.redelivery.Applied`, so that a
   redelivered click re-emits what it emitted instead of being learned twice.
 * ``reco-item-activity``: per item, its weighted interactions per minute and hour
-  (:class:`~tables.item_popularity.ItemActivity`); its changelog is what every worker
-  reads item popularity from.
+  (:class:`~tables.item_popularity.ItemActivity`), wrapped in ``Applied`` so that an item
+  event delivered again is not counted twice; its changelog is what every worker reads item
+  popularity from.
 """
 
 from __future__ import annotations
@@ -38,11 +39,18 @@ user_state: KeyedState[Applied[UserHistory]] = KeyedState(
     ),
     applied_codec(USER_CODEC),
 )
-item_state: KeyedState[ItemActivity] = KeyedState(
+ITEM_STATE_CODEC: StateCodec[Applied[ItemActivity]] = applied_codec(ITEM_CODEC)
+
+item_state: KeyedState[Applied[ItemActivity]] = KeyedState(
     pipeline_table(
         "reco-item-activity",
-        "Per item: action-weighted interactions per minute and hour; "
-        "its changelog is what every worker reads item popularity from.",
+        "Per item: action-weighted interactions per minute and hour (and the offset of the last "
+        "item event counted); its changelog is what every worker reads item popularity from.",
     ),
-    ITEM_CODEC,
+    ITEM_STATE_CODEC,
 )
+
+
+def decode_item_activity(data: bytes) -> ItemActivity | None:
+    """An item's activity from its ``reco-item-activity`` changelog record."""
+    return ITEM_STATE_CODEC.decode(data).value

@@ -207,10 +207,12 @@ class BatchedStage:
             await self._produce(outputs)
             durable_at = time.time()
             consumer = self.app.consumer
+            for message in processed:
+                ack_processed(consumer, message)
             add_lag = self.event_to_output.add
             for message in processed:
-                add_lag(durable_at - message.timestamp)  # the record's Kafka timestamp, in seconds
-                ack_processed(consumer, message)
+                if message.timestamp is not None:  # the record's Kafka timestamp, in seconds
+                    add_lag(durable_at - message.timestamp)
             for state in self.states:
                 state.trim()
             self.counts["flushes"] += 1

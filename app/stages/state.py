@@ -181,16 +181,27 @@ def _store_write(store: Any, partition: int, entries: dict[bytes, bytes | None])
 
 
 def store_keys(table: TableT) -> list[tuple[int, bytes]]:
-    """Every ``(partition, key)`` in the table's local store (active partitions only)."""
+    """Every ``(partition, key)`` in the table's local store, of the partitions this worker owns.
+
+    faust keeps standby copies (and partitions it owned before) in the same store: those
+    belong to another worker, which alone may write them.
+    """
     store = table.data
+    changelog = table.changelog_topic.get_topic_name()
+    active = {tp.partition for tp in table.app.assignor.assigned_actives() if tp.topic == changelog}
     if _is_rocksdb(store):
         return [
             (partition, key)
             for partition, db in list(store._dbs.items())
+            if partition in active
             for key in db.keys()  # noqa: SIM118  (a RocksDB handle, not a dict)
             if key != store.offset_key
         ]
-    return [(store._key_partition.get(key, -1), key) for key in list(store.data)]
+    return [
+        (partition, key)
+        for key in list(store.data)
+        if (partition := store._key_partition.get(key, -1)) in active
+    ]
 
 
 async def sweep_idle(

@@ -314,7 +314,9 @@ def consumer_thread(aiokafka_consumer: FakeAIOKafkaConsumer, reset: str = "earli
 
     return SimpleNamespace(
         app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset=reset)),
-        consumer=SimpleNamespace(_is_changelog_tp=lambda tp: tp.topic.endswith("-changelog")),
+        consumer=SimpleNamespace(
+            _is_changelog_tp=lambda tp: tp.topic.endswith("-changelog"), _read_offset={}
+        ),
         _ensure_consumer=lambda: aiokafka_consumer,
         call_thread=call_thread,
     )
@@ -329,6 +331,8 @@ async def test_partitions_without_a_committed_offset_are_sought_to_the_beginning
     assert await faust_fixes._seek_to_committed_or_beginning(thread) == offsets
     assert sorted(aiokafka_consumer._fetcher.reset) == [fresh, zero]
     assert aiokafka_consumer._fetcher.sought == {committed: 5}
+    # The read offsets move in the same step (faust's perform_seek sets the same values later).
+    assert thread.consumer._read_offset == {fresh: None, zero: 0, committed: 5}
 
 
 async def test_every_partition_moves_in_one_counted_step_after_all_committed_offsets_are_read():
@@ -364,7 +368,7 @@ async def test_with_auto_offset_reset_latest_nothing_is_sought_to_the_beginning(
 
 async def test_a_fetched_batch_notes_the_seek_count_of_its_moment():
     consumer = SimpleNamespace(_eddy_seeks=3)
-    thread = SimpleNamespace(consumer=consumer)
+    thread = SimpleNamespace(consumer=consumer, app=SimpleNamespace(consumer_generation_id=GENERATION))
 
     async def fetch(self, consumer_, active_partitions, timeout=None, max_records=None):
         return {"records": active_partitions}
@@ -377,6 +381,31 @@ async def test_a_fetched_batch_notes_the_seek_count_of_its_moment():
         faust_fixes._original_fetch_records = original
     assert records == {"records": {PARTITION}}
     assert faust_fixes._batch_seeks(consumer) == 3
+
+
+async def test_a_fetch_that_outlived_a_rebalance_hands_out_nothing_and_moves_back():
+    consumer = SimpleNamespace(_eddy_seeks=3, _eddy_batch_seeks=2)
+    app = SimpleNamespace(consumer_generation_id=GENERATION)
+    thread = SimpleNamespace(consumer=consumer, app=app)
+    kept, gone = TP("t", 0), TP("t", 1)
+    aiokafka_consumer = FakeAIOKafkaConsumer({}, assigned={kept})
+
+    async def fetch_across_a_rebalance(self, consumer_, active_partitions, timeout=None, max_records=None):
+        app.consumer_generation_id = GENERATION + 1  # the listener, in the consumer thread
+        return {
+            kept: [SimpleNamespace(offset=40), SimpleNamespace(offset=41)],
+            gone: [SimpleNamespace(offset=7)],
+        }
+
+    original = faust_fixes._original_fetch_records
+    faust_fixes._original_fetch_records = fetch_across_a_rebalance
+    try:
+        records = await faust_fixes._fetch_records_counted(thread, aiokafka_consumer, {kept, gone})
+    finally:
+        faust_fixes._original_fetch_records = original
+    assert records == {}
+    assert aiokafka_consumer._fetcher.sought == {kept: 40}  # fetched again by whoever gets them
+    assert faust_fixes._batch_seeks(consumer) == 2  # the current batch's note is left alone
 
 
 # --- skipped events are never acked --------------------------------------------------------------
