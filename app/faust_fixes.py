@@ -420,11 +420,63 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
         if committed:  # below the committed offset, someone processed them
             unacked.difference_update([offset for offset in unacked if offset < committed])
         if unacked and min(unacked) < acked[0]:
-            return None  # a record fetched before the first acked one is still unprocessed
+            # A record fetched before the first acked one is still unprocessed: hold the commit
+            # back, and fetch it again if it stays so (records of one partition are processed
+            # in order, so it was skipped and will not come by itself).
+            _fetch_again_if_skipped(self, tp, min(unacked))
+            return None
+    _skipped_since(self).pop(tp, None)
     run = next(consecutive_numbers(acked))
     acked[: len(run)] = []
     self._acked_index[tp].difference_update(run)
     return run[-1] + 1
+
+
+#: Seconds a fetched record may stay unprocessed behind acked ones before it is fetched again.
+SKIPPED_PATIENCE = 5.0
+
+
+def _skipped_since(consumer: Consumer) -> dict[TP, tuple[int, float]]:
+    try:
+        return consumer._eddy_skipped_since  # type: ignore[attr-defined]
+    except AttributeError:
+        consumer._eddy_skipped_since = {}  # type: ignore[attr-defined]
+        return consumer._eddy_skipped_since  # type: ignore[attr-defined]
+
+
+def _fetch_again_if_skipped(consumer: Consumer, tp: TP, offset: int) -> None:
+    """Seek back to the committed offsets once ``tp@offset`` has held the commit back for
+    ``SKIPPED_PATIENCE`` seconds.
+
+    The commit rule stalls a partition rather than commit past a fetched record that was
+    not processed; this turns the stall into a second delivery (the pipelines answer a
+    redelivered record with what they answered the first time).  It is faust's own
+    ``perform_seek`` (every stream partition back to its committed offset, in one counted
+    step: :func:`_seek_to_committed_or_beginning`), so batches in flight are dropped as stale
+    and fetched again, as after a rebalance.  It is the safety net of the fixes above and logs
+    a warning, so that a record skipped by a path they missed shows.
+    """
+    since = _skipped_since(consumer)
+    seen = since.get(tp)
+    now = monotonic()
+    if seen is None or seen[0] != offset:
+        since[tp] = (offset, now)
+        return
+    if now - seen[1] < SKIPPED_PATIENCE or tp not in consumer.assignment():
+        return
+    since[tp] = (offset, now)  # patience again before another seek
+    logger.warning(
+        "%s[%d]@%d was fetched but not processed while later records were: seeking back to the "
+        "committed offsets to fetch it again",
+        tp.topic, tp.partition, offset,
+    )  # fmt: skip
+    task = asyncio.ensure_future(consumer.perform_seek())
+    task.add_done_callback(_log_failed_seek)
+
+
+def _log_failed_seek(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("seeking back to a skipped record failed: %r", task.exception())
 
 
 def ack_processed(consumer: Consumer, message: Message) -> None:
@@ -554,7 +606,7 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
 
     yield_every = 100
     num_since_yield = 0
-    dropped_as_read = 0
+    dropped_as_read = stale_skipped = 0
     sleep = asyncio.sleep
 
     try:
@@ -577,6 +629,13 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
 
                     # No await from this check to the hand-over (or the wait for it).
                     stale_by_seek = _seeks(self) != _batch_seeks(self) and not is_changelog(tp)
+                    if stale_by_seek:
+                        stale_skipped += 1
+                        if stale_skipped in _POWERS_OF_TEN:
+                            logger.info(
+                                "%d fetched records skipped as fetched before a seek (latest %s[%d]@%d)",
+                                stale_skipped, tp.topic, tp.partition, message.offset,
+                            )  # fmt: skip
                     if (
                         message.generation_id != app.consumer_generation_id
                         or flow_suspended()

@@ -210,6 +210,45 @@ def test_a_fetched_record_marked_absent_still_holds_the_commit_back():
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
 
 
+async def test_a_skipped_record_that_keeps_holding_the_commit_back_is_fetched_again(monkeypatch):
+    consumer = consumer_state(unacked={4}, acked=[5, 6], committed=4)
+    seeks = []
+
+    async def perform_seek():
+        seeks.append("seek")
+
+    consumer.perform_seek = perform_seek
+    consumer.assignment = lambda: {PARTITION}
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes, "monotonic", lambda: clock[0])
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None  # first seen
+    clock[0] += faust_fixes.SKIPPED_PATIENCE - 1
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
+    await asyncio.sleep(0)
+    assert seeks == []  # still within patience: it may be on its way
+    clock[0] += 2
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
+    await asyncio.sleep(0)
+    assert seeks == ["seek"]
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
+    await asyncio.sleep(0)
+    assert seeks == ["seek"]  # patience again before another seek
+
+
+async def test_a_hole_that_fills_is_not_fetched_again(monkeypatch):
+    consumer = consumer_state(unacked={4}, acked=[5], committed=4)
+    consumer.perform_seek = None  # would fail if called
+    consumer.assignment = lambda: {PARTITION}
+    clock = [100.0]
+    monkeypatch.setattr(faust_fixes, "monotonic", lambda: clock[0])
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
+    _unacked_fetched(consumer)[PARTITION].discard(4)  # processed after all
+    consumer._acked[PARTITION].insert(0, 4)
+    clock[0] += 60
+    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
+    assert faust_fixes._skipped_since(consumer) == {}
+
+
 def test_under_exactly_once_faust_own_rule_is_kept():
     consumer = consumer_state(unacked={0}, acked=[1, 2])
     consumer.app.conf.processing_guarantee = ProcessingGuarantee.EXACTLY_ONCE
