@@ -24,7 +24,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from faust.types import Message
+from faust.types import TP, Message
 from faust.web import Request, Response, View
 
 from app import codecs
@@ -37,7 +37,7 @@ from app.stages.follower import TopicFollower
 from app.stages.lag import LagSample
 from app.stages.outputs import key_partition
 from app.stages.stage import BatchedStage
-from app.stages.state import sweep_idle
+from app.stages.state import sweep, sweep_idle
 from app.views import json_response, routed_to_key_owner
 from models.fraud import FraudModel
 from models.fraud_steps import (
@@ -259,7 +259,10 @@ def _join(message: Message) -> None:
                 return
             tx_id, arrival_ts = label.tx_id, label.ts
             entry, outputs = join.on_label(
-                label_join_state.get(partition, key), tx_id, {"is_fraud": label.is_fraud, "ts": label.ts}
+                label_join_state.get(partition, key),
+                tx_id,
+                {"is_fraud": label.is_fraud, "ts": label.ts},
+                source=(message.topic, message.offset),
             )
         else:
             decision = FraudDecision.decode(message.value)
@@ -269,6 +272,7 @@ def _join(message: Message) -> None:
                 tx_id,
                 held_for_label(decision),
                 learns_from(tx_id, settings.fraud_legit_sample_rate),
+                source=(message.topic, message.offset),
             )
     except (ValueError, TypeError, KeyError) as exc:
         join_stage.dead_letter(message, f"{type(exc).__name__}: {exc}")
@@ -296,7 +300,10 @@ def _stranded(tx_id: str, partition: int, expected: int) -> str:
 
 def _publish_training(outputs: list[dict[str, Any]]) -> None:
     for output in outputs:
-        if output["kind"] == "labelled":
+        # A labelled record sent again (its label or decision delivered again) goes to the
+        # learner, which recognises it if the first one arrived; the merchant's label count,
+        # which cannot, is not sent twice.
+        if output["kind"] == "labelled" and not output.get("again"):
             labelled_merchant_events.label(output["merchant_id"], output["label_ts"], output["is_fraud"])
         joined_training.add(output)
 
@@ -313,6 +320,7 @@ async def sweep_idle_state() -> None:
         swept["idle_cards"] += await sweep_idle(card_state, lambda card: card.is_idle(watermark))
     if (watermark := merchant_watermarks.low) is not None:
         swept["idle_merchants"] += await sweep_idle(merchant_state, lambda m: m.is_idle(watermark))
+    swept["join_entries_answered"] += await sweep(label_join_state, _forget_emitted)
     if (watermark := join_watermarks.low) is not None:
         swept["expired_join_entries"] += await sweep_idle(
             label_join_state,
@@ -321,6 +329,14 @@ async def sweep_idle_state() -> None:
                 join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1]
             ),
         )
+
+
+def _forget_emitted(partition: int, key: bytes, entry: dict[str, Any]) -> dict[str, Any]:
+    """A matched entry without the training record it kept for a redelivery, once committed."""
+    if "by" not in entry:
+        return entry
+    committed = app.consumer._committed_offset.get(TP(entry["by"][0], partition)) or 0
+    return join.forget_emitted(entry, committed) or entry
 
 
 # --- the learner -------------------------------------------------------------------------

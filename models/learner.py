@@ -17,8 +17,10 @@ records (a stage sends what one flush produced in a few messages):
 
 from __future__ import annotations
 
+import hashlib
 import zlib
-from collections import Counter
+from array import array
+from collections import Counter, deque
 from typing import Any
 
 from models.fraud import FraudModel
@@ -36,6 +38,45 @@ def sampled(tx_id: str, rate: float) -> bool:
     (True, False)
     """
     return zlib.crc32(tx_id.encode()) < rate * 2**32
+
+
+#: Labelled transactions remembered to recognise a label join's redelivery (8 bytes each).
+RECENT_LABELLED = 20_000
+
+
+class RecentIds:
+    """The last ``size`` ids seen (as 64-bit hashes), in arrival order: a bounded duplicate check.
+
+    >>> recent = RecentIds(size=2)
+    >>> recent.add("a"), recent.add("a"), recent.add("b"), recent.add("c"), recent.add("a")
+    (True, False, True, True, True)
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: deque[int] = deque()
+        self._seen: set[int] = set()
+
+    def add(self, item: str) -> bool:
+        """Remember ``item``; ``False`` if it was among the last ``size``."""
+        key = int.from_bytes(hashlib.blake2b(item.encode(), digest_size=8).digest(), "little")
+        if key in self._seen:
+            return False
+        self._order.append(key)
+        self._seen.add(key)
+        if len(self._order) > self.size:
+            self._seen.discard(self._order.popleft())
+        return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"size": self.size, "order": array("Q", self._order).tobytes()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.size = state["size"]
+        keys = array("Q")
+        keys.frombytes(state["order"])
+        self._order = deque(keys)
+        self._seen = set(keys)
 
 
 class Learner:
@@ -95,19 +136,40 @@ class FraudLearner(Learner):
 
     name = MODEL_NAME
 
-    def __init__(self, model: FraudModel, metrics: ScorerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        model: FraudModel,
+        metrics: ScorerMetrics | None = None,
+        recently_labelled: RecentIds | None = None,
+    ) -> None:
         super().__init__(model)
         self.metrics = metrics or ScorerMetrics()
+        self.recently_labelled = recently_labelled or RecentIds(RECENT_LABELLED)
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> FraudLearner:
-        learner = cls(snapshot.model, snapshot.state["metrics"])
+        learner = cls(snapshot.model, snapshot.state["metrics"], snapshot.state.get("recently_labelled"))
         learner.resume_from(snapshot)
         return learner
 
     def apply(self, record: dict[str, Any]) -> None:
-        """Learn from, or count, one training record."""
+        """Learn from, or count, one training record.
+
+        A labelled record of a transaction learned from among the last ``RECENT_LABELLED``
+        is a redelivery (the label join sends one again when Kafka delivers its label or
+        decision again): counted as ``labelled_again``, not learned twice.
+
+        >>> learner = FraudLearner(FraudModel())
+        >>> record = {"kind": "labelled", "tx_id": "t1", "features": {"amount": 5.0},
+        ...           "score": 0.1, "is_fraud": False, "learn": True}
+        >>> learner.apply(record); learner.apply(record)
+        >>> learner.counts["labelled"], learner.counts["labelled_again"], learner.metrics.labels
+        (1, 1, 1)
+        """
         kind = record["kind"]
+        if kind == "labelled" and "tx_id" in record and not self.recently_labelled.add(record["tx_id"]):
+            self.counts["labelled_again"] += 1
+            return
         self.counts[kind] += 1
         if kind == "labelled":
             is_fraud = bool(record["is_fraud"])
@@ -119,7 +181,11 @@ class FraudLearner(Learner):
             self.model.observe(record["features"])
 
     def snapshot_state(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "counts": dict(self.counts)}
+        return {
+            "metrics": self.metrics,
+            "counts": dict(self.counts),
+            "recently_labelled": self.recently_labelled,
+        }
 
     def report(self) -> dict[str, Any]:
         return {

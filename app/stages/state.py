@@ -212,14 +212,28 @@ async def sweep_idle(
 ) -> int:
     """Delete every stored key whose value ``is_idle`` (tombstones go out with the next flush);
     ``on_evicted(key, value)`` for each.  Yields to the event loop every ``chunk`` keys."""
-    evicted = 0
+
+    def delete_idle(partition: int, key: bytes, value: V) -> V | None:
+        if not is_idle(value):
+            return value
+        if on_evicted is not None:
+            on_evicted(key.decode(), value)
+        return None
+
+    return await sweep(state, delete_idle, chunk)
+
+
+async def sweep(state: KeyedState[V], change: Callable[[int, bytes, V], V | None], chunk: int = 500) -> int:
+    """Replace every stored value of the partitions this worker owns by ``change(partition, key,
+    value)``: the same object keeps it, ``None`` deletes it.  Returns how many changed."""
+    changed = 0
     for seen, (partition, key) in enumerate(store_keys(state.table), start=1):
         value = state.peek(partition, key)
-        if value is not None and is_idle(value):
-            state.put(partition, key, None)
-            evicted += 1
-            if on_evicted is not None:
-                on_evicted(key.decode(), value)
+        if value is not None:
+            new = change(partition, key, value)
+            if new is not value:
+                state.put(partition, key, new)
+                changed += 1
         if seen % chunk == 0:
             await asyncio.sleep(0)
-    return evicted
+    return changed
