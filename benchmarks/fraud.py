@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import platform
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,26 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
         "p99_ms": quantile(latencies, 0.99),
         "max_ms": latencies[-1],
     }
+
+
+@contextlib.contextmanager
+def local_kafka() -> Iterator[str]:
+    """The local broker's bootstrap address; started for the block (and stopped) if it was down."""
+    kafka = LocalKafka.from_env()
+    started = kafka.start()
+    try:
+        yield kafka.bootstrap
+    finally:
+        if started:
+            kafka.stop()
+
+
+def report(text: str, record: bool) -> None:
+    """Print a benchmark's markdown and, when ``record``, append it to BENCHMARKS.md."""
+    print(text)
+    if record:
+        with RESULTS.open("a", encoding="utf-8") as out:
+            out.write(text)
 
 
 def commit_of_checkout() -> str:

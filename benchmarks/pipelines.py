@@ -34,8 +34,7 @@ from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
 from app.simulation.transactions import SimulatedEvent
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, RESULTS, _worker_env, commit_of_checkout
-from broker import LocalKafka
+from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, local_kafka, report
 
 
 @dataclass(frozen=True)
@@ -177,26 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    kafka = LocalKafka.from_env()
-    started = kafka.start()
     results: dict[str, dict[str, Any]] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
-            for name, pipeline in PIPELINES.items():
-                results[name] = {
-                    "throughput": throughput(kafka.bootstrap, Path(tmp), pipeline, args.events),
-                    "latency": latency(kafka.bootstrap, Path(tmp), pipeline, args.rate, args.seconds),
-                }
-                print(name, orjson.dumps(results[name]).decode(), flush=True)
-    finally:
-        if started:
-            kafka.stop()
+    with local_kafka() as bootstrap, tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
+        for name, pipeline in PIPELINES.items():
+            results[name] = {
+                "throughput": throughput(bootstrap, Path(tmp), pipeline, args.events),
+                "latency": latency(bootstrap, Path(tmp), pipeline, args.rate, args.seconds),
+            }
+            print(name, orjson.dumps(results[name]).decode(), flush=True)
     command = "python -m benchmarks.pipelines" + (f" {' '.join(argv)}" if argv else "")
-    text = _markdown(results, command)
-    print(text)
-    if not args.no_record:
-        with RESULTS.open("a", encoding="utf-8") as out:
-            out.write(text)
+    report(_markdown(results, command), record=not args.no_record)
     return 0
 
 

@@ -41,8 +41,7 @@ from app.contracts import Transaction
 from app.simulation.producer import ensure_topics
 from app.stages.outputs import key_partition
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, RESULTS, _worker_env, commit_of_checkout
-from broker import LocalKafka
+from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, local_kafka, report
 from models.fraud_steps import count_in_card
 from tables.card_state import CardState
 
@@ -203,27 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    kafka = LocalKafka.from_env()
-    started = kafka.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="eddy-recovery-") as tmp:
-            recoveries = []
-            for n in args.keys:
-                recoveries.append(recovery(kafka.bootstrap, Path(tmp), n))
-                print(recoveries[-1], flush=True)
-            failovers = []
-            for standby in (0, 1):
-                failovers.append(failover(kafka.bootstrap, Path(tmp), args.failover_keys, standby))
-                print(failovers[-1], flush=True)
-    finally:
-        if started:
-            kafka.stop()
+    recoveries, failovers = [], []
+    with local_kafka() as bootstrap, tempfile.TemporaryDirectory(prefix="eddy-recovery-") as tmp:
+        for n in args.keys:
+            recoveries.append(recovery(bootstrap, Path(tmp), n))
+            print(recoveries[-1], flush=True)
+        for standby in (0, 1):
+            failovers.append(failover(bootstrap, Path(tmp), args.failover_keys, standby))
+            print(failovers[-1], flush=True)
     command = "python -m benchmarks.recovery" + (f" {' '.join(argv)}" if argv else "")
-    text = _markdown(recoveries, failovers, command)
-    print(text)
-    if not args.no_record:
-        with RESULTS.open("a", encoding="utf-8") as out:
-            out.write(text)
+    report(_markdown(recoveries, failovers, command), record=not args.no_record)
     return 0
 
 
