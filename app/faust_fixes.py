@@ -20,11 +20,14 @@ The patches (each function's docstring says why it is needed and why it is safe)
   ``aiokafka.Consumer._to_message`` -> :func:`_to_message_noting_fetched` keeping
   the fetched-but-unacked offsets: never commit past a fetched, unprocessed record.
 * ``Consumer.on_partitions_revoked`` -> :func:`_on_partitions_revoked_committing_first`:
-  commit what was acked before faust forgets it, so a partition moves without repeats.
+  commit what was acked before faust forgets it, so a partition moves without repeats, and
+  forget what could not be committed after the handler.
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
   record to the streams without creating tasks, unless the hand-over has to wait, and
   never a record fetched before the last seek (counted by the seek above, noted per batch
-  by ``AIOKafkaConsumerThread._fetch_records`` -> :func:`_fetch_records_counted`).
+  by ``AIOKafkaConsumerThread._fetch_records`` -> :func:`_fetch_records_counted`); log a
+  record handed over past records that never were, and fetch a partition again when its
+  first fetched record stays unprocessed (:func:`_fetch_again_if_stalled`, the safety net).
 * ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
   faust's livelock detector no longer crashes the worker on a partition without a position.
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
@@ -98,6 +101,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver 
 from faust.types import TP, Message  # noqa: E402
 from faust.types.enums import ProcessingGuarantee  # noqa: E402
 from faust.utils.functional import consecutive_numbers  # noqa: E402
+from mode.utils.futures import notify  # noqa: E402
 
 # --- originals and their fingerprints ---------------------------------------------------------
 
@@ -375,9 +379,27 @@ async def _on_partitions_revoked_committing_first(self: Consumer, revoked: set[T
         if not committed or not any(self._acked.get(tp) for tp in revoked):
             break
     await _original_on_partitions_revoked(self, revoked)
-    unacked = _unacked_fetched(self)
-    for tp in revoked:
-        unacked.pop(tp, None)
+    # What the handler could not commit (held back by an unprocessed record) is forgotten
+    # too, or a later commit of the partition, before the seek that makes its committed
+    # offset known again, would start the run of acks there and pass the hole (seen here:
+    # a worker stopped in its next recovery committed 599 over unprocessed 449..486).
+    forget_partitions(self, revoked)
+
+
+def forget_partitions(consumer: Consumer, partitions: set[TP]) -> None:
+    """Drop every ack, gap, read and committed offset and fetched offset of ``partitions``:
+    they are known again only from the next seek to the committed offsets."""
+    unacked = _unacked_fetched(consumer)
+    for tp in partitions:
+        for per_partition in (
+            consumer._acked,
+            consumer._acked_index,
+            consumer._gap,
+            consumer._read_offset,
+            consumer._committed_offset,
+            unacked,
+        ):
+            per_partition.pop(tp, None)
 
 
 def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None:
@@ -421,57 +443,91 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
             unacked.difference_update([offset for offset in unacked if offset < committed])
         if unacked and min(unacked) < acked[0]:
             # A record fetched before the first acked one is still unprocessed: hold the commit
-            # back, and fetch it again if it stays so (records of one partition are processed
-            # in order, so it was skipped and will not come by itself).
-            _fetch_again_if_skipped(self, tp, min(unacked))
+            # back (records of one partition are processed in order, so it was skipped; the
+            # drain loop fetches it again if it stays so: _fetch_again_if_stalled).
             return None
-    _skipped_since(self).pop(tp, None)
     run = next(consecutive_numbers(acked))
     acked[: len(run)] = []
     self._acked_index[tp].difference_update(run)
     return run[-1] + 1
 
 
-#: Seconds a fetched record may stay unprocessed behind acked ones before it is fetched again.
-SKIPPED_PATIENCE = 5.0
+#: Seconds a partition's first fetched, unprocessed record may stay so before it is fetched again.
+SKIPPED_PATIENCE = 10.0
 
 
-def _skipped_since(consumer: Consumer) -> dict[TP, tuple[int, float]]:
+def _stalled_since(consumer: Consumer) -> dict[TP, tuple[int, float]]:
     try:
-        return consumer._eddy_skipped_since  # type: ignore[attr-defined]
+        return consumer._eddy_stalled_since  # type: ignore[attr-defined]
     except AttributeError:
-        consumer._eddy_skipped_since = {}  # type: ignore[attr-defined]
-        return consumer._eddy_skipped_since  # type: ignore[attr-defined]
+        consumer._eddy_stalled_since = {}  # type: ignore[attr-defined]
+        return consumer._eddy_stalled_since  # type: ignore[attr-defined]
 
 
-def _fetch_again_if_skipped(consumer: Consumer, tp: TP, offset: int) -> None:
-    """Seek back to the committed offsets once ``tp@offset`` has held the commit back for
-    ``SKIPPED_PATIENCE`` seconds.
+def _fetch_again_if_stalled(consumer: Consumer) -> None:
+    """Seek back to the committed offsets when a partition's first fetched record has stayed
+    unprocessed for ``SKIPPED_PATIENCE`` seconds.
 
-    The commit rule stalls a partition rather than commit past a fetched record that was
-    not processed; this turns the stall into a second delivery (the pipelines answer a
-    redelivered record with what they answered the first time).  It is faust's own
-    ``perform_seek`` (every stream partition back to its committed offset, in one counted
-    step: :func:`_seek_to_committed_or_beginning`), so batches in flight are dropped as stale
-    and fetched again, as after a rebalance.  It is the safety net of the fixes above and logs
-    a warning, so that a record skipped by a path they missed shows.
+    The safety net of the fixes above (run by the drain loop about once a second): a record
+    fetched for a stream and skipped by a path they missed is never delivered again by
+    itself, and holds its partition's commits back forever (or, at the tail of a partition,
+    just stays undecided).  Records of a partition are processed in order within seconds, so
+    a first unprocessed record that does not move for that long was skipped.  This is
+    faust's own ``perform_seek`` (every stream partition back to its committed offset, in
+    one counted step: :func:`_seek_to_committed_or_beginning`), so batches in flight are
+    dropped as stale and fetched again, as after a rebalance: at worst a repeat, which the
+    pipelines answer identically.  It logs a warning with what the consumer knew, so that
+    a skip shows.
     """
-    since = _skipped_since(consumer)
-    seen = since.get(tp)
+    since = _stalled_since(consumer)
+    if not consumer.flow_active or consumer.app.rebalancing:
+        since.clear()  # a rebalance seeks anyway; patience starts again after it
+        return
     now = monotonic()
-    if seen is None or seen[0] != offset:
-        since[tp] = (offset, now)
+    assigned = consumer.assignment()
+    committed_offsets = consumer._committed_offset
+    stalled = []
+    for tp, offsets in _unacked_fetched(consumer).items():
+        committed = committed_offsets.get(tp)
+        if offsets and committed:  # below the committed offset: processed (acked inline) or moved on
+            offsets.difference_update([offset for offset in offsets if offset < committed])
+        if not offsets or tp not in assigned:
+            since.pop(tp, None)
+            continue
+        first = min(offsets)
+        seen = since.get(tp)
+        if seen is None or seen[0] != first:
+            since[tp] = (first, now)
+        elif now - seen[1] >= SKIPPED_PATIENCE:
+            since[tp] = (first, now)  # patience again before another seek
+            stalled.append((tp, first, len(offsets), committed))
+    if not stalled:
         return
-    if now - seen[1] < SKIPPED_PATIENCE or tp not in consumer.assignment():
-        return
-    since[tp] = (offset, now)  # patience again before another seek
-    logger.warning(
-        "%s[%d]@%d was fetched but not processed while later records were: seeking back to the "
-        "committed offsets to fetch it again",
-        tp.topic, tp.partition, offset,
-    )  # fmt: skip
+    for tp, first, count, committed in stalled:
+        acked = consumer._acked.get(tp) or []
+        logger.warning(
+            "%s[%d]@%d was fetched %.0f s ago or more and is still not processed (%d fetched records "
+            "unprocessed; committed offset %s, read offset %s, %d acked from %s): seeking back to "
+            "the committed offsets to fetch it again",
+            tp.topic, tp.partition, first, SKIPPED_PATIENCE, count, committed,
+            consumer._read_offset.get(tp), len(acked), min(acked) if acked else None,
+        )  # fmt: skip
     task = asyncio.ensure_future(consumer.perform_seek())
     task.add_done_callback(_log_failed_seek)
+
+
+_skips_logged = 0
+
+
+def _log_skipped(tp: TP, expected: int, offset: int, read_offset: int | None) -> None:
+    """Log (the first 100 times) a record handed over past records never handed over."""
+    global _skips_logged
+    _skips_logged += 1
+    if _skips_logged <= 100:
+        logger.warning(
+            "%s[%d]@%d handed over, but nothing from %d on was since the last seek (read offset %s)",
+            tp.topic, tp.partition, offset, expected, read_offset,
+        )  # fmt: skip
 
 
 def _log_failed_seek(task: asyncio.Future) -> None:
@@ -492,6 +548,15 @@ def ack_processed(consumer: Consumer, message: Message) -> None:
     (:func:`_new_offset_after_every_fetched_offset`).
     """
     unacked = _unacked_fetched(consumer).get(message.tp)
+    if message.generation_id != consumer.app.consumer_generation_id:
+        # Fetched before the partitions last moved: its ack would land among the offsets of
+        # the new assignment, whose committed offset is not known yet (a commit then passes
+        # unprocessed records).  The revoke handler committed what could be; this record is
+        # read again from the committed offset.  It is done with all the same.
+        message.acked = True
+        consumer._unacked_messages.discard(message)
+        notify(consumer._waiting_for_ack)
+        return
     if unacked is not None:
         unacked.discard(message.offset)
     _original_ack(consumer, message)
@@ -608,6 +673,13 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     num_since_yield = 0
     dropped_as_read = stale_skipped = 0
     sleep = asyncio.sleep
+    next_check = monotonic() + 1.0
+    # The offset after the last record handed over per partition since the last seek: a record
+    # past it means records in between were never handed over (logged: that is a skip).
+    expected_offset: dict[TP, int] = {}
+    expected_since_seek = _seeks(self)
+    # Under exactly_once, transaction markers leave gaps in the offsets read: not skips.
+    check_skips = app.conf.processing_guarantee == ProcessingGuarantee.AT_LEAST_ONCE
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -617,6 +689,9 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
             # Sleeping because sometimes getmany is called in a loop
             # never releasing to the event loop
             await self.sleep(0)
+            if monotonic() >= next_check:
+                next_check = monotonic() + 1.0
+                _fetch_again_if_stalled(self)
             if not self.should_stop:
                 async for tp, message in ait:
                     num_since_yield += 1
@@ -667,6 +742,14 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                             ):
                                 continue  # interrupted by a rebalance: fetched again after it
                         set_read_offset(tp, offset)
+                        if check_skips and not is_changelog(tp):  # changelogs are compacted
+                            if expected_since_seek != _seeks(self):
+                                expected_offset.clear()
+                                expected_since_seek = _seeks(self)
+                            expected = expected_offset.get(tp)
+                            if expected is not None and offset > expected:
+                                _log_skipped(tp, expected, offset, r_offset)
+                            expected_offset[tp] = offset + 1
                     else:
                         dropped_as_read += 1
                         if dropped_as_read in _POWERS_OF_TEN:

@@ -210,43 +210,80 @@ def test_a_fetched_record_marked_absent_still_holds_the_commit_back():
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
 
 
-async def test_a_skipped_record_that_keeps_holding_the_commit_back_is_fetched_again(monkeypatch):
-    consumer = consumer_state(unacked={4}, acked=[5, 6], committed=4)
-    seeks = []
+def stalled_consumer(monkeypatch, *, unacked: set[int], acked: list[int], committed: int | None):
+    """A consumer stand-in for the safety net, with a clock the test moves and its seeks noted."""
+    consumer = consumer_state(unacked=unacked, acked=acked, committed=committed)
+    consumer.seeks = []
 
     async def perform_seek():
-        seeks.append("seek")
+        consumer.seeks.append("seek")
 
     consumer.perform_seek = perform_seek
     consumer.assignment = lambda: {PARTITION}
-    clock = [100.0]
-    monkeypatch.setattr(faust_fixes, "monotonic", lambda: clock[0])
-    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None  # first seen
-    clock[0] += faust_fixes.SKIPPED_PATIENCE - 1
-    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
+    consumer.flow_active = True
+    consumer.app.rebalancing = False
+    consumer._read_offset = {}
+    consumer.clock = [100.0]
+    monkeypatch.setattr(faust_fixes, "monotonic", lambda: consumer.clock[0])
+    return consumer
+
+
+async def check_after(consumer, seconds: float) -> list[str]:
+    consumer.clock[0] += seconds
+    faust_fixes._fetch_again_if_stalled(consumer)
     await asyncio.sleep(0)
-    assert seeks == []  # still within patience: it may be on its way
-    clock[0] += 2
-    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
-    await asyncio.sleep(0)
-    assert seeks == ["seek"]
-    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
-    await asyncio.sleep(0)
-    assert seeks == ["seek"]  # patience again before another seek
+    return consumer.seeks
+
+
+async def test_a_skipped_record_that_keeps_holding_the_commit_back_is_fetched_again(monkeypatch, caplog):
+    consumer = stalled_consumer(monkeypatch, unacked={4}, acked=[5, 6], committed=4)
+    assert await check_after(consumer, 0) == []  # first seen
+    assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []  # it may be on its way
+    assert await check_after(consumer, 2) == ["seek"]
+    assert "[0]@4 was fetched" in caplog.text and "committed offset 4" in caplog.text
+    assert await check_after(consumer, 1) == ["seek"]  # patience again before another seek
+
+
+async def test_a_skipped_record_at_the_tail_of_a_partition_is_fetched_again(monkeypatch):
+    # Nothing after it was acked, so the commit rule never runs for the partition.
+    consumer = stalled_consumer(monkeypatch, unacked={7, 8}, acked=[], committed=7)
+    assert await check_after(consumer, 0) == []
+    assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
+
+
+async def test_a_partition_that_makes_progress_is_not_fetched_again(monkeypatch):
+    consumer = stalled_consumer(monkeypatch, unacked=set(range(4, 100)), acked=[], committed=4)
+    for committed in range(5, 40):  # slow, but moving: each commit passes one more record
+        consumer._committed_offset[PARTITION] = committed
+        assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []
+
+
+async def test_records_acked_inline_and_committed_are_not_taken_for_skipped(monkeypatch):
+    consumer = stalled_consumer(monkeypatch, unacked={4, 5, 6}, acked=[], committed=7)
+    assert await check_after(consumer, 0) == []
+    assert await check_after(consumer, 60) == []
+    assert _unacked_fetched(consumer)[PARTITION] == set()
+
+
+async def test_no_record_is_fetched_again_during_a_rebalance(monkeypatch):
+    consumer = stalled_consumer(monkeypatch, unacked={4}, acked=[], committed=4)
+    assert await check_after(consumer, 0) == []
+    consumer.flow_active = False
+    assert await check_after(consumer, 60) == []
+    consumer.flow_active = True
+    assert await check_after(consumer, 1) == []  # patience starts again after it
+    assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
 
 
 async def test_a_hole_that_fills_is_not_fetched_again(monkeypatch):
-    consumer = consumer_state(unacked={4}, acked=[5], committed=4)
-    consumer.perform_seek = None  # would fail if called
-    consumer.assignment = lambda: {PARTITION}
-    clock = [100.0]
-    monkeypatch.setattr(faust_fixes, "monotonic", lambda: clock[0])
+    consumer = stalled_consumer(monkeypatch, unacked={4}, acked=[5], committed=4)
+    assert await check_after(consumer, 0) == []
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
     _unacked_fetched(consumer)[PARTITION].discard(4)  # processed after all
     consumer._acked[PARTITION].insert(0, 4)
-    clock[0] += 60
+    assert await check_after(consumer, 60) == []
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
-    assert faust_fixes._skipped_since(consumer) == {}
+    assert faust_fixes._stalled_since(consumer) == {}
 
 
 def test_under_exactly_once_faust_own_rule_is_kept():
@@ -310,6 +347,43 @@ async def test_records_fetched_for_acking_streams_are_noted_until_revoked(monkey
     expected_commits = [({PARTITION}, [2]), ({PARTITION}, [4])]
     assert committed_before_faust_forgets == [(expected_commits, {PARTITION: {3}})]
     assert _unacked_fetched(consumer) == {}
+
+
+async def test_acks_the_revoke_handler_could_not_commit_are_forgotten_with_the_partition(monkeypatch):
+    # Seen in a scaling drill: 449..486 were skipped, 487..598 processed and acked; the
+    # revoke's commits held back at the hole, and the acks stayed.  The worker got the
+    # partition again and was stopped during recovery, before any seek: its last commit
+    # started the run of acks at 487 (no committed offset known) and committed 599.
+    app = make_app()
+    consumer = app.consumer
+    for offset in range(449, 452):
+        consumer._to_message(PARTITION, fetched_record(offset))
+
+    async def faust_revoke(self, revoked):
+        for tp in revoked:  # faust forgets first, then its handler flushes the stages
+            consumer._acked.pop(tp, None)
+            consumer._committed_offset.pop(tp, None)
+        consumer._acked[PARTITION].extend([450, 451])
+        assert consumer._new_offset(PARTITION) is None  # the hole at 449 holds it back
+
+    async def force_commit(topics=None, start_new_transaction=True):
+        return False
+
+    monkeypatch.setattr(consumer, "force_commit", force_commit)
+    monkeypatch.setattr(faust_fixes, "_original_on_partitions_revoked", faust_revoke)
+    await consumer.on_partitions_revoked({PARTITION})
+    assert PARTITION not in consumer._acked and PARTITION not in _unacked_fetched(consumer)
+    assert consumer._new_offset(PARTITION) is None  # the next commit, before any seek
+
+
+def test_an_ack_of_a_record_fetched_before_the_partitions_moved_is_not_counted():
+    app = make_app()
+    consumer = app.consumer
+    old = message(7, generation=GENERATION - 1)
+    consumer.track_message(old)
+    ack_processed(consumer, old)
+    assert old.acked and old not in consumer._unacked_messages  # the revoke handler does not wait for it
+    assert consumer._acked[PARTITION] == [] and consumer._new_offset(PARTITION) is None
 
 
 class FakeFetcher:
@@ -695,6 +769,35 @@ async def test_records_fetched_before_a_seek_are_not_handed_over_nor_read_after_
     assert delivered == [0, 1]
     assert drain.consumer._read_offset[PARTITION] == 1
     assert not drain.consumer._gap[PARTITION]
+
+
+async def test_a_record_handed_over_past_records_never_handed_over_is_logged(caplog):
+    async def callback(msg):
+        pass
+
+    drain = Drain(make_app(), [3, 4, 9, 10], callback)
+    await asyncio.wait_for(drain.start(), 5)
+    skips = [r.getMessage() for r in caplog.records if "handed over, but" in r.getMessage()]
+    assert len(skips) == 1 and "[0]@9 handed over, but nothing from 5 on" in skips[0]
+
+
+async def test_records_handed_over_again_after_a_seek_are_not_logged_as_skipped(caplog):
+    async def callback(msg):
+        pass
+
+    app = make_app()
+
+    def a_seek_and_a_fetch_from_the_new_position_after_offset_2(offset):
+        if offset == 2:
+            seek_in_the_consumer_thread(app.consumer)
+            app.consumer._eddy_batch_seeks = faust_fixes._seeks(app.consumer)
+
+    # Committed offset 5 (another worker processed 3 and 4): the next record is 5.
+    drain = Drain(
+        app, [0, 1, 2, 5, 6], callback, after_yield=a_seek_and_a_fetch_from_the_new_position_after_offset_2
+    )
+    await asyncio.wait_for(drain.start(), 5)
+    assert "handed over, but" not in caplog.text
 
 
 async def test_changelog_records_fetched_before_a_seek_are_still_handed_over():
