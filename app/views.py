@@ -10,6 +10,7 @@ from faust.web import Request, Response, View
 
 from app.codecs import dumps
 from app.faust_app import app
+from app.runtime import GcPauses, resident_mb
 
 ViewHandler = Callable[..., Awaitable[Response]]
 
@@ -54,4 +55,21 @@ async def health(web: View, request: Request) -> Response:
         web,
         {"ready": ready, "rebalancing": app.rebalancing, "assigned_partitions": assigned},
         status=200 if ready else 503,
+    )
+
+
+gc_pauses = GcPauses().install()
+
+
+@app.page("/worker/")
+async def worker_view(web: View, request: Request) -> Response:
+    """This worker process: resident memory, garbage-collector pauses, assigned partitions."""
+    return json_response(
+        web,
+        {
+            "resident_mb": resident_mb(),
+            "gc": gc_pauses.report(),
+            "assigned_partitions": len(app.assignor.assigned_actives()),
+            "rebalancing": app.rebalancing,
+        },
     )

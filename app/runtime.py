@@ -1,0 +1,75 @@
+"""The worker process as the operating system and Python see it: memory and garbage-collector pauses.
+
+Python's cyclic garbage collector stops the event loop while it runs; a full
+collection scans every container object the worker holds (cached table values,
+faust's and aiokafka's bookkeeping), so its pauses grow with the worker's state
+and show up directly as decision latency.  :class:`GcPauses` measures them, per
+generation, through :data:`gc.callbacks`.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from app.stages.lag import LagSample
+
+_PAGE_SIZE = 4096
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (``None`` where ``/proc`` is not available)."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(resident_pages * _PAGE_SIZE / 2**20, 1)
+
+
+class GcPauses:
+    """Durations of the garbage collector's runs, per generation, while :meth:`install` ed.
+
+    >>> pauses = GcPauses().install()
+    >>> _ = gc.collect()
+    >>> pauses.counts[2] >= 1 and pauses.samples[2].quantile(1.0) >= 0.0
+    True
+    >>> pauses.uninstall()
+    """
+
+    def __init__(self, size: int = 1_000) -> None:
+        self.samples = {generation: LagSample(size) for generation in (0, 1, 2)}
+        self.counts: Counter[int] = Counter()
+        self.total_seconds = 0.0
+        self._started: float | None = None
+
+    def install(self) -> GcPauses:
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        return self
+
+    def uninstall(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            pause = time.perf_counter() - self._started
+            self._started = None
+            generation = info["generation"]
+            self.samples[generation].add(pause)
+            self.counts[generation] += 1
+            self.total_seconds += pause
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "collections": {str(generation): self.counts[generation] for generation in (0, 1, 2)},
+            "pauses": {str(generation): sample.report() for generation, sample in self.samples.items()},
+            "total_seconds": round(self.total_seconds, 3),
+            "tracked_objects_by_generation": gc.get_count(),
+            "frozen_objects": gc.get_freeze_count(),
+        }

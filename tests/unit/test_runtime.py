@@ -1,0 +1,31 @@
+import gc
+
+from app.runtime import GcPauses, resident_mb
+
+
+def test_a_full_collection_is_counted_with_its_pause():
+    pauses = GcPauses().install()
+    try:
+        gc.collect()
+        gc.collect(0)
+    finally:
+        pauses.uninstall()
+    gc.collect()  # after uninstall: not counted
+    assert pauses.counts[2] == 1 and pauses.counts[0] == 1
+    assert pauses.total_seconds == sum(sum(sample.values) for sample in pauses.samples.values())
+    report = pauses.report()
+    assert report["collections"] == {"0": 1, "1": 0, "2": 1}
+    assert report["pauses"]["1"] == {"p50_ms": None, "p99_ms": None, "max_ms": None}
+
+
+def test_installing_twice_counts_each_collection_once():
+    pauses = GcPauses().install().install()
+    try:
+        gc.collect()
+    finally:
+        pauses.uninstall()
+    assert pauses.counts[2] == 1
+
+
+def test_the_resident_memory_of_this_process_is_reported_in_mb():
+    assert 1.0 < resident_mb() < 100_000.0
