@@ -20,6 +20,7 @@ day (then the stalest) are forgotten, so that top-k queries scan a bounded set.
 from __future__ import annotations
 
 import math
+from bisect import insort
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
@@ -35,8 +36,10 @@ Horizon = Literal["hour", "day"]
 # horizon -> (bucket width, buckets in the window, buckets kept).  Twice the window is kept,
 # so that an event up to a window late still finds its whole window.
 WINDOWS: dict[str, tuple[float, int, int]] = {"hour": (MINUTE, 60, 120), "day": (HOUR, 24, 48)}
-# Trending lists are kept this long per (view version, minute): k is at most this without a rescan.
+# Trending lists keep at least this many items: k is at most this without a rescan.
 _CACHED_TOP = 200
+# (horizon, bucket) lists kept: queries a few buckets apart (late clicks) each keep theirs.
+_CACHED_WINDOWS = 8
 
 
 class ItemActivity:
@@ -138,15 +141,17 @@ class ItemPopularity:
         self.items: dict[str, ItemActivity] = {}
         self.newest = -math.inf  # the newest interaction seen: staleness is measured from it
         self.evicted = 0
-        self._version = 0
-        self._cache: dict[tuple[str, int], tuple[int, list[tuple[str, float]]]] = {}
-        self._cache_version = -1
+        # (horizon, bucket) -> the best items then, best first: at least _CACHED_TOP of them, or
+        # every item scored above 0.  Kept up to date item by item as activities change.
+        self._tops: dict[tuple[Horizon, int], _Ranked] = {}
 
     def apply(self, deltas: ItemDeltas) -> None:
         """Count a flush's interactions (:func:`apply_item_deltas`), then keep at most ``max_items``."""
         changed = apply_item_deltas(self.items, deltas)
-        self.newest = max(self.newest, *(self.items[item].newest for item in changed), -math.inf)
-        self._version += 1
+        for item in changed:
+            activity = self.items[item]
+            self.newest = max(self.newest, activity.newest)
+            self._rank(item, activity)
         self.evict()
 
     def put(self, item_id: str, activity: ItemActivity | None) -> None:
@@ -156,7 +161,7 @@ class ItemPopularity:
         else:
             self.items[item_id] = activity
             self.newest = max(self.newest, activity.newest)
-        self._version += 1
+        self._rank(item_id, activity)
 
     def evict(self) -> list[str]:
         """Forget the least popular items over the day (the stalest first) beyond ``max_items``."""
@@ -168,8 +173,8 @@ class ItemPopularity:
         gone = [item for item, _ in ranked[:excess]]
         for item in gone:
             del self.items[item]
+            self._rank(item, None)
         self.evicted += excess
-        self._version += 1
         return gone
 
     def score(self, item_id: str, now: float, horizon: Horizon) -> float:
@@ -179,19 +184,44 @@ class ItemPopularity:
     def trending(self, now: float, k: int, horizon: Horizon) -> list[tuple[str, float]]:
         """The ``k`` items with the highest positive score over ``horizon`` at ``now``, best first.
 
-        Ties go to the smaller item id.  Lists are cached until the view changes or ``now``
-        enters another minute, so a burst of queries scans the items once.
+        Ties go to the smaller item id.  A window's items change only when ``now`` enters
+        another bucket (minute for the hour, hour for the day), so the best items are ranked
+        once per bucket and then kept up to date as items change, not ranked per query.
         """
-        if self._cache_version != self._version:
-            self._cache.clear()
-            self._cache_version = self._version
-        key = (horizon, math.floor(now / MINUTE))
-        cached = self._cache.get(key)
-        # A cached list shorter than asked for is complete: fewer items scored above 0.
-        if cached is None or k > cached[0] == len(cached[1]):
-            size = max(k, _CACHED_TOP)
-            cached = self._cache[key] = (size, self._top(now, horizon, size))
-        return cached[1][:k]
+        width = WINDOWS[horizon][0]
+        bucket = math.floor(now / width)
+        key = (horizon, bucket)
+        top = self._tops.get(key)
+        # A list shorter than _CACHED_TOP is complete: fewer items scored above 0.
+        if top is None or (k > len(top.items) >= _CACHED_TOP and k > _CACHED_TOP):
+            if top is None and len(self._tops) >= _CACHED_WINDOWS:
+                del self._tops[min(self._tops, key=lambda cached: cached[1] * WINDOWS[cached[0]][0])]
+            top = self._tops[key] = _Ranked(self._top(bucket * width, horizon, max(k, _CACHED_TOP)))
+        return top.items[:k]
+
+    def _rank(self, item_id: str, activity: ItemActivity | None) -> None:
+        """Keep every cached list right after ``item_id``'s activity changed (``None``: gone)."""
+        stale = []
+        for key, top in self._tops.items():
+            horizon, bucket = key
+            score = 0.0 if activity is None else activity.score(bucket * WINDOWS[horizon][0], horizon)
+            listed = top.scores.get(item_id)
+            if listed is not None:
+                if score < listed:
+                    stale.append(key)  # an item may move up from outside the list: rank again
+                    continue
+                top.items.remove((item_id, listed))
+            elif score <= 0.0 or (
+                len(top.items) >= _CACHED_TOP and _best_first((item_id, score)) > _best_first(top.items[-1])
+            ):
+                continue
+            insort(top.items, (item_id, score), key=_best_first)
+            top.scores[item_id] = score
+            if listed is None and len(top.items) > _CACHED_TOP:
+                dropped, _ = top.items.pop()
+                del top.scores[dropped]
+        for key in stale:
+            del self._tops[key]
 
     def _top(self, now: float, horizon: Horizon, k: int) -> list[tuple[str, float]]:
         scored = ((item, activity.score(now, horizon)) for item, activity in self.items.items())
@@ -202,6 +232,16 @@ class ItemPopularity:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.items)
+
+
+class _Ranked:
+    """One window's best items, best first, and their scores by item."""
+
+    __slots__ = ("items", "scores")
+
+    def __init__(self, items: list[tuple[str, float]]) -> None:
+        self.items = items
+        self.scores = dict(items)
 
 
 def apply_item_deltas(items: dict[str, ItemActivity], deltas: ItemDeltas) -> Iterable[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.contracts import CLICK_ACTIONS, Click
@@ -118,6 +118,53 @@ def test_the_hour_window_is_the_last_60_minute_buckets():
     popularity.apply(ItemDeltas({"old": {0: 1.0}, "new": {1: 1.0}}))
     assert [item for item, _ in popularity.trending(60 * MINUTE, 5, "hour")] == ["new"]
     assert [item for item, _ in popularity.trending(60 * MINUTE - 1, 5, "hour")] == ["new", "old"]
+
+
+views_changes = st.lists(
+    st.one_of(
+        # An item's published activity: interactions at minutes of two hours (None: a tombstone).
+        st.tuples(
+            st.just("put"),
+            st.sampled_from([f"i{n}" for n in range(6)]),
+            st.none()
+            | st.lists(st.tuples(st.integers(0, 120), st.sampled_from([1.0, 2.0, 5.0])), max_size=6),
+        ),
+        st.tuples(st.just("query"), st.integers(0, 130), st.integers(1, 6), st.sampled_from(["hour", "day"])),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(views_changes)
+def test_trending_equals_a_fresh_ranking_after_every_change_of_a_view(monkeypatch, changes):
+    # Small cached lists (the same for every example), so that items enter, leave and fall out of them.
+    monkeypatch.setattr("tables.item_popularity._CACHED_TOP", 3)
+    view = ItemPopularity()
+    published: dict[str, list[tuple[int, float]]] = {}
+    for change in changes:
+        if change[0] == "put":
+            _, item, interactions = change
+            activity = None
+            if interactions is not None:
+                activity = ItemActivity()
+                for minute, weight in interactions:
+                    activity.add(minute * MINUTE, weight)
+                published[item] = interactions
+            else:
+                published.pop(item, None)
+            view.put(item, activity)  # may raise scores, lower them, or drop the item
+        else:
+            _, minute, k, horizon = change
+            now = minute * MINUTE + 30.0
+            fresh = []
+            for item, interactions in published.items():
+                activity = ItemActivity()
+                for at, weight in interactions:
+                    activity.add(at * MINUTE, weight)
+                if (score := activity.score(now, horizon)) > 0:
+                    fresh.append((item, score))
+            assert view.trending(now, k, horizon) == sorted(fresh, key=lambda s: (-s[1], s[0]))[:k]
 
 
 def test_trending_follows_new_deltas_within_the_same_minute():
