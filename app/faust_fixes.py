@@ -25,9 +25,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
 * ``Consumer._drain_messages`` -> :func:`_drain_messages_awaiting_directly`: hand each
   record to the streams without creating tasks, unless the hand-over has to wait, and
   never a record fetched before the last seek (counted by the seek above, noted per batch
-  by ``AIOKafkaConsumerThread._fetch_records`` -> :func:`_fetch_records_counted`); log a
-  record handed over past records that never were, and fetch a partition again when its
-  first fetched record stays unprocessed (:func:`_fetch_again_if_stalled`, the safety net).
+  by ``AIOKafkaConsumerThread._fetch_records`` -> :func:`_fetch_records_counted`); and
+  fetch records again that were fetched and never handed over (:class:`_HandOverOrder`,
+  the safety net).
 * ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
   faust's livelock detector no longer crashes the worker on a partition without a position.
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
@@ -444,7 +444,7 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
         if unacked and min(unacked) < acked[0]:
             # A record fetched before the first acked one is still unprocessed: hold the commit
             # back (records of one partition are processed in order, so it was skipped; the
-            # drain loop fetches it again if it stays so: _fetch_again_if_stalled).
+            # drain loop fetches it again: _HandOverOrder).
             return None
     run = next(consecutive_numbers(acked))
     acked[: len(run)] = []
@@ -452,82 +452,102 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
     return run[-1] + 1
 
 
-#: Seconds a partition's first fetched, unprocessed record may stay so before it is fetched again.
+#: Seconds a fetched record may stay neither handed over nor fetched again before a seek back.
 SKIPPED_PATIENCE = 10.0
 
 
-def _stalled_since(consumer: Consumer) -> dict[TP, tuple[int, float]]:
-    try:
-        return consumer._eddy_stalled_since  # type: ignore[attr-defined]
-    except AttributeError:
-        consumer._eddy_stalled_since = {}  # type: ignore[attr-defined]
-        return consumer._eddy_stalled_since  # type: ignore[attr-defined]
+class _HandOverOrder:
+    """The drain loop's safety net: every fetched record of a partition is handed over, in order.
 
+    Since the last seek, each stream partition's records must be handed over one after the
+    other from its committed offset (``expected``).  Two things mean a record was skipped by
+    a path the fixes above missed, and is never delivered again by itself (the commit rule
+    only holds the partition's commits back behind it):
 
-def _fetch_again_if_stalled(consumer: Consumer) -> None:
-    """Seek back to the committed offsets when a partition's first fetched record has stayed
-    unprocessed for ``SKIPPED_PATIENCE`` seconds.
+    * a record is about to be handed over past records that were *fetched* and never handed
+      over (offsets never fetched, such as transaction markers, are a legitimate gap);
+    * a fetched record stays neither handed over nor fetched again for ``SKIPPED_PATIENCE``
+      seconds while flow is active (checked between batches, when every fetched record has
+      either been handed over or skipped; the tail of a partition has no later record).
 
-    The safety net of the fixes above (run by the drain loop about once a second): a record
-    fetched for a stream and skipped by a path they missed is never delivered again by
-    itself, and holds its partition's commits back forever (or, at the tail of a partition,
-    just stays undecided).  Records of a partition are processed in order within seconds, so
-    a first unprocessed record that does not move for that long was skipped.  This is
-    faust's own ``perform_seek`` (every stream partition back to its committed offset, in
-    one counted step: :func:`_seek_to_committed_or_beginning`), so batches in flight are
-    dropped as stale and fetched again, as after a rebalance: at worst a repeat, which the
-    pipelines answer identically.  It logs a warning with what the consumer knew, so that
-    a skip shows.
+    Either way the partition hands over nothing more, and faust's ``perform_seek`` moves every
+    stream partition back to its committed offset (one counted step:
+    :func:`_seek_to_committed_or_beginning`), so the records are fetched again, as after a
+    rebalance (at worst repeats, which the pipelines answer identically); a warning says what
+    was skipped.  Records handed over and not processed yet (a stage waiting for the broker)
+    are the agent's, not skipped: no seek for them.
     """
-    since = _stalled_since(consumer)
-    if not consumer.flow_active or consumer.app.rebalancing:
-        since.clear()  # a rebalance seeks anyway; patience starts again after it
-        return
-    now = monotonic()
-    assigned = consumer.assignment()
-    committed_offsets = consumer._committed_offset
-    stalled = []
-    for tp, offsets in _unacked_fetched(consumer).items():
-        committed = committed_offsets.get(tp)
-        if offsets and committed:  # below the committed offset: processed (acked inline) or moved on
-            offsets.difference_update([offset for offset in offsets if offset < committed])
-        if not offsets or tp not in assigned:
-            since.pop(tp, None)
-            continue
-        first = min(offsets)
-        seen = since.get(tp)
-        if seen is None or seen[0] != first:
-            since[tp] = (first, now)
-        elif now - seen[1] >= SKIPPED_PATIENCE:
-            since[tp] = (first, now)  # patience again before another seek
-            stalled.append((tp, first, len(offsets), committed))
-    if not stalled:
-        return
-    for tp, first, count, committed in stalled:
-        acked = consumer._acked.get(tp) or []
+
+    __slots__ = ("blocked", "consumer", "expected", "seeks", "stalled_since")
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self.seeks = -1
+        self.expected: dict[TP, int] = {}
+        self.blocked: set[TP] = set()
+        self.stalled_since: dict[TP, tuple[int, float]] = {}
+
+    def _after_a_seek(self) -> None:
+        seeks = _seeks(self.consumer)
+        if seeks != self.seeks:
+            self.seeks = seeks
+            # The seek set each stream partition's read offset to its committed offset: the next record.
+            is_changelog = self.consumer._is_changelog_tp
+            self.expected = {
+                tp: offset
+                for tp, offset in self.consumer._read_offset.items()
+                if offset is not None and not is_changelog(tp)
+            }
+            self.blocked.clear()
+            self.stalled_since.clear()
+
+    def may_hand_over(self, tp: TP, offset: int) -> bool:
+        """Whether the record at ``offset`` is the next of ``tp`` (notes it handed over if so)."""
+        self._after_a_seek()
+        if tp in self.blocked:
+            return False  # a seek back is on its way
+        expected = self.expected.get(tp)
+        if expected is not None and offset > expected:
+            fetched = _unacked_fetched(self.consumer).get(tp, ())
+            skipped = min((o for o in fetched if expected <= o < offset), default=None)
+            if skipped is not None:
+                self._fetch_again(tp, skipped, f"@{offset} was about to be handed over before it")
+                return False
+        self.expected[tp] = offset + 1
+        return True
+
+    def check_stalled(self) -> None:
+        """Between batches: fetch again a partition whose next fetched record stays skipped."""
+        consumer = self.consumer
+        if not consumer.flow_active or consumer.app.rebalancing:
+            self.stalled_since.clear()  # a rebalance seeks anyway; patience starts again after it
+            return
+        self._after_a_seek()
+        now = monotonic()
+        fetched = _unacked_fetched(consumer)
+        for tp, expected in self.expected.items():
+            if tp in self.blocked:
+                continue
+            pending = min((o for o in fetched.get(tp, ()) if o >= expected), default=None)
+            seen = self.stalled_since.get(tp)
+            if pending is None:
+                self.stalled_since.pop(tp, None)
+            elif seen is None or seen[0] != pending:
+                self.stalled_since[tp] = (pending, now)
+            elif now - seen[1] >= SKIPPED_PATIENCE:
+                self._fetch_again(tp, pending, f"nothing was handed over for {SKIPPED_PATIENCE:.0f} s")
+
+    def _fetch_again(self, tp: TP, skipped: int, why: str) -> None:
+        consumer = self.consumer
         logger.warning(
-            "%s[%d]@%d was fetched %.0f s ago or more and is still not processed (%d fetched records "
-            "unprocessed; committed offset %s, read offset %s, %d acked from %s): seeking back to "
+            "%s[%d]@%d was fetched and never handed over (%s; committed offset %s): seeking back to "
             "the committed offsets to fetch it again",
-            tp.topic, tp.partition, first, SKIPPED_PATIENCE, count, committed,
-            consumer._read_offset.get(tp), len(acked), min(acked) if acked else None,
+            tp.topic, tp.partition, skipped, why, consumer._committed_offset.get(tp),
         )  # fmt: skip
-    task = asyncio.ensure_future(consumer.perform_seek())
-    task.add_done_callback(_log_failed_seek)
-
-
-_skips_logged = 0
-
-
-def _log_skipped(tp: TP, expected: int, offset: int, read_offset: int | None) -> None:
-    """Log (the first 100 times) a record handed over past records never handed over."""
-    global _skips_logged
-    _skips_logged += 1
-    if _skips_logged <= 100:
-        logger.warning(
-            "%s[%d]@%d handed over, but nothing from %d on was since the last seek (read offset %s)",
-            tp.topic, tp.partition, offset, expected, read_offset,
-        )  # fmt: skip
+        self.blocked.add(tp)
+        self.stalled_since.pop(tp, None)
+        task = asyncio.ensure_future(consumer.perform_seek())
+        task.add_done_callback(_log_failed_seek)
 
 
 def _log_failed_seek(task: asyncio.Future) -> None:
@@ -673,13 +693,11 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     num_since_yield = 0
     dropped_as_read = stale_skipped = 0
     sleep = asyncio.sleep
+    # The safety net (under exactly_once faust's own rules are kept).
+    order = (
+        _HandOverOrder(self) if app.conf.processing_guarantee == ProcessingGuarantee.AT_LEAST_ONCE else None
+    )
     next_check = monotonic() + 1.0
-    # The offset after the last record handed over per partition since the last seek: a record
-    # past it means records in between were never handed over (logged: that is a skip).
-    expected_offset: dict[TP, int] = {}
-    expected_since_seek = _seeks(self)
-    # Under exactly_once, transaction markers leave gaps in the offsets read: not skips.
-    check_skips = app.conf.processing_guarantee == ProcessingGuarantee.AT_LEAST_ONCE
 
     try:
         while not (consumer_should_stop() or fetcher_should_stop()):
@@ -689,9 +707,9 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
             # Sleeping because sometimes getmany is called in a loop
             # never releasing to the event loop
             await self.sleep(0)
-            if monotonic() >= next_check:
+            if order is not None and monotonic() >= next_check:
                 next_check = monotonic() + 1.0
-                _fetch_again_if_stalled(self)
+                order.check_stalled()
             if not self.should_stop:
                 async for tp, message in ait:
                     num_since_yield += 1
@@ -726,6 +744,8 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
+                        if order is not None and not is_changelog(tp) and not order.may_hand_over(tp, offset):
+                            continue  # records before it were skipped: all are fetched again
                         gap = offset - (r_offset or 0)
                         # We have a gap in income messages
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
@@ -742,14 +762,6 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                             ):
                                 continue  # interrupted by a rebalance: fetched again after it
                         set_read_offset(tp, offset)
-                        if check_skips and not is_changelog(tp):  # changelogs are compacted
-                            if expected_since_seek != _seeks(self):
-                                expected_offset.clear()
-                                expected_since_seek = _seeks(self)
-                            expected = expected_offset.get(tp)
-                            if expected is not None and offset > expected:
-                                _log_skipped(tp, expected, offset, r_offset)
-                            expected_offset[tp] = offset + 1
                     else:
                         dropped_as_read += 1
                         if dropped_as_read in _POWERS_OF_TEN:

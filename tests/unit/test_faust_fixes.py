@@ -210,80 +210,112 @@ def test_a_fetched_record_marked_absent_still_holds_the_commit_back():
     assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
 
 
-def stalled_consumer(monkeypatch, *, unacked: set[int], acked: list[int], committed: int | None):
-    """A consumer stand-in for the safety net, with a clock the test moves and its seeks noted."""
-    consumer = consumer_state(unacked=unacked, acked=acked, committed=committed)
-    consumer.seeks = []
+class OrderedConsumer(SimpleNamespace):
+    """A consumer stand-in for the hand-over order: read offsets as a seek left them, fetched
+    offsets, a clock the test moves, and its seeks noted."""
 
-    async def perform_seek():
-        consumer.seeks.append("seek")
+    def __init__(self, monkeypatch, *, committed: int, fetched: set[int]) -> None:
+        super().__init__(
+            flow_active=True,
+            app=SimpleNamespace(rebalancing=False),
+            _read_offset={PARTITION: committed},
+            _committed_offset={PARTITION: committed},
+            _is_changelog_tp=lambda tp: False,
+            _eddy_seeks=1,
+            seeks=[],
+            clock=[100.0],
+        )
+        _unacked_fetched(self)[PARTITION] = set(fetched)
+        monkeypatch.setattr(faust_fixes, "monotonic", lambda: self.clock[0])
 
-    consumer.perform_seek = perform_seek
-    consumer.assignment = lambda: {PARTITION}
-    consumer.flow_active = True
-    consumer.app.rebalancing = False
-    consumer._read_offset = {}
-    consumer.clock = [100.0]
-    monkeypatch.setattr(faust_fixes, "monotonic", lambda: consumer.clock[0])
-    return consumer
+    async def perform_seek(self):
+        self.seeks.append("seek")
+
+    def seek_done(self, committed: int) -> None:
+        """What the one-step seek leaves: a new count and the read offsets at the committed ones."""
+        self._eddy_seeks += 1
+        self._read_offset[PARTITION] = committed
 
 
-async def check_after(consumer, seconds: float) -> list[str]:
+async def hand_over(order, consumer, offsets) -> list[int]:
+    handed = [offset for offset in offsets if order.may_hand_over(PARTITION, offset)]
+    await asyncio.sleep(0)
+    return handed
+
+
+async def check_after(order, consumer, seconds: float) -> list[str]:
     consumer.clock[0] += seconds
-    faust_fixes._fetch_again_if_stalled(consumer)
+    order.check_stalled()
     await asyncio.sleep(0)
     return consumer.seeks
 
 
-async def test_a_skipped_record_that_keeps_holding_the_commit_back_is_fetched_again(monkeypatch, caplog):
-    consumer = stalled_consumer(monkeypatch, unacked={4}, acked=[5, 6], committed=4)
-    assert await check_after(consumer, 0) == []  # first seen
-    assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []  # it may be on its way
-    assert await check_after(consumer, 2) == ["seek"]
-    assert "[0]@4 was fetched" in caplog.text and "committed offset 4" in caplog.text
-    assert await check_after(consumer, 1) == ["seek"]  # patience again before another seek
+async def test_records_handed_over_in_order_from_the_committed_offset_need_no_seek(monkeypatch):
+    consumer = OrderedConsumer(monkeypatch, committed=4, fetched={4, 5, 6})
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await hand_over(order, consumer, [4, 5, 6]) == [4, 5, 6]
+    assert await check_after(order, consumer, 60) == []
+
+
+async def test_a_record_past_fetched_records_never_handed_over_is_held_and_they_are_fetched_again(
+    monkeypatch, caplog
+):
+    # Seen at a worker's first assignment: 449..486 fetched and skipped, 487.. handed over.
+    consumer = OrderedConsumer(monkeypatch, committed=449, fetched={449, 450, 487, 488})
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await hand_over(order, consumer, [487, 488]) == []
+    assert consumer.seeks == ["seek"]
+    assert "[0]@449 was fetched and never handed over (@487 was about to be handed over" in caplog.text
+    consumer.seek_done(449)  # fetched again from the committed offset
+    assert await hand_over(order, consumer, [449, 450, 487, 488]) == [449, 450, 487, 488]
+    assert consumer.seeks == ["seek"]
+
+
+async def test_offsets_never_fetched_are_a_legitimate_gap(monkeypatch):
+    # Transaction markers of an upstream transactional producer take offsets no record has.
+    consumer = OrderedConsumer(monkeypatch, committed=10, fetched={10, 12, 13})
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await hand_over(order, consumer, [10, 12, 13]) == [10, 12, 13]
+    assert consumer.seeks == []
 
 
 async def test_a_skipped_record_at_the_tail_of_a_partition_is_fetched_again(monkeypatch):
-    # Nothing after it was acked, so the commit rule never runs for the partition.
-    consumer = stalled_consumer(monkeypatch, unacked={7, 8}, acked=[], committed=7)
-    assert await check_after(consumer, 0) == []
-    assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
+    # Fetched while a rebalance was under way, skipped, and no seek came after.
+    consumer = OrderedConsumer(monkeypatch, committed=7, fetched={7, 8})
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await check_after(order, consumer, 0) == []
+    assert await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []
+    assert await check_after(order, consumer, 1) == ["seek"]
+    assert await check_after(order, consumer, 60) == ["seek"]  # one seek, then it waits for it
+    assert await hand_over(order, consumer, [7]) == []
+
+
+async def test_records_handed_over_and_waiting_for_the_broker_are_not_fetched_again(monkeypatch):
+    # The broker is away: a stage holds 7 and 8, processed but not durable, so not acked.
+    consumer = OrderedConsumer(monkeypatch, committed=7, fetched={7, 8})
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await hand_over(order, consumer, [7, 8]) == [7, 8]
+    assert await check_after(order, consumer, 0) == []
+    assert await check_after(order, consumer, 600) == []
 
 
 async def test_a_partition_that_makes_progress_is_not_fetched_again(monkeypatch):
-    consumer = stalled_consumer(monkeypatch, unacked=set(range(4, 100)), acked=[], committed=4)
-    for committed in range(5, 40):  # slow, but moving: each commit passes one more record
-        consumer._committed_offset[PARTITION] = committed
-        assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []
-
-
-async def test_records_acked_inline_and_committed_are_not_taken_for_skipped(monkeypatch):
-    consumer = stalled_consumer(monkeypatch, unacked={4, 5, 6}, acked=[], committed=7)
-    assert await check_after(consumer, 0) == []
-    assert await check_after(consumer, 60) == []
-    assert _unacked_fetched(consumer)[PARTITION] == set()
+    consumer = OrderedConsumer(monkeypatch, committed=4, fetched=set(range(4, 100)))
+    order = faust_fixes._HandOverOrder(consumer)
+    for offset in range(4, 40):  # slow, but moving
+        assert await hand_over(order, consumer, [offset]) == [offset]
+        assert await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []
 
 
 async def test_no_record_is_fetched_again_during_a_rebalance(monkeypatch):
-    consumer = stalled_consumer(monkeypatch, unacked={4}, acked=[], committed=4)
-    assert await check_after(consumer, 0) == []
+    consumer = OrderedConsumer(monkeypatch, committed=4, fetched={4})
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await check_after(order, consumer, 0) == []
     consumer.flow_active = False
-    assert await check_after(consumer, 60) == []
+    assert await check_after(order, consumer, 60) == []
     consumer.flow_active = True
-    assert await check_after(consumer, 1) == []  # patience starts again after it
-    assert await check_after(consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
-
-
-async def test_a_hole_that_fills_is_not_fetched_again(monkeypatch):
-    consumer = stalled_consumer(monkeypatch, unacked={4}, acked=[5], committed=4)
-    assert await check_after(consumer, 0) == []
-    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) is None
-    _unacked_fetched(consumer)[PARTITION].discard(4)  # processed after all
-    consumer._acked[PARTITION].insert(0, 4)
-    assert await check_after(consumer, 60) == []
-    assert _new_offset_after_every_fetched_offset(consumer, PARTITION) == 6
-    assert faust_fixes._stalled_since(consumer) == {}
+    assert await check_after(order, consumer, 1) == []  # patience starts again after it
+    assert await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
 
 
 def test_under_exactly_once_faust_own_rule_is_kept():
@@ -771,33 +803,51 @@ async def test_records_fetched_before_a_seek_are_not_handed_over_nor_read_after_
     assert not drain.consumer._gap[PARTITION]
 
 
-async def test_a_record_handed_over_past_records_never_handed_over_is_logged(caplog):
+async def test_the_drain_loop_hands_over_nothing_past_fetched_records_it_never_handed_over():
+    delivered = []
+
     async def callback(msg):
-        pass
-
-    drain = Drain(make_app(), [3, 4, 9, 10], callback)
-    await asyncio.wait_for(drain.start(), 5)
-    skips = [r.getMessage() for r in caplog.records if "handed over, but" in r.getMessage()]
-    assert len(skips) == 1 and "[0]@9 handed over, but nothing from 5 on" in skips[0]
-
-
-async def test_records_handed_over_again_after_a_seek_are_not_logged_as_skipped(caplog):
-    async def callback(msg):
-        pass
+        delivered.append(msg.offset)
 
     app = make_app()
+    seeks = []
+
+    async def perform_seek():
+        seeks.append("seek")
+
+    app.consumer.perform_seek = perform_seek
+    app.consumer._read_offset[PARTITION] = 3  # as the last seek left it: the committed offset
+    _unacked_fetched(app.consumer)[PARTITION] = {3, 4, 5, 6, 9, 10}  # 5 and 6 were skipped
+    drain = Drain(app, [3, 4, 9, 10], callback)
+    await asyncio.wait_for(drain.start(), 5)
+    await asyncio.sleep(0)
+    assert delivered == [3, 4] and seeks == ["seek"]
+
+
+async def test_records_fetched_again_after_a_seek_are_handed_over_in_order():
+    delivered = []
+
+    async def callback(msg):
+        delivered.append(msg.offset)
+
+    app = make_app()
+    app.consumer.perform_seek = None  # would fail if called
+
+    sought = []
 
     def a_seek_and_a_fetch_from_the_new_position_after_offset_2(offset):
-        if offset == 2:
+        if offset == 2 and not sought:
+            sought.append(offset)
             seek_in_the_consumer_thread(app.consumer)
+            app.consumer._read_offset[PARTITION] = 1  # the committed offset: 1 and 2 come again
             app.consumer._eddy_batch_seeks = faust_fixes._seeks(app.consumer)
 
-    # Committed offset 5 (another worker processed 3 and 4): the next record is 5.
+    _unacked_fetched(app.consumer)[PARTITION] = {0, 1, 2}
     drain = Drain(
-        app, [0, 1, 2, 5, 6], callback, after_yield=a_seek_and_a_fetch_from_the_new_position_after_offset_2
+        app, [0, 1, 2, 1, 2, 3], callback, after_yield=a_seek_and_a_fetch_from_the_new_position_after_offset_2
     )
     await asyncio.wait_for(drain.start(), 5)
-    assert "handed over, but" not in caplog.text
+    assert delivered == [0, 1, 2, 1, 2, 3]
 
 
 async def test_changelog_records_fetched_before_a_seek_are_still_handed_over():
