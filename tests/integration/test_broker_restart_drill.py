@@ -33,8 +33,14 @@ def test_after_a_broker_restart_mid_stream_every_transaction_is_decided_and_neve
     def feed() -> None:
         try:
             # Like many producers in the wild: at least once, so a resend may duplicate a record.
+            # Sends are retried for as long as the broker may take to come back (below).
             feed_events = produce_events(
-                events, worker.bootstrap, topic_prefix=worker.prefix, rate=300, idempotent=False
+                events,
+                worker.bootstrap,
+                topic_prefix=worker.prefix,
+                rate=300,
+                idempotent=False,
+                retry_for=330,
             )
             run(feed_events)
         except BaseException as exc:  # reported by the assertion below
