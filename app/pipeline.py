@@ -18,10 +18,13 @@ from typing import Any
 from faust.types import TableT, TopicT
 
 from app.faust_app import app, producer_knows_partitions
+from app.runtime import freeze_startup_objects
 from app.settings import settings
 from app.stages.stage import BatchedStage
 
 logger = logging.getLogger(__name__)
+
+_frozen = False  # see freeze_startup_objects_once
 
 PARTITIONS = settings.topic_partitions
 
@@ -75,6 +78,15 @@ def registered_stages() -> list[BatchedStage]:
 @app.task
 async def flush_stages() -> None:
     await asyncio.gather(*(stage.run_flushes() for stage, _ in _stages))
+
+
+@app.on_rebalance_complete.connect
+async def freeze_startup_objects_once(app_: Any, **kwargs: Any) -> None:
+    """After the first rebalance the worker is built: its objects leave the collector's scans."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        logger.info("%d objects built at start-up frozen out of garbage collection", freeze_startup_objects())
 
 
 @app.on_partitions_revoked.connect

@@ -1,6 +1,6 @@
 import gc
 
-from app.runtime import GcPauses, resident_mb
+from app.runtime import GcPauses, freeze_startup_objects, resident_mb
 
 
 def test_a_full_collection_is_counted_with_its_pause():
@@ -29,3 +29,16 @@ def test_installing_twice_counts_each_collection_once():
 
 def test_the_resident_memory_of_this_process_is_reported_in_mb():
     assert 1.0 < resident_mb() < 100_000.0
+
+
+def test_objects_alive_at_start_up_leave_the_collectors_scans():
+    try:
+        kept = [[n] for n in range(1_000)]
+        frozen = freeze_startup_objects()
+        assert frozen == gc.get_freeze_count() and frozen >= 1_000
+        scanned = {id(obj) for obj in gc.get_objects()}  # what a collection would look at
+        assert not any(id(x) in scanned for x in kept)
+        fresh = [1]  # made after the freeze: scanned
+        assert id(fresh) in {id(obj) for obj in gc.get_objects()}
+    finally:
+        gc.unfreeze()
