@@ -190,17 +190,18 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
     measured = _transactions(n + 2_000, seed=32, with_labels=False)[2_000:]
     topics = [f"{prefix}{name}" for name in ("transactions", "fraud-labels", "fraud-decisions")]
     asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
-    worker = start_worker(
-        workdir / f"latency-{rate:.0f}", web_port=free_port(), env=_worker_env(bootstrap, prefix)
-    )
+    port = free_port()
+    worker = start_worker(workdir / f"latency-{rate:.0f}", web_port=port, env=_worker_env(bootstrap, prefix))
     try:
         asyncio.run(produce_events(warmup, bootstrap, topic_prefix=prefix))
         asyncio.run(_read_decisions(bootstrap, f"{prefix}fraud-decisions", len(warmup), timeout=300))
+        gc_before = _get_json(port, "/worker/")["gc"]
         renamed = [OutgoingEvent(e.topic, e.key, e.value) for e in measured]
         asyncio.run(produce_events(renamed, bootstrap, topic_prefix=prefix, rate=rate, linger_ms=0))
         records = asyncio.run(
             _read_decisions(bootstrap, f"{prefix}fraud-decisions", len(warmup) + n, timeout=300)
         )
+        process = _get_json(port, "/worker/")
     finally:
         stop_worker(worker)
     # Decisions come back from all partitions interleaved: pick the measured ones by tx_id.
@@ -215,6 +216,11 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
         "p95_ms": quantile(latencies, 0.95),
         "p99_ms": quantile(latencies, 0.99),
         "max_ms": latencies[-1],
+        # Full garbage collections stop the event loop: how many ran while the measured
+        # transactions flowed, and how long the longest of the worker's last 1,000 took.
+        "full_gcs": process["gc"]["collections"]["2"] - gc_before["collections"]["2"],
+        "full_gc_max_ms": process["gc"]["pauses"]["2"]["max_ms"],
+        "resident_mb": process["resident_mb"],
     }
 
 
@@ -282,7 +288,8 @@ def _markdown(
         *(
             f"| latency at {lat['offered_tx_per_second']:.0f} tx/s offered, {lat['transactions']} tx "
             f"| p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, **p99 {lat['p99_ms']:.1f} ms**, "
-            f"max {lat['max_ms']:.1f} ms |"
+            f"max {lat['max_ms']:.1f} ms; {lat['full_gcs']} full garbage collections meanwhile "
+            f"(longest pause of the worker's {lat['full_gc_max_ms']} ms); RSS {lat['resident_mb']} MB |"
             for lat in lats
         ),
         "",
