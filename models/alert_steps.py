@@ -2,7 +2,8 @@
 
 :func:`assess_reading` counts the reading in its metric's rolling statistics
 (:mod:`tables.device_stats`), scores it with the metric's detector
-(:mod:`models.anomaly`) and runs one small state machine per (device, metric):
+(:mod:`models.anomaly`), compares the series with its daily profile
+(:mod:`models.seasonal`) and runs one small state machine per (device, metric):
 
 ``spike``
     One outlier whose next reading is normal again.  The alert carries the
@@ -12,20 +13,30 @@
 ``level_shift``
     Two outliers in a row on the same side.  It is over once
     ``resolve_readings`` readings in a row are closer to the level expected
-    before the shift than to the shifted one.
+    before the shift than to the shifted one, that level moving along the daily
+    profile (a shift of hours would otherwise meet the daily cycle and end early).
 ``drift``
-    The prediction line's slope ``drift_factor`` times steeper than the
-    series' usual steepest (a learned quantile), ``drift_readings`` readings in a row.
-    Off by default (``drift_factor`` infinite): at 3 it fired about 100 times a
-    week on 30 simulated devices, never within a drift.
+    The profile's offset (the last hour's readings minus the profile) beyond
+    ``drift_deviations`` deviations (how far an hour usually is from its profile)
+    ``drift_readings`` learned readings in a row: readings that each look like the
+    one before, the detector's line following them.  It is over once
+    ``resolve_readings`` readings in a row are nearer the profile than half the
+    offset it opened with, as when a drifted sensor is recalibrated, which the
+    open alert absorbs instead of it being a level shift.
 ``stuck``
     ``stuck_readings`` identical values in a row (readings with decimals
     almost never repeat exactly).  Over once the value moves again.
 
 While an alert is open no other opens for the metric, and outliers are not
-learned, so the detector keeps describing normal.  An alert open for
-``max_open_seconds`` is resolved and the detector starts afresh, since the
-level it knew is that old.  A ``resolved`` alert (severity ``resolved``)
+learned, so the detector and the profile keep describing normal.  An alert
+open for ``max_open_seconds`` (a drift: ``max_drift_seconds``) is resolved and
+the detector starts afresh, since the level it knew is that old; if the series
+is still away from its profile, a drift opens about an hour later; a drift
+open so long is the new normal, and the profile moves to it.  An outlier that
+takes the series back towards its profile, from an offset of at least
+``return_deviations`` deviations to nearer than it was, is the end of an
+episode no alert covers (any longer), not a new one: it is not alerted and the
+detector starts afresh.  A ``resolved`` alert (severity ``resolved``)
 follows ``resolve_readings`` normal readings in a row.  At most one alert
 opens per metric per ``cooldown_seconds``: one that would open sooner is
 tracked the same way but not published, and neither is its resolution.
@@ -54,9 +65,10 @@ from typing import Any
 import orjson
 
 from app.contracts import Alert, SensorReading
-from models.anomaly import Detector, QuantileTracker, Score
+from models.anomaly import Detector, Score
+from models.seasonal import DailyProfile
 from tables.device_stats import LATENESS, MetricStats
-from tables.windows import HOUR, MINUTE
+from tables.windows import DAY, HOUR, MINUTE
 
 SPIKE, LEVEL_SHIFT, DRIFT, STUCK = "spike", "level_shift", "drift", "stuck"
 RESOLVED = "resolved"
@@ -72,14 +84,19 @@ class AlertPolicy:
     cooldown_seconds: float = 30 * MINUTE
     resolve_readings: int = 3
     stuck_readings: int = 6
-    drift_factor: float = math.inf  # off: as measured, it fired outside drifts (see alert_quality)
+    drift_deviations: float = 4.5
     drift_readings: int = 10
+    return_deviations: float = 2.0
     max_open_seconds: float = 12 * HOUR
+    max_drift_seconds: float = 3 * DAY
     lateness_seconds: float = LATENESS
     max_metrics: int = 16
 
     def detector(self, state: list[Any] | None = None) -> Detector:
         return Detector.from_state(state, min_threshold=self.min_threshold, quantile=self.quantile)
+
+    def profile(self, state: list[Any] | None = None) -> DailyProfile:
+        return DailyProfile.from_state(state)
 
     def severity(self, z: float, threshold: float) -> str:
         """``critical`` from ``critical_factor`` times the threshold up, ``warning`` below.
@@ -95,15 +112,15 @@ class MetricState:
 
     __slots__ = (
         "detector",
+        "drifting",
         "last_alert",
         "last_value",
         "newest",
         "open",
         "pending",
+        "profile",
         "repeats",
-        "slopes",
         "stats",
-        "steep",
     )
 
     def __init__(self, policy: AlertPolicy, state: dict[str, Any] | None = None) -> None:
@@ -113,12 +130,14 @@ class MetricState:
         self.newest: float = state.get("newest", -math.inf)
         self.last_value: float | None = state.get("last_value")
         self.repeats: int = state.get("repeats", 0)  # readings in a row equal to last_value
-        self.steep: int = state.get("steep", 0)  # readings in a row with a drift-steep slope
-        self.slopes = QuantileTracker(0.99, step=0.05, initial=state.get("slopes", 0.0))
+        self.profile = policy.profile(state.get("profile"))
+        self.drifting: int = state.get("drifting", 0)  # learned readings in a row far from the profile
         # [ts, value, z, low, high, expected] of an outlier awaiting the next reading
         self.pending: list[float] | None = state.get("pending")
-        # [reason, opened_ts, published, anchor, shift, normal_run] of the open alert
+        # [reason, opened_ts, published, anchor, shift, normal_run, base] of the open alert
         self.open: list[Any] | None = state.get("open")
+        if self.open is not None and len(self.open) == 6:  # stored before the profile: no base
+            self.open.append(None)
         self.last_alert: float = state.get("last_alert", -math.inf)
 
     def to_state(self) -> dict[str, Any]:
@@ -128,8 +147,8 @@ class MetricState:
             "newest": self.newest,
             "last_value": self.last_value,
             "repeats": self.repeats,
-            "steep": self.steep,
-            "slopes": self.slopes.value,
+            "profile": self.profile.to_state(),
+            "drifting": self.drifting,
         }
         # -inf is not JSON: an absent key means none yet
         if self.pending is not None:
@@ -265,7 +284,6 @@ def _step(metric: MetricState, reading: SensorReading, policy: AlertPolicy) -> l
     detector = metric.detector
     score = detector.score(ts, value)
     outlier = score.warm and score.z >= score.threshold
-    steep = _drift_steep(metric, score, policy)
     if metric.open is not None:
         return _while_open(metric, reading, score, outlier, repeated, policy)
     alerts: list[Alert] = []
@@ -283,30 +301,67 @@ def _step(metric: MetricState, reading: SensorReading, policy: AlertPolicy) -> l
         alerts = _open(metric, spike, SPIKE, pending_score, pending_z, policy, anchor=expected)
         metric.open[5] = 0 if outlier else 1  # this reading is the first normal one (or not)
         if not outlier and not repeated:
-            detector.learn(ts, value, score)
+            _learn(metric, ts, value, score)
         return alerts
+    if outlier and _returning(metric, reading, score, policy):
+        # The end of an episode no alert covers (any longer): what the detector knew is the episode.
+        detector.reset()
+        metric.profile.restart_offset(ts)
+        metric.drifting = 0
+        _learn(metric, ts, value, None)
+        return []
     if outlier:
         detector.observe(score.z)
         metric.pending = [ts, value, score.z, score.low, score.high, score.expected]
         return []
-    if steep:
-        return _open(metric, reading, DRIFT, score, score.slope_per_hour, policy, anchor=score.expected)
-    if not repeated:  # a stuck value is not what the series normally does
-        detector.learn(ts, value, score)
+    if repeated:  # a stuck value is not what the series normally does
+        return alerts
+    _learn(metric, ts, value, score)
+    if _drifting(metric, policy):
+        return _open_drift(metric, reading, policy)
     return alerts
 
 
-def _drift_steep(metric: MetricState, score: Score, policy: AlertPolicy) -> bool:
-    """Whether the slope has been drift-steep ``drift_readings`` readings in a row; learns the slopes."""
-    if not score.warm:
+def _returning(metric: MetricState, reading: SensorReading, score: Score, policy: AlertPolicy) -> bool:
+    """Whether an outlier takes the series back towards its daily profile from an offset of at
+    least ``return_deviations`` deviations, to nearer the profile than it was."""
+    profile = metric.profile
+    offset = profile.offset
+    if not (profile.warm and profile.settled) or offset is None:
         return False
-    steepness = abs(score.slope_per_hour)
-    usual = metric.slopes.value
-    steep = usual > 0 and steepness > policy.drift_factor * usual
-    metric.steep = metric.steep + 1 if steep else 0
-    if metric.open is None and not steep:
-        metric.slopes.update(steepness)
-    return metric.steep >= policy.drift_readings
+    if abs(offset) < policy.return_deviations * profile.scale:
+        return False
+    towards = (reading.value - score.expected) * offset < 0
+    return towards and abs(reading.value - profile.expected(reading.ts)) < abs(offset)
+
+
+def _learn(metric: MetricState, ts: float, value: float, score: Score | None) -> None:
+    metric.detector.learn(ts, value, score)
+    metric.profile.learn(ts, value)
+
+
+def _drifting(metric: MetricState, policy: AlertPolicy) -> bool:
+    """Whether the offset has been beyond ``drift_deviations`` deviations ``drift_readings`` learned
+    readings in a row (counting this one)."""
+    profile = metric.profile
+    offset = profile.offset
+    away = (
+        profile.warm
+        and profile.settled
+        and offset is not None
+        and abs(offset) > policy.drift_deviations * profile.scale
+    )
+    metric.drifting = metric.drifting + 1 if away else 0
+    return metric.drifting >= policy.drift_readings
+
+
+def _open_drift(metric: MetricState, reading: SensorReading, policy: AlertPolicy) -> list[Alert]:
+    """Open a drift: the level before it is the profile, the shift the offset (scored in deviations)."""
+    profile = metric.profile
+    expected, offset, scale = profile.expected(reading.ts), profile.offset or 0.0, profile.scale
+    bound, bar = policy.drift_deviations * scale, policy.drift_deviations
+    how = Score(abs(offset) / scale, expected, expected - bound, expected + bound, bar, 0.0)
+    return _open(metric, reading, DRIFT, how, how.z, policy, anchor=expected, shift=offset)
 
 
 def _open(
@@ -318,16 +373,35 @@ def _open(
     policy: AlertPolicy,
     *,
     anchor: float = math.nan,
+    shift: float | None = None,
 ) -> list[Alert]:
     published = reading.ts >= metric.last_alert + policy.cooldown_seconds
-    shift = reading.value - anchor if math.isfinite(anchor) else 0.0
-    metric.open = [reason, reading.ts, published, anchor if math.isfinite(anchor) else None, shift, 0]
-    metric.steep = 0
+    if shift is None:
+        shift = reading.value - anchor if math.isfinite(anchor) else 0.0
+    base = metric.profile.expected(reading.ts)  # the anchor moves along the daily profile
+    metric.open = [
+        reason,
+        reading.ts,
+        published,
+        anchor if math.isfinite(anchor) else None,
+        shift,
+        0,
+        base if math.isfinite(base) else None,
+    ]
+    metric.drifting = 0
     if not published:
         return []
     metric.last_alert = reading.ts
     severity = "warning" if reason == STUCK else policy.severity(score.z, score.threshold)
     return [_alert(metric, reading, severity, alert_score, reason, score)]
+
+
+def _reference(metric: MetricState, anchor: float, base: float | None, ts: float) -> float:
+    """The level expected before the episode, at ``ts``: ``anchor`` moved along the daily profile."""
+    if base is None:
+        return anchor
+    now = metric.profile.expected(ts)
+    return anchor if math.isnan(now) else anchor + now - base
 
 
 def _while_open(
@@ -339,29 +413,34 @@ def _while_open(
     policy: AlertPolicy,
 ) -> list[Alert]:
     assert metric.open is not None
-    reason, opened, published, anchor, shift, normal_run = metric.open
+    reason, opened, published, anchor, shift, normal_run, base = metric.open
     value = reading.value
-    if reason == SPIKE and outlier and anchor is not None and (value - anchor) * shift > 0:
+    reference = _reference(metric, anchor, base, reading.ts) if anchor is not None else None
+    if reason == SPIKE and outlier and reference is not None and (value - reference) * shift > 0:
         # Outliers on the spike's side again: a level shift that began with a spike-sized step
         # (or a small one, its second reading under the threshold).  Same alert, new rule.
         reason = metric.open[0] = LEVEL_SHIFT
-        shift = metric.open[4] = value - anchor
+        shift = metric.open[4] = value - reference
     if reason == STUCK:
         normal = not repeated
-    elif reason in (LEVEL_SHIFT, DRIFT) and anchor is not None and shift:
-        normal = abs(value - anchor) < abs(shift) / 2  # back nearer the old level than the new one
+    elif reason in (LEVEL_SHIFT, DRIFT) and reference is not None and shift:
+        normal = abs(value - reference) < abs(shift) / 2  # back nearer the old level than the new one
     else:
         normal = not outlier
     normal_run = normal_run + 1 if normal else 0
     metric.open[5] = normal_run
-    timed_out = reading.ts - opened >= policy.max_open_seconds
+    longest = policy.max_drift_seconds if reason == DRIFT else policy.max_open_seconds
+    timed_out = reading.ts - opened >= longest
     if reason == SPIKE and normal and not repeated:
-        metric.detector.learn(reading.ts, value, score)
+        _learn(metric, reading.ts, value, score)
     if normal_run < policy.resolve_readings and not timed_out:
         return []
     metric.open = None
+    if reason == DRIFT and timed_out and not normal and reference is not None:
+        metric.profile.move(value - reference)  # so long away from the profile: the new normal
     if reason != SPIKE:  # what the detector knew is from before the episode
         metric.detector.reset()
+        metric.profile.restart_offset(reading.ts)
     if not published:
         return []
     return [_alert(metric, reading, RESOLVED, score.z, reason, score)]

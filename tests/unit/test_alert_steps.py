@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from app.contracts import SensorReading
 from models.alert_steps import AlertPolicy, DeviceState, assess_reading
+from tables.windows import DAY, HOUR
 
 POLICY = AlertPolicy()
 
@@ -116,3 +119,81 @@ def test_the_same_readings_give_the_same_alerts_and_state_whether_or_not_the_sta
 def test_a_device_state_stays_small_over_a_long_stream():
     state, _ = run([quiet(i) + (i % 7) * 0.01 for i in range(5_000)])
     assert len(state.encode()) < 12_000
+
+
+# A series whose daily profile can be learned: a 2-degree daily cycle, a 7-hour wander that does not
+# repeat daily (so that hours stray from their profile as real ones do) and alternating noise; one
+# reading a minute.  From 3 days on (4,320 readings) the profile has been warm for a day.
+WARM = 3 * 1_440
+START = WARM + 600  # where each episode begins
+
+
+def daily(i: int) -> float:
+    ts = 60.0 * i
+    cycle = 2.0 * math.cos(2 * math.pi * ts / DAY) + 0.3 * math.sin(2 * math.pi * ts / (7 * HOUR))
+    return 20.0 + cycle + (0.1 if i % 2 else -0.1)
+
+
+def ramp(i: int, per_reading: float, readings: int = 300) -> float:
+    """What a drift from ``START`` adds to reading ``i``: ``per_reading`` more each reading, then 0."""
+    return per_reading * (i - START + 1) if START <= i < START + readings else 0.0
+
+
+def indexed(alerts):
+    """``(severity, reason, index of the reading)`` of each alert."""
+    return [(a.severity, a.reason, round(a.ts / 60.0)) for a in alerts]
+
+
+def test_a_drift_is_alerted_as_drift_and_its_snap_back_resolves_it():
+    # +0.01 a reading for 5 hours, then gone (recalibrated): each reading looks like the one before
+    values = [daily(i) + ramp(i, 0.01) for i in range(WARM + 1_200)]
+    _, alerts = run(values)
+    # The offset (the last hour's readings off the profile) passes 4.5 deviations of 0.303 at
+    # reading 5107, 187 readings into the drift; ten readings later it is a drift.  The snap back
+    # at 5220 is no level shift: its third reading resolves the drift.
+    assert indexed(alerts) == [("warning", "drift", 5116), ("resolved", "drift", 5222)]
+
+
+def test_a_shift_longer_than_the_open_time_does_not_re_alert_its_step_back():
+    values = [daily(i) + (3.0 if START <= i < START + 840 else 0.0) for i in range(WARM + 1_800)]  # 14 hours
+    _, alerts = run(values)
+    assert indexed(alerts) == [
+        ("critical", "level_shift", START + 1),
+        ("resolved", "level_shift", START + 721),  # open 12 hours: the detector starts afresh
+        ("warning", "drift", START + 790),  # an hour later, still 3 degrees off the daily profile
+        ("resolved", "drift", START + 842),  # the third reading after the step back
+    ]
+
+
+def test_a_level_shift_is_over_when_the_readings_return_to_the_profile_not_when_the_cycle_meets_them():
+    # +1.5 for 6 hours while the daily cycle falls by 2.7: the old level moves along the profile
+    # (without the profile, the readings came within 0.75 of the level before the shift at reading
+    # 4554, resolving it, and the step back at 4800 was alerted as a new level shift)
+    start = WARM + 120
+    values = [daily(i) + (1.5 if start <= i < start + 360 else 0.0) for i in range(WARM + 900)]
+    _, alerts = run(values)
+    assert indexed(alerts) == [
+        ("warning", "level_shift", start + 1),
+        ("resolved", "level_shift", start + 362),  # the third reading after the step back
+    ]
+
+
+def test_a_step_back_to_the_profile_from_an_offset_no_rule_alerted_is_not_alerted():
+    # a drift of 1.2 over 5 hours, at most 3.9 deviations off the profile: under the drift bar of
+    # 4.5, over the return bar of 2, so its snap back (an outlier) is the series coming back
+    values = [daily(i) + ramp(i, 0.004) for i in range(WARM + 1_200)]
+    _, alerts = run(values)
+    assert alerts == []
+
+
+def test_a_change_that_stays_for_the_longest_drift_becomes_the_profile():
+    values = [daily(i) + (3.0 if i >= START else 0.0) for i in range(START + 5 * 1_440)]
+    state, alerts = run(values)
+    assert indexed(alerts) == [
+        ("critical", "level_shift", START + 1),
+        ("resolved", "level_shift", START + 721),
+        ("warning", "drift", START + 790),
+        ("resolved", "drift", START + 790 + 3 * 1_440),  # open max_drift_seconds: the new normal
+    ]
+    profile = state.metrics["temp"].profile
+    assert abs(profile.offset) < POLICY.drift_deviations * profile.scale
