@@ -16,6 +16,9 @@ do with later ones (:mod:`models.alert_steps` leaves them out of the statistics)
 Sums are of ``value - ref``, ``ref`` being the first value the series saw, so
 that the variance of readings far from zero but close together (a temperature
 near 20 with noise of 0.05) does not cancel away in ``sum(x*x) - sum(x)**2 / n``.
+What is left of that cancellation bounds the standard deviation's error by about
+``sqrt(4 * 2**-52 * mean((value - ref)**2))``: 1e-6 for readings 100 units away from
+the first one, whatever their spread.
 """
 
 from __future__ import annotations
