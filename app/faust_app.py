@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
 import faust
 from faust.types import TopicT
 
 from app import codecs, faust_fixes  # importing faust_fixes checks faust's version and patches it
 from app.settings import settings
 from app.web_auth import bearer_token_middleware
+
+logger = logging.getLogger(__name__)
 
 app = faust.App(
     settings.app_id,
@@ -60,10 +67,33 @@ def declared_at_startup(topic: TopicT) -> TopicT:
     """
 
     async def declare() -> None:
-        await topic.maybe_declare()
+        await declare_until_done(topic)
 
     app.task(declare)
     return topic
+
+
+async def until_done(step: Callable[[], Awaitable[object]], what: str, max_delay: float = 30.0) -> None:
+    """Await ``step()``, again (0.5 s, 1 s, ... up to ``max_delay`` apart) until it succeeds.
+
+    For start-up work in app tasks: a failing app task crashes the worker (seen when the
+    broker stopped while a worker was still declaring its topics).
+    """
+    for attempt in itertools.count():
+        try:
+            await step()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            delay = min(max_delay, 0.5 * 2**attempt)
+            logger.warning("%s failed (%r); trying again in %.1f s", what, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def declare_until_done(topic: TopicT, max_delay: float = 30.0) -> None:
+    """``topic.maybe_declare()`` until it succeeds (:func:`until_done`)."""
+    await until_done(topic.maybe_declare, f"declaring {topic.topics}", max_delay)
 
 
 async def producer_knows_partitions(topic_name: str) -> None:

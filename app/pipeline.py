@@ -17,7 +17,7 @@ from typing import Any
 
 from faust.types import TableT, TopicT
 
-from app.faust_app import app, producer_knows_partitions
+from app.faust_app import app, declare_until_done, producer_knows_partitions, until_done
 from app.runtime import freeze_startup_objects
 from app.settings import settings
 from app.stages.stage import BatchedStage
@@ -57,8 +57,10 @@ def pipeline_table(name: str, help: str) -> TableT:
 async def learn_changelog_partitions() -> None:
     """Let the web router find the owner of any key from the start (see producer_knows_partitions)."""
     for table in _tables:
-        await table.changelog_topic.maybe_declare()
-        await producer_knows_partitions(table.changelog_topic.get_topic_name())
+        name = table.changelog_topic.get_topic_name()
+        await declare_until_done(table.changelog_topic)
+        learn = functools.partial(producer_knows_partitions, name)
+        await until_done(learn, f"learning the partitions of {name}")
 
 
 _stages: list[tuple[BatchedStage, frozenset[str]]] = []
