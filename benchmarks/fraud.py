@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import platform
 import subprocess
 import sys
@@ -29,7 +28,6 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -222,18 +220,6 @@ def latency(bootstrap: str, workdir: Path, rate: float, seconds: float) -> dict[
         "full_gc_max_ms": process["gc"]["pauses"]["2"]["max_ms"],
         "resident_mb": process["resident_mb"],
     }
-
-
-@contextlib.contextmanager
-def local_kafka() -> Iterator[str]:
-    """The local broker's bootstrap address; started for the block (and stopped) if it was down."""
-    kafka = LocalKafka.from_env()
-    started = kafka.start()
-    try:
-        yield kafka.bootstrap
-    finally:
-        if started:
-            kafka.stop()
 
 
 def report(text: str, record: bool) -> None:

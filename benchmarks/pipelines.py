@@ -34,7 +34,8 @@ from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
 from app.simulation.transactions import SimulatedEvent
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, local_kafka, report
+from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, report
+from broker import local_kafka
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ from app.contracts import Transaction
 from app.simulation.producer import ensure_topics
 from app.stages.outputs import key_partition
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, local_kafka, report
+from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, report
+from broker import local_kafka
 from models.fraud_steps import count_in_card
 from tables.card_state import CardState
 

@@ -4,6 +4,6 @@ Only the standard library is used, so the broker can be managed before the
 project's virtualenv exists.  See ``python -m broker --help``.
 """
 
-from broker.local_kafka import LocalKafka, metadata_answers
+from broker.local_kafka import LocalKafka, local_kafka, metadata_answers
 
-__all__ = ["LocalKafka", "metadata_answers"]
+__all__ = ["LocalKafka", "local_kafka", "metadata_answers"]

@@ -8,6 +8,7 @@ The jars come from Maven Central through ``broker/pom.xml`` into
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,3 +277,15 @@ class LocalKafka:
             check=True,
             stdout=subprocess.DEVNULL,
         )
+
+
+@contextlib.contextmanager
+def local_kafka() -> Iterator[str]:
+    """The local broker's bootstrap address; started for the block (and stopped) if it was down."""
+    kafka = LocalKafka.from_env()
+    started = kafka.start()
+    try:
+        yield kafka.bootstrap
+    finally:
+        if started:
+            kafka.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import LocalKafka
+from broker import local_kafka
 from tests.integration.kafka_helpers import Worker
 
 
@@ -18,13 +18,8 @@ def kafka_bootstrap() -> Iterator[str]:
     if os.environ.get("KAFKA_BROKER"):
         yield os.environ["KAFKA_BROKER"].split("://", 1)[-1]
         return
-    kafka = LocalKafka.from_env()
-    started = kafka.start()
-    try:
-        yield kafka.bootstrap
-    finally:
-        if started:
-            kafka.stop()
+    with local_kafka() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
