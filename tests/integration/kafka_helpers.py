@@ -145,7 +145,23 @@ class Worker:
                 time.sleep(0.3)
         raise TimeoutError(f"worker did not answer on its web port\n{self.log_tail()}")
 
-    def get_json(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def get_json(
+        self, path: str, headers: dict[str, str] | None = None, settle_for: float = 60.0
+    ) -> tuple[int, Any]:
+        """Status and JSON body of a GET, asked again (as the answer says) while partitions move.
+
+        A routed view answers 503 "partitions are being assigned" during a rebalance, which
+        a worker's first minute can hold more than one of; any other answer is returned.
+        """
+        deadline = time.monotonic() + settle_for
+        while True:
+            status, body = self._get_json_once(path, headers)
+            moving = status == 503 and isinstance(body, dict) and "being assigned" in body.get("error", "")
+            if not moving or time.monotonic() > deadline:
+                return status, body
+            time.sleep(0.5)
+
+    def _get_json_once(self, path: str, headers: dict[str, str] | None) -> tuple[int, Any]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=5) as r:
