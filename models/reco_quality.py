@@ -3,15 +3,16 @@
 Run ``python -m models.reco_quality`` (``--help`` for the stream's size).
 
 The stream (:func:`~app.simulation.clicks.generate_click_stream`) is replayed in
-event-time order through the pipeline's own steps (:mod:`models.reco_steps`), as
-deployed: the user stage learns each user's half of the model with the newest
-*snapshot* of the learner (refreshed every ``snapshot_every`` training examples),
-and popularity is updated once per ``flush_every`` interactions.  Over the head
-(the first ``head_fraction`` of the span) everything only learns.  Over the tail,
-at each **view** - the moment a user picks an item to look at - each method ranks
-its top ``k`` for the user from the state just before the view (so the viewed
-item is unseen by the model, which goes on learning after it, prequentially),
-and the viewed item's 1-based rank ``r`` in that list (none when absent) scores:
+event-time order through the pipeline's own steps (:mod:`models.reco_steps`) by
+:class:`~models.reco_replay.UserStageReplay`, as deployed: the user stage learns
+each user's half of the model with the newest *snapshot* of the learner (refreshed
+every ``snapshot_every`` training examples), and popularity is updated once per
+``flush_every`` interactions.  Over the head (the first ``head_fraction`` of the
+span) everything only learns.  Over the tail, at each **view** - the moment a user
+picks an item to look at - each method ranks its top ``k`` for the user from the
+state just before the view (so the viewed item is unseen by the model, which goes
+on learning after it, prequentially), and the viewed item's 1-based rank ``r`` in
+that list (none when absent) scores:
 
 * ``hit@k`` = 1 if ``r <= k`` else 0,
 * ``NDCG@k`` = ``1 / log2(r + 1)`` if ``r <= k`` else 0 (one relevant item: the ideal
@@ -34,16 +35,15 @@ from dataclasses import dataclass, field
 
 from app.contracts import Click, ScoredItem
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
+from models.reco_replay import UserStageReplay
 from models.reco_steps import (
     DEFAULT_SETTINGS,
     RecoSettings,
     recommend,
     recommend_from_history,
     recommend_trending,
-    record_interaction,
 )
 from models.recommender import Recommender
-from tables.item_popularity import ItemDeltas, ItemPopularity
 from tables.user_history import UserHistory
 
 METHODS = ("recommender", "trending", "history")
@@ -143,27 +143,25 @@ def evaluate(
 ) -> QualityReport:
     """Replay ``config``'s stream, learning over the head and scoring every method over the tail."""
     started = time.perf_counter()
-    learner = model if model is not None else Recommender()
-    served = _copy(learner)
-    since_snapshot = 0
-    popularity = ItemPopularity()
-    deltas = ItemDeltas()
-    users: dict[str, UserHistory] = {}
+    replay = UserStageReplay(
+        model if model is not None else Recommender(),
+        settings,
+        snapshot_every=snapshot_every,
+        flush_every=flush_every,
+    )
     metrics = {target: {method: RankingMetrics(k) for method in METHODS} for target in TARGETS}
     last_view_rank: dict[tuple[str, str], dict[str, int | None]] = {}
     split = config.start + head_fraction * config.days * 86_400.0
     rankers: dict[str, Callable[[UserHistory, float], list[ScoredItem]]] = {
-        "recommender": lambda user, now: recommend(user, popularity, served, k, now, settings),
-        "trending": lambda user, now: recommend_trending(user, popularity, k, now, settings),
+        "recommender": lambda user, now: recommend(user, replay.popularity, replay.served, k, now, settings),
+        "trending": lambda user, now: recommend_trending(user, replay.popularity, k, now, settings),
         "history": lambda user, now: recommend_from_history(user, k, now, settings),
     }
     report = QualityReport(k, metrics)
     for n, event in enumerate(generate_click_stream(config), start=1):
         value = event.value
         click = Click(value["user_id"], value["item_id"], value["action"], float(value["ts"]))
-        user = users.get(click.user_id)
-        if user is None:
-            user = users[click.user_id] = UserHistory()
+        user = replay.user(click.user_id)
         if click.ts >= split:
             report.tail_events += 1
             key = (click.user_id, click.item_id)
@@ -176,25 +174,14 @@ def evaluate(
                 ranks = last_view_rank.get(key, {})
                 for method in METHODS:
                     metrics[click.action][method].update(ranks.get(method))
-        for example in record_interaction(user, click, served, deltas, settings):
-            learner.learn(example)
-            since_snapshot += 1
-        if since_snapshot >= snapshot_every:
-            served, since_snapshot = _copy(learner), 0
-        if n % flush_every == 0:
-            popularity.apply(deltas)
-            deltas = ItemDeltas()
+        replay.learn(replay.record(user, click))
+        if replay.flush_due():
+            replay.flush()
         report.events = n
-    report.items_in_model = len(learner.item_factors())
-    report.snapshot_bytes = len(pickle.dumps(learner, protocol=pickle.HIGHEST_PROTOCOL))
+    report.items_in_model = len(replay.learner.item_factors())
+    report.snapshot_bytes = len(pickle.dumps(replay.learner, protocol=pickle.HIGHEST_PROTOCOL))
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _copy(model: Recommender) -> Recommender:
-    """What a worker holds after decoding a snapshot: a copy, never the learner's own model."""
-    copy: Recommender = pickle.loads(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
-    return copy
 
 
 def main(argv: Sequence[str] | None = None) -> None:
