@@ -10,8 +10,9 @@ as its table value and applies the flush's deltas to popularity
 
 The learner (another stage, on one partition) learns beside the replay so that the
 served model evolves as deployed, but is not timed.  Printed: the user stage's
-microseconds per click of each run and their median, per step, and a cProfile of one
-more run (the timed steps only).
+CPU microseconds per click (this process's CPU time: the machine's other work
+disturbs it less than wall time) of each run and their median, per step, and a cProfile
+of one more run (the timed steps only).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ STEPS = ("parse", "record", "recommend", "encode", "flush: users", "flush: popul
 
 @dataclass
 class ReplayCost:
-    """Seconds spent in each step over one replay of ``clicks`` clicks."""
+    """CPU seconds spent in each step over one replay of ``clicks`` clicks."""
 
     clicks: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STEPS, 0.0))
@@ -74,7 +75,7 @@ def replay_user_stage(
     cost = ReplayCost(clicks=len(records))
     seconds = cost.seconds
     written: dict[str, Applied] = {}  # the flush's users, as the table's write-behind holds them
-    clock = time.perf_counter
+    clock = time.process_time
     for offset, (key, value) in enumerate(records):
         if profile is not None:
             profile.enable()
@@ -130,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.runs):
         gc.collect()
         costs.append(replay_user_stage(records, args.flush_every))
-        print(f"run: {costs[-1].us_per_click:.1f} µs per click", flush=True)
+        print(f"run: {costs[-1].us_per_click:.1f} CPU µs per click", flush=True)
     median = statistics.median(cost.us_per_click for cost in costs)
-    print(f"median over {args.runs} runs: {median:.1f} µs per click (user stage's own work)")
+    print(f"median over {args.runs} runs: {median:.1f} CPU µs per click (the user stage's own work)")
     for step in STEPS:
         step_us = statistics.median(cost.seconds[step] / cost.clicks * 1e6 for cost in costs)
         print(f"  {step:<18} {step_us:8.1f} µs per click")
