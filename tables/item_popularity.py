@@ -20,8 +20,8 @@ day (then the stalest) are forgotten, so that top-k queries scan a bounded set.
 from __future__ import annotations
 
 import math
-from bisect import insort
-from collections.abc import Iterable, Iterator
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -36,10 +36,10 @@ Horizon = Literal["hour", "day"]
 # horizon -> (bucket width, buckets in the window, buckets kept).  Twice the window is kept,
 # so that an event up to a window late still finds its whole window.
 WINDOWS: dict[str, tuple[float, int, int]] = {"hour": (MINUTE, 60, 120), "day": (HOUR, 24, 48)}
-# Trending lists keep at least this many items: k is at most this without a rescan.
-_CACHED_TOP = 200
-# (horizon, bucket) lists kept: queries a few buckets apart (late clicks) each keep theirs.
+# Rankings kept per horizon (the newest buckets asked for): late clicks' windows keep theirs.
 _CACHED_WINDOWS = 8
+# horizon -> buckets behind the newest whose active items are known (twice the buckets kept).
+_INDEXED_SPANS: dict[str, int] = {horizon: 2 * keep for horizon, (_, _, keep) in WINDOWS.items()}
 
 
 class ItemActivity:
@@ -70,6 +70,10 @@ class ItemActivity:
     def score(self, now: float, horizon: Horizon) -> float:
         """The weighted interactions in the ``horizon`` window ending at ``now``."""
         return self._counts[horizon].window_sums(now, WINDOWS[horizon][1])[0]
+
+    def buckets(self, horizon: Horizon) -> Sequence[int]:
+        """The ``horizon`` buckets holding a count, oldest first (read only)."""
+        return self._counts[horizon].bucket_ids
 
     @property
     def newest(self) -> float:
@@ -141,17 +145,22 @@ class ItemPopularity:
         self.items: dict[str, ItemActivity] = {}
         self.newest = -math.inf  # the newest interaction seen: staleness is measured from it
         self.evicted = 0
-        # (horizon, bucket) -> the best items then, best first: at least _CACHED_TOP of them, or
-        # every item scored above 0.  Kept up to date item by item as activities change.
-        self._tops: dict[tuple[Horizon, int], _Ranked] = {}
+        # horizon -> bucket -> every item scored above 0 then, best first; items changed since
+        # are re-scored when the window is next asked for.
+        self._tops: dict[str, dict[int, _Ranked]] = {horizon: {} for horizon in WINDOWS}
+        self._active = {horizon: _ActiveItems(_INDEXED_SPANS[horizon]) for horizon in WINDOWS}
 
     def apply(self, deltas: ItemDeltas) -> None:
         """Count a flush's interactions (:func:`apply_item_deltas`), then keep at most ``max_items``."""
         changed = apply_item_deltas(self.items, deltas)
+        minutes, hours = self._active["hour"], self._active["day"]
         for item in changed:
             activity = self.items[item]
             self.newest = max(self.newest, activity.newest)
-            self._rank(item, activity)
+            for minute in deltas.items[item]:
+                minutes.add(item, minute)
+                hours.add(item, math.floor(minute * MINUTE / HOUR))  # as the activity buckets it
+            self._changed(item)
         self.evict()
 
     def put(self, item_id: str, activity: ItemActivity | None) -> None:
@@ -161,7 +170,10 @@ class ItemPopularity:
         else:
             self.items[item_id] = activity
             self.newest = max(self.newest, activity.newest)
-        self._rank(item_id, activity)
+            for horizon, active in self._active.items():
+                for bucket in activity.buckets(horizon):
+                    active.add(item_id, bucket)
+        self._changed(item_id)
 
     def evict(self) -> list[str]:
         """Forget the least popular items over the day (the stalest first) beyond ``max_items``."""
@@ -173,7 +185,7 @@ class ItemPopularity:
         gone = [item for item, _ in ranked[:excess]]
         for item in gone:
             del self.items[item]
-            self._rank(item, None)
+            self._changed(item)
         self.evicted += excess
         return gone
 
@@ -185,47 +197,65 @@ class ItemPopularity:
         """The ``k`` items with the highest positive score over ``horizon`` at ``now``, best first.
 
         Ties go to the smaller item id.  A window's items change only when ``now`` enters
-        another bucket (minute for the hour, hour for the day), so the best items are ranked
-        once per bucket and then kept up to date as items change, not ranked per query.
+        another bucket (minute for the hour, hour for the day), so each bucket's ranking is
+        kept and re-scored only for the items changed since.  A new bucket's ranking is the
+        nearest kept one of its horizon with only the items active in the buckets that
+        enter or leave the window re-scored; every other item's window holds the same
+        buckets, so its score is the same.
         """
-        width = WINDOWS[horizon][0]
-        bucket = math.floor(now / width)
-        key = (horizon, bucket)
-        top = self._tops.get(key)
-        # A list shorter than _CACHED_TOP is complete: fewer items scored above 0.
-        if top is None or (k > len(top.items) >= _CACHED_TOP and k > _CACHED_TOP):
-            if top is None and len(self._tops) >= _CACHED_WINDOWS:
-                del self._tops[min(self._tops, key=lambda cached: cached[1] * WINDOWS[cached[0]][0])]
-            top = self._tops[key] = _Ranked(self._top(bucket * width, horizon, max(k, _CACHED_TOP)))
+        bucket = math.floor(now / WINDOWS[horizon][0])
+        tops = self._tops[horizon]
+        top = tops.get(bucket)
+        if top is None:
+            top = self._ranking(horizon, bucket)
+            if len(tops) >= _CACHED_WINDOWS:
+                del tops[min(tops)]
+            tops[bucket] = top
+        else:
+            self._refresh(top, horizon, bucket)
         return top.items[:k]
 
-    def _rank(self, item_id: str, activity: ItemActivity | None) -> None:
-        """Keep every cached list right after ``item_id``'s activity changed (``None``: gone)."""
-        stale = []
-        for key, top in self._tops.items():
-            horizon, bucket = key
-            score = 0.0 if activity is None else activity.score(bucket * WINDOWS[horizon][0], horizon)
-            listed = top.scores.get(item_id)
-            if listed is not None:
-                if score < listed:
-                    stale.append(key)  # an item may move up from outside the list: rank again
-                    continue
-                top.items.remove((item_id, listed))
-            elif score <= 0.0 or (
-                len(top.items) >= _CACHED_TOP and _best_first((item_id, score)) > _best_first(top.items[-1])
-            ):
-                continue
-            insort(top.items, (item_id, score), key=_best_first)
-            top.scores[item_id] = score
-            if listed is None and len(top.items) > _CACHED_TOP:
-                dropped, _ = top.items.pop()
-                del top.scores[dropped]
-        for key in stale:
-            del self._tops[key]
+    def _changed(self, item_id: str) -> None:
+        for tops in self._tops.values():
+            for top in tops.values():
+                top.pending.add(item_id)
 
-    def _top(self, now: float, horizon: Horizon, k: int) -> list[tuple[str, float]]:
-        scored = ((item, activity.score(now, horizon)) for item, activity in self.items.items())
-        return sorted(((item, s) for item, s in scored if s > 0.0), key=_best_first)[:k]
+    def _refresh(self, top: _Ranked, horizon: Horizon, bucket: int) -> None:
+        """Re-score the items changed since ``top`` was last asked for."""
+        if top.pending:
+            self._rescore(top, top.pending, horizon, bucket)
+            top.pending = set()
+
+    def _rescore(self, top: _Ranked, item_ids: Iterable[str], horizon: Horizon, bucket: int) -> None:
+        at = bucket * WINDOWS[horizon][0]
+        items = self.items
+        for item_id in item_ids:
+            activity = items.get(item_id)
+            top.set(item_id, 0.0 if activity is None else activity.score(at, horizon))
+
+    def _ranking(self, horizon: Horizon, bucket: int) -> _Ranked:
+        """The window's ranking: derived from the nearest kept one of the horizon, else ranked afresh."""
+        n = WINDOWS[horizon][1]
+        tops = self._tops[horizon]
+        nearest = min(
+            (cached for cached in tops if abs(cached - bucket) < n),
+            key=lambda cached: abs(cached - bucket),
+            default=None,
+        )
+        if nearest is not None:
+            low, high = min(nearest, bucket), max(nearest, bucket)
+            # The buckets in one window and not the other: (low - n, high - n] and (low, high].
+            leaving, entering = range(low - n + 1, high - n + 1), range(low + 1, high + 1)
+            changed = self._active[horizon].items_in(leaving, entering)
+            if changed is not None:
+                source = tops[nearest]
+                self._refresh(source, horizon, nearest)
+                top = source.copy()
+                self._rescore(top, changed, horizon, bucket)
+                return top
+        at = bucket * WINDOWS[horizon][0]
+        scored = ((item, activity.score(at, horizon)) for item, activity in self.items.items())
+        return _Ranked(sorted(((item, s) for item, s in scored if s > 0.0), key=_best_first))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -235,13 +265,67 @@ class ItemPopularity:
 
 
 class _Ranked:
-    """One window's best items, best first, and their scores by item."""
+    """One window's items scored above 0, best first, their scores by item, and the items changed since."""
 
-    __slots__ = ("items", "scores")
+    __slots__ = ("items", "pending", "scores")
 
     def __init__(self, items: list[tuple[str, float]]) -> None:
         self.items = items
         self.scores = dict(items)
+        self.pending: set[str] = set()
+
+    def copy(self) -> _Ranked:
+        return _Ranked(self.items.copy())
+
+    def set(self, item_id: str, score: float) -> None:
+        """Put ``item_id`` at its place for ``score`` (not listed unless above 0)."""
+        items, scores = self.items, self.scores
+        listed = scores.get(item_id)
+        if listed == score:
+            return
+        if listed is not None:
+            del items[bisect_left(items, (-listed, item_id), key=_best_first)]
+            del scores[item_id]
+        if score > 0.0:
+            insort(items, (item_id, score), key=_best_first)
+            scores[item_id] = score
+
+
+class _ActiveItems:
+    """Per bucket, the items that may have a count in it (a superset), for the newest buckets.
+
+    At most ``2 * span`` buckets are indexed; then those more than ``span`` behind the
+    newest are forgotten, and :meth:`items_in` answers ``None`` (unknown) for them rather
+    than too few items.
+    """
+
+    __slots__ = ("buckets", "floor", "span")
+
+    def __init__(self, span: int) -> None:
+        self.span = span
+        self.buckets: dict[int, set[str]] = {}
+        self.floor = -math.inf  # complete for the buckets from here on
+
+    def add(self, item_id: str, bucket: int) -> None:
+        if bucket < self.floor:
+            return
+        items = self.buckets.get(bucket)
+        if items is None:
+            items = self.buckets[bucket] = set()
+            if len(self.buckets) > 2 * self.span:
+                self.floor = max(self.buckets) - self.span
+                self.buckets = {b: found for b, found in self.buckets.items() if b >= self.floor}
+        items.add(item_id)
+
+    def items_in(self, *spans: range) -> set[str] | None:
+        """The items that may have a count in any of the buckets of ``spans`` (``None``: not known)."""
+        found: set[str] = set()
+        for span in spans:
+            if span and span.start < self.floor:
+                return None
+            for bucket in span:
+                found.update(self.buckets.get(bucket, ()))
+        return found
 
 
 def apply_item_deltas(items: dict[str, ItemActivity], deltas: ItemDeltas) -> Iterable[str]:

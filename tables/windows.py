@@ -230,6 +230,11 @@ class BucketCounts:
         return {bucket: list(sums) for bucket, sums in self._rows()}
 
     @property
+    def bucket_ids(self) -> Sequence[int]:
+        """The buckets kept, oldest first (read only: the counts' own list)."""
+        return self._ids
+
+    @property
     def newest(self) -> int | None:
         """The newest bucket kept (``None`` when there is none)."""
         return self._ids[-1] if self._ids else None

@@ -138,8 +138,10 @@ views_changes = st.lists(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(views_changes)
 def test_trending_equals_a_fresh_ranking_after_every_change_of_a_view(monkeypatch, changes):
-    # Small cached lists (the same for every example), so that items enter, leave and fall out of them.
-    monkeypatch.setattr("tables.item_popularity._CACHED_TOP", 3)
+    # Few windows kept and few buckets indexed, so that rankings are derived from other
+    # buckets' and ranked afresh.
+    monkeypatch.setattr("tables.item_popularity._CACHED_WINDOWS", 2)
+    monkeypatch.setattr("tables.item_popularity._INDEXED_SPANS", {"hour": 3, "day": 2})
     view = ItemPopularity()
     published: dict[str, list[tuple[int, float]]] = {}
     for change in changes:
@@ -165,6 +167,47 @@ def test_trending_equals_a_fresh_ranking_after_every_change_of_a_view(monkeypatc
                 if (score := activity.score(now, horizon)) > 0:
                     fresh.append((item, score))
             assert view.trending(now, k, horizon) == sorted(fresh, key=lambda s: (-s[1], s[0]))[:k]
+
+
+flushes_and_queries = st.lists(
+    st.one_of(
+        st.tuples(st.just("flush"), click_lists),
+        # Queries in any order of time: forwards, back a little (late clicks) and far.
+        st.tuples(st.just("query"), st.floats(0.0, 40 * HOUR), st.integers(1, 8)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flushes_and_queries, st.sampled_from([(2, {"hour": 3, "day": 2}), (8, {"hour": 240, "day": 96})]))
+def test_trending_equals_a_fresh_ranking_between_flushes_at_any_time(monkeypatch, steps, cache):
+    windows, spans = cache
+    monkeypatch.setattr("tables.item_popularity._CACHED_WINDOWS", windows)
+    monkeypatch.setattr("tables.item_popularity._INDEXED_SPANS", spans)
+    popularity = ItemPopularity()
+    seen: list[Click] = []
+    for step in steps:
+        if step[0] == "flush":
+            deltas = ItemDeltas()
+            for click in step[1]:
+                deltas.add(click)
+            popularity.apply(deltas)
+            seen += step[1]
+            continue
+        _, now, k = step
+        newest = max((c.ts for c in seen), default=0.0)
+        for at in (now, max(now, newest), max(now, newest) + MINUTE):  # the next minute: a shifted window
+            for horizon in ("hour", "day"):
+                ranked = popularity.trending(at, k, horizon)
+                assert ranked == fresh_top(popularity, at, k, horizon)
+                if at >= newest:  # no bucket of the window dropped yet: the clicks' own counts
+                    assert ranked == brute_force_top(seen, at, k, horizon)
+
+
+def fresh_top(popularity: ItemPopularity, now: float, k: int, horizon: str) -> list[tuple[str, float]]:
+    scored = [(item, popularity.score(item, now, horizon)) for item in popularity]
+    return sorted([s for s in scored if s[1] > 0], key=lambda s: (-s[1], s[0]))[:k]
 
 
 def test_trending_follows_new_deltas_within_the_same_minute():
