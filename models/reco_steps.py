@@ -17,11 +17,14 @@ comparison call these, so the pipeline's logic exists once:
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from app.contracts import Click, Recommendations, ScoredItem
 from models.recommender import NEGATIVE_TARGET, TARGETS, Recommender, TrainingExample
@@ -112,8 +115,7 @@ def recommend(
     if user.factors is None or not len(user.recent.ts):
         return recommend_trending(user, popularity, k, now, settings)
     candidates = candidate_items(user, popularity, model, now, settings)
-    scores = model.item_factors().scores(user.factors, candidates).tolist()
-    return _top(zip(candidates, scores, strict=True), k)
+    return top_scored(candidates, model.item_factors().scores(user.factors, candidates), k)
 
 
 def candidate_items(
@@ -137,7 +139,8 @@ def candidate_items(
     found += [item for item, _ in popularity.trending(now, n, "day")]
     found += model.item_factors().similar(recent[: settings.history_seeds], settings.similar_candidates)
     found += recent
-    return [item for item in dict.fromkeys(found) if not user.has_purchased(item)]
+    purchased = user.purchased
+    return [item for item in dict.fromkeys(found) if item not in purchased]
 
 
 def recommend_trending(
@@ -196,6 +199,24 @@ def recommendations_for(
     return Recommendations(user_id=user_id, items=tuple(items), model_version=model_version, ts=ts)
 
 
+def top_scored(item_ids: Sequence[str], scores: np.ndarray, k: int) -> list[ScoredItem]:
+    """The ``k`` best of ``item_ids`` by ``scores``, best first (ties: smaller item id).
+
+    Only the items scored at least the ``k``-th best score are sorted (all of them when tied).
+
+    >>> top_scored(["c", "b", "a"], np.array([1.0, 2.0, 2.0]), k=2)
+    [ScoredItem(item_id='a', score=2.0), ScoredItem(item_id='b', score=2.0)]
+    """
+    n = len(item_ids)
+    if n > k > 0:
+        kth_best = np.partition(scores, n - k)[n - k]
+        rows = np.flatnonzero(scores >= kth_best)
+    else:
+        rows = np.arange(n)
+    return _top(zip([item_ids[row] for row in rows.tolist()], scores[rows].tolist(), strict=True), k)
+
+
 def _top(scored: Iterable[tuple[str, float]], k: int) -> list[ScoredItem]:
-    ranked = sorted(scored, key=lambda pair: (-pair[1], pair[0]))
-    return [ScoredItem(item, float(score)) for item, score in ranked[:k]]
+    # (-score, item) tuples compare in C, best first; negating a float twice gives it back exactly.
+    best = heapq.nsmallest(k, [(-score, item) for item, score in scored])
+    return [ScoredItem(item, float(-negated)) for negated, item in best]

@@ -84,29 +84,42 @@ class TrainingExample:
 class ItemFactors:
     """The item half of a model as one matrix, for scoring and neighbours (read only).
 
-    Rows follow ``ids``; ``unit`` holds the rows scaled to unit length (zero rows stay zero).
+    Rows follow ``ids``; ``unit_t`` holds the rows scaled to unit length (zero rows stay
+    zero), transposed: one item per column, so that a few items' similarities to all are
+    one contiguous product.
     """
 
-    __slots__ = ("biases", "global_mean", "ids", "index", "matrix", "unit")
+    __slots__ = (
+        "_padded_biases",
+        "_padded_matrix",
+        "biases",
+        "global_mean",
+        "ids",
+        "index",
+        "matrix",
+        "unit_t",
+    )
 
     def __init__(self, ids: list[str], matrix: np.ndarray, biases: np.ndarray, global_mean: float) -> None:
         self.ids = ids
         self.index = {item_id: row for row, item_id in enumerate(ids)}
-        self.matrix = matrix
-        self.biases = biases
+        # One zero row (and bias) after the items: an unknown item's, so scoring needs no mask.
+        self._padded_matrix = np.vstack([matrix, np.zeros((1, matrix.shape[1]))])
+        self._padded_biases = np.append(biases, 0.0)
+        self.matrix = self._padded_matrix[:-1]
+        self.biases = self._padded_biases[:-1]
         self.global_mean = global_mean
         norms = np.linalg.norm(matrix, axis=1, keepdims=True) if len(ids) else np.zeros((0, 1))
-        self.unit = matrix / np.where(norms > 0.0, norms, 1.0)
+        self.unit_t = np.ascontiguousarray((matrix / np.where(norms > 0.0, norms, 1.0)).T)
 
     def scores(self, user: UserFactors, item_ids: Sequence[str]) -> np.ndarray:
         """Predicted affinity of ``user`` for each of ``item_ids`` (unknown items: factors zero)."""
+        unknown = len(self.ids)
         index = self.index
-        rows = np.fromiter((index.get(item, -1) for item in item_ids), dtype=np.int64, count=len(item_ids))
-        known = rows >= 0
-        scores = np.full(len(item_ids), self.global_mean + user.bias)
-        if known.any():
-            scores[known] += self.biases[rows[known]] + self.matrix[rows[known]] @ user.latent
-        return scores
+        rows = np.array([index.get(item, unknown) for item in item_ids], dtype=np.intp)
+        return (self.global_mean + user.bias) + (
+            self._padded_biases[rows] + self._padded_matrix[rows] @ user.latent
+        )
 
     def similar(self, item_ids: Sequence[str], k: int) -> list[str]:
         """The ``k`` known items most similar (cosine) to any of ``item_ids``, best first, not those.
@@ -119,7 +132,7 @@ class ItemFactors:
         rows = [self.index[item] for item in item_ids if item in self.index]
         if not rows or k < 1:
             return []
-        similarity = (self.unit @ self.unit[rows].T).max(axis=1)
+        similarity = (self.unit_t[:, rows].T @ self.unit_t).max(axis=0)
         similarity[rows] = -np.inf
         count = min(k, len(self.ids) - len(set(rows)))
         if count <= 0:

@@ -6,6 +6,8 @@ import math
 import pickle
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.contracts import Click, ScoredItem
 from models.reco_steps import (
@@ -16,6 +18,7 @@ from models.reco_steps import (
     recommend_trending,
     recommendations_for,
     record_interaction,
+    top_scored,
 )
 from models.recommender import TARGETS, Recommender, TrainingExample
 from tables.item_popularity import ItemDeltas, ItemPopularity
@@ -158,3 +161,16 @@ def test_a_users_state_with_factors_survives_its_encoding_between_steps():
     assert np.array_equal(restored.factors.latent, user.factors.latent)
     assert math.isfinite(restored.factors.bias)
     assert pickle.loads(pickle.dumps(model)).item_factors().ids == model.item_factors().ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    # Few distinct scores: many ties, broken by item id.
+    st.dictionaries(st.sampled_from([f"i{n}" for n in range(30)]), st.sampled_from([-1.0, 0.0, 0.5, 2.0])),
+    st.integers(0, 35),
+)
+def test_the_top_k_of_scored_items_equals_a_full_sort_whatever_the_ties(scored, k):
+    item_ids = list(scored)
+    expected = sorted(scored.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
+    top = top_scored(item_ids, np.array([scored[item] for item in item_ids]), k)
+    assert [(s.item_id, s.score) for s in top] == expected
