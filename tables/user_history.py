@@ -122,27 +122,25 @@ class UserHistory:
         ids = list(dict.fromkeys([*items, *self.purchased]))
         index = {item_id: i for i, item_id in enumerate(ids)}
         factors = self.factors
-        latent = np.zeros(0) if factors is None else factors.latent
-        parts = [
-            _HEADER.pack(
-                _FORMAT,
-                latent.size,
-                len(items),
-                len(self.purchased),
-                len(ids),
-                0.0 if factors is None else factors.bias,
-            ),
-            latent.astype("<f8").tobytes(),
-            np.asarray(self.recent.ts, dtype="<f8").tobytes(),
-            bytes(codes),
-            np.asarray([index[item] for item in items], dtype="<u2").tobytes(),
-            np.asarray([index[item] for item in self.purchased], dtype="<u2").tobytes(),
-        ]
-        for item_id in ids:
-            raw = item_id.encode()
-            parts.append(_ID_LENGTH.pack(len(raw)))
-            parts.append(raw)
-        return b"".join(parts)
+        n_factors = 0 if factors is None else factors.latent.size
+        rows = [index[item] for item in items] + [index[item] for item in self.purchased]
+        raw_ids = [item_id.encode() for item_id in ids]
+        # One struct.pack for the header and every number: numpy costs more than it saves on
+        # arrays this small (a click writes its user).
+        packed = struct.pack(
+            f"<BBHHHd{n_factors}d{len(items)}d{len(codes)}B{len(rows)}H",
+            _FORMAT,
+            n_factors,
+            len(items),
+            len(self.purchased),
+            len(ids),
+            0.0 if factors is None else factors.bias,
+            *([] if factors is None else factors.latent.tolist()),
+            *self.recent.ts,
+            *codes,
+            *rows,
+        )
+        return packed + b"".join([part for raw in raw_ids for part in (_ID_LENGTH.pack(len(raw)), raw)])
 
     @classmethod
     def decode(cls, data: bytes | None) -> UserHistory:
