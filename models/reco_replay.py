@@ -30,8 +30,8 @@ class UserStageReplay:
     ...     replay.learn(replay.record(replay.user("u1"), click))
     ...     if replay.flush_due():
     ...         replay.flush()
-    >>> replay.popularity.trending(1.0, k=1, horizon="hour"), replay.learner.learned
-    ([('i1', 2.0)], 6)
+    >>> replay.popularity.trending(1.0, k=1, horizon="hour"), replay.learner.learned  # no negatives yet
+    ([('i1', 2.0)], 2)
     """
 
     def __init__(
