@@ -13,12 +13,13 @@ from app.pipeline import pipeline_table
 from app.stages.redelivery import Applied, applied_codec
 from app.stages.state import KeyedState, StateCodec
 from models.alert_steps import AlertPolicy, DeviceState, assess_reading, why_ignored
+from models.device_state_codec import decode_device_state, encode_device_state
 
 #: The policy every worker assesses readings with (the stored state depends on it).
 ALERT_POLICY = AlertPolicy()
 
 DEVICE_CODEC: StateCodec[DeviceState] = StateCodec(
-    encode=DeviceState.encode, decode=lambda data: DeviceState.decode(data, ALERT_POLICY)
+    encode=encode_device_state, decode=lambda data: decode_device_state(data, ALERT_POLICY)
 )
 #: How a device's table value is stored: its state and the alerts of its latest readings.
 APPLIED_DEVICE_CODEC = applied_codec(DEVICE_CODEC)

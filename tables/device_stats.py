@@ -39,6 +39,8 @@ COARSE_KEEP = 60 + round(LATENESS / _COARSE_WIDTH) + 1
 # window name -> (fine?, buckets in the window)
 WINDOWS: dict[str, tuple[bool, int]] = {"1m": (True, 6), "5m": (True, 30), "1h": (False, 60)}
 _REDUCERS = ("sum", "sum", "sum", "min", "max")  # count, sum of x - ref, of its square, min, max
+#: Bucket ids, ascending, and one column per quantity (:meth:`~tables.windows.BucketCounts.columns`).
+BucketColumns = tuple[list[int], list[list[float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,15 @@ class MetricStats:
             stats.ref = state["ref"]
             stats.fine = BucketCounts.from_state(state["fine"], _FINE_WIDTH, FINE_KEEP, 5, _REDUCERS)
             stats.coarse = BucketCounts.from_state(state["coarse"], _COARSE_WIDTH, COARSE_KEEP, 5, _REDUCERS)
+        return stats
+
+    @classmethod
+    def from_columns(cls, ref: float | None, fine: BucketColumns, coarse: BucketColumns) -> MetricStats:
+        """Rebuild from ``ref`` and each bucket size's :meth:`~tables.windows.BucketCounts.columns`."""
+        stats = cls()
+        stats.ref = ref
+        stats.fine = BucketCounts.from_columns(*fine, _FINE_WIDTH, FINE_KEEP, 5, _REDUCERS)
+        stats.coarse = BucketCounts.from_columns(*coarse, _COARSE_WIDTH, COARSE_KEEP, 5, _REDUCERS)
         return stats
 
     def to_state(self) -> dict[str, Any]:

@@ -224,6 +224,27 @@ class BucketCounts:
     def to_state(self) -> list[list[float]]:
         return [[bucket, *sums] for bucket, sums in self._rows()]
 
+    @classmethod
+    def from_columns(
+        cls,
+        ids: list[int],
+        sums: list[list[float]],
+        width: float,
+        keep: int,
+        fields: int,
+        reducers: Sequence[str] | None = None,
+    ) -> BucketCounts:
+        """Rebuild from :meth:`columns` output (taken as is, not copied)."""
+        if len(sums) != fields or any(len(column) != len(ids) for column in sums):
+            raise ValueError(f"expected {fields} columns of {len(ids)} sums")
+        counts = cls(width, keep, fields, reducers)
+        counts._ids, counts._sums = ids, sums
+        return counts
+
+    def columns(self) -> tuple[list[int], list[list[float]]]:
+        """The buckets kept, ascending, and one column of sums per quantity (not copies: read only)."""
+        return self._ids, self._sums
+
     @property
     def buckets(self) -> dict[int, list[float]]:
         """The sums of each bucket kept, oldest first."""
