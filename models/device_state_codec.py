@@ -29,6 +29,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -56,8 +57,7 @@ _OPEN = struct.Struct("<Bd?ddqd")  # reason, opened_ts, published, anchor, shift
     1 << i for i in range(7)
 )
 _ALL_HOURS = (1 << HOURS) - 1
-# unsigned typecodes, narrowest first, with the bound of each (array's sizes are the C types')
-_UNSIGNED = tuple((code, 1 << (8 * array(code).itemsize)) for code in "BHIQ")
+_INT_TYPECODES = "BHIQq"  # narrowest first
 _SWAP = sys.byteorder != "little"
 
 
@@ -110,19 +110,18 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
     coarse_ids, (coarse_counts, *coarse_sums) = stats.coarse.columns()
     fine_first, coarse_first = fine_ids[0] if fine_ids else 0, coarse_ids[0] if coarse_ids else 0
     # ids ascending: as offsets from the first they take a byte each, like the counts
-    ints = [i - fine_first for i in fine_ids] + fine_counts + [i - coarse_first for i in coarse_ids]
-    ints += coarse_counts
-    code = _int_typecode(ints)
-    floats = array("d")
-    for column in (*fine_sums, *coarse_sums, detector.ts, detector.values, detector.residuals):
-        floats.extend(column)
+    ints = _int_array(
+        [i - fine_first for i in fine_ids]
+        + fine_counts.tolist()
+        + [i - coarse_first for i in coarse_ids]
+        + coarse_counts.tolist()
+    )
     levels = profile.levels
     if None in levels:
         has_level = sum(1 << hour for hour, level in enumerate(levels) if level is not None)
-        floats.extend([level for level in levels if level is not None])
+        levels = [level for level in levels if level is not None]
     else:
         has_level = _ALL_HOURS
-        floats.extend(levels)  # type: ignore[arg-type]
     parts.append(
         _SCALARS.pack(
             present,
@@ -147,13 +146,15 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
             len(detector.ts),
             len(detector.values),
             len(detector.residuals),
-            code.encode(),
+            ints.typecode.encode(),
             fine_first,
             coarse_first,
         )
     )
-    parts.append(_little_endian(array(code, ints)))
-    parts.append(_little_endian(floats))
+    parts.append(_little_endian(ints))
+    parts.extend(map(_little_endian, fine_sums))
+    parts.extend(map(_little_endian, coarse_sums))
+    parts.append(_little_endian(array("d", detector.ts + detector.values + detector.residuals + levels)))
     if pending is not None:
         parts.append(_PENDING.pack(*pending))
     if alert is not None:
@@ -187,9 +188,9 @@ def _unpack_metric(reader: _Reader, policy: AlertPolicy) -> MetricState:
         fine_first,
         coarse_first,
     ) = reader.unpack(_SCALARS)
-    ints = reader.array(code.decode(), 2 * (n_fine + n_coarse))
+    ints = reader.column(code.decode(), 2 * (n_fine + n_coarse))
     n_levels = has_level.bit_count()
-    floats = reader.array("d", 4 * (n_fine + n_coarse) + n_times + n_values + n_residuals + n_levels)
+    floats = reader.column("d", 4 * (n_fine + n_coarse) + n_times + n_values + n_residuals + n_levels)
     take = _Taker(floats)
     fine = ([fine_first + i for i in ints[:n_fine]], [ints[n_fine : 2 * n_fine], *take.columns(4, n_fine)])
     coarse_ints = ints[2 * n_fine :]
@@ -197,8 +198,8 @@ def _unpack_metric(reader: _Reader, policy: AlertPolicy) -> MetricState:
         [coarse_first + i for i in coarse_ints[:n_coarse]],
         [coarse_ints[n_coarse:], *take.columns(4, n_coarse)],
     )
-    detector_state = [take(n_times), take(n_values), take(n_residuals), threshold]
-    known = iter(take(n_levels))
+    detector_state = [take(n_times).tolist(), take(n_values).tolist(), take(n_residuals).tolist(), threshold]
+    known = iter(take(n_levels).tolist())
     levels = [next(known) if has_level >> h & 1 else None for h in range(HOURS)]
     metric = MetricState(policy)
     metric.stats = MetricStats.from_columns(ref if present & _HAS_REF else None, fine, coarse)
@@ -237,35 +238,39 @@ def _text(text: str) -> bytes:
     return _TEXT.pack(len(raw)) + raw
 
 
-def _int_typecode(values: list[int]) -> str:
-    """The narrowest unsigned array typecode that holds ``values`` (``q`` if one is negative)."""
-    if not values:
-        return "B"
-    if min(values) < 0:
-        return "q"
-    largest = max(values)
-    return next(code for code, limit in _UNSIGNED if largest < limit)
+def _int_array(values: list[int]) -> array:
+    """``values`` in the narrowest array that holds them (signed 64 bits if one is negative)."""
+    for code in _INT_TYPECODES:
+        try:
+            return array(code, values)
+        except OverflowError:
+            continue
+    raise OverflowError("device state: an integer beyond 64 bits")
 
 
-def _little_endian(column: array) -> bytes:
-    if _SWAP:
-        column.byteswap()
+def _swapped(column: array) -> bytes:
+    column = array(column.typecode, column)  # a copy: the state's own column stays as it is
+    column.byteswap()
     return column.tobytes()
 
 
+#: An array's bytes, little-endian (a plain copy on little-endian machines).
+_little_endian: Callable[[array], bytes] = _swapped if _SWAP else array.tobytes
+
+
 class _Taker:
-    """Consecutive slices of a list."""
+    """Consecutive slices of an array."""
 
     __slots__ = ("at", "values")
 
-    def __init__(self, values: list[float]) -> None:
+    def __init__(self, values: array) -> None:
         self.values, self.at = values, 0
 
-    def __call__(self, n: int) -> list[float]:
+    def __call__(self, n: int) -> array:
         self.at += n
         return self.values[self.at - n : self.at]
 
-    def columns(self, k: int, n: int) -> list[list[float]]:
+    def columns(self, k: int, n: int) -> list[array]:
         return [self(n) for _ in range(k)]
 
 
@@ -288,7 +293,7 @@ class _Reader:
         self.at += length
         return str(self.data[self.at - length : self.at], "utf-8")
 
-    def array(self, code: str, n: int) -> list[Any]:
+    def column(self, code: str, n: int) -> array:
         column = array(code)
         end = self.at + n * column.itemsize
         if end > len(self.data):
@@ -297,4 +302,4 @@ class _Reader:
         if _SWAP:
             column.byteswap()
         self.at = end
-        return column.tolist()
+        return column
