@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -48,8 +48,9 @@ _TEXT = struct.Struct("<I")
 # present, newest, last_value, last_alert, repeats, drifting, stats ref, detector threshold,
 # profile hour, sum, count, hours, deviation, offset_sum, offset_weight, offset_ts, hours with a level
 # (bits), then the lengths of what follows: 10-second and 1-minute buckets, detector times, values and
-# residuals, the typecode of the integers and the first 10-second and 1-minute bucket ids
-_SCALARS = struct.Struct("<BdddqqddqdqqddddIHHHHHcqq")
+# residuals, and how the 10-second bucket ids, their counts, the 1-minute ids and counts are stored
+# (a kind and a number each, see _int_column)
+_SCALARS = struct.Struct("<BdddqqddqdqqddddIHHHHHBqBqBqBq")
 _PENDING = struct.Struct("<6d")  # ts, value, z, low, high, expected
 _OPEN = struct.Struct("<Bd?ddqd")  # reason, opened_ts, published, anchor, shift, normal_run, base
 # bits of "present": which optional fields hold a value
@@ -57,7 +58,8 @@ _OPEN = struct.Struct("<Bd?ddqd")  # reason, opened_ts, published, anchor, shift
     1 << i for i in range(7)
 )
 _ALL_HOURS = (1 << HOURS) - 1
-_INT_TYPECODES = "BHIQq"  # narrowest first
+# how an integer column is stored: first + 0, 1, 2...; one value n times; n int64s
+_RUN, _SAME, _RAW = range(3)
 _SWAP = sys.byteorder != "little"
 
 
@@ -108,14 +110,8 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
         present |= (alert[3] is not None) * _HAS_ANCHOR | (alert[6] is not None) * _HAS_BASE
     fine_ids, (fine_counts, *fine_sums) = stats.fine.columns()
     coarse_ids, (coarse_counts, *coarse_sums) = stats.coarse.columns()
-    fine_first, coarse_first = fine_ids[0] if fine_ids else 0, coarse_ids[0] if coarse_ids else 0
-    # ids ascending: as offsets from the first they take a byte each, like the counts
-    ints = _int_array(
-        [i - fine_first for i in fine_ids]
-        + fine_counts.tolist()
-        + [i - coarse_first for i in coarse_ids]
-        + coarse_counts.tolist()
-    )
+    ints = [_int_column(fine_ids, True), _int_column(fine_counts, False)]
+    ints += [_int_column(coarse_ids, True), _int_column(coarse_counts, False)]
     levels = profile.levels
     if None in levels:
         has_level = sum(1 << hour for hour, level in enumerate(levels) if level is not None)
@@ -146,12 +142,10 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
             len(detector.ts),
             len(detector.values),
             len(detector.residuals),
-            ints.typecode.encode(),
-            fine_first,
-            coarse_first,
+            *(number for kind, number, _ in ints for number in (kind, number)),
         )
     )
-    parts.append(_little_endian(ints))
+    parts.extend(raw for _, _, raw in ints if raw)
     parts.extend(map(_little_endian, fine_sums))
     parts.extend(map(_little_endian, coarse_sums))
     parts.append(_little_endian(array("d", detector.ts + detector.values + detector.residuals + levels)))
@@ -167,37 +161,19 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
 
 
 def _unpack_metric(reader: _Reader, policy: AlertPolicy) -> MetricState:
-    (
-        present,
-        newest,
-        last_value,
-        last_alert,
-        repeats,
-        drifting,
-        ref,
-        threshold,
-        hour,
-        *profile_numbers,
-        has_level,
-        n_fine,
-        n_coarse,
-        n_times,
-        n_values,
-        n_residuals,
-        code,
-        fine_first,
-        coarse_first,
-    ) = reader.unpack(_SCALARS)
-    ints = reader.column(code.decode(), 2 * (n_fine + n_coarse))
+    scalars = reader.unpack(_SCALARS)
+    present, newest, last_value, last_alert, repeats, drifting, ref, threshold, hour = scalars[:9]
+    profile_numbers = scalars[9:16]  # sum, count, hours, deviation, offset_sum, offset_weight, offset_ts
+    has_level, n_fine, n_coarse, n_times, n_values, n_residuals = scalars[16:22]
+    kinds, numbers, sizes = scalars[22::2], scalars[23::2], (n_fine, n_fine, n_coarse, n_coarse)
+    fine_ids, fine_counts, coarse_ids, coarse_counts = (
+        reader.ints(kind, number, n) for kind, number, n in zip(kinds, numbers, sizes, strict=True)
+    )
     n_levels = has_level.bit_count()
     floats = reader.column("d", 4 * (n_fine + n_coarse) + n_times + n_values + n_residuals + n_levels)
     take = _Taker(floats)
-    fine = ([fine_first + i for i in ints[:n_fine]], [ints[n_fine : 2 * n_fine], *take.columns(4, n_fine)])
-    coarse_ints = ints[2 * n_fine :]
-    coarse = (
-        [coarse_first + i for i in coarse_ints[:n_coarse]],
-        [coarse_ints[n_coarse:], *take.columns(4, n_coarse)],
-    )
+    fine = (fine_ids.tolist(), [fine_counts, *take.columns(4, n_fine)])
+    coarse = (coarse_ids.tolist(), [coarse_counts, *take.columns(4, n_coarse)])
     detector_state = [take(n_times).tolist(), take(n_values).tolist(), take(n_residuals).tolist(), threshold]
     known = iter(take(n_levels).tolist())
     levels = [next(known) if has_level >> h & 1 else None for h in range(HOURS)]
@@ -238,14 +214,20 @@ def _text(text: str) -> bytes:
     return _TEXT.pack(len(raw)) + raw
 
 
-def _int_array(values: list[int]) -> array:
-    """``values`` in the narrowest array that holds them (signed 64 bits if one is negative)."""
-    for code in _INT_TYPECODES:
-        try:
-            return array(code, values)
-        except OverflowError:
-            continue
-    raise OverflowError("device state: an integer beyond 64 bits")
+def _int_column(column: Sequence[int], ascending: bool) -> tuple[int, int, bytes]:
+    """How to store ``column``: a kind, a number and the bytes that follow (none but for ``_RAW``).
+
+    ``ascending``: ``column`` is strictly ascending (bucket ids), so that its ends tell a run.
+    Ids of consecutive buckets and counts that are all alike (a reading a minute) take no bytes.
+    """
+    if not column:
+        return _SAME, 0, b""
+    first = column[0]
+    if ascending and column[-1] - first == len(column) - 1:
+        return _RUN, first, b""
+    if column.count(first) == len(column):
+        return _SAME, first, b""
+    return _RAW, 0, _little_endian(column if isinstance(column, array) else array("q", column))
 
 
 def _swapped(column: array) -> bytes:
@@ -292,6 +274,16 @@ class _Reader:
         (length,) = self.unpack(_TEXT)
         self.at += length
         return str(self.data[self.at - length : self.at], "utf-8")
+
+    def ints(self, kind: int, number: int, n: int) -> array:
+        """An integer column that :func:`_int_column` stored."""
+        if kind == _RUN:
+            return array("q", range(number, number + n))
+        if kind == _SAME:
+            return array("q", [number]) * n
+        if kind == _RAW:
+            return self.column("q", n)
+        raise ValueError(f"device state: integer column of kind {kind}")
 
     def column(self, code: str, n: int) -> array:
         column = array(code)
