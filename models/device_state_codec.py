@@ -110,8 +110,10 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
         present |= (alert[3] is not None) * _HAS_ANCHOR | (alert[6] is not None) * _HAS_BASE
     fine_ids, (fine_counts, *fine_sums) = stats.fine.columns()
     coarse_ids, (coarse_counts, *coarse_sums) = stats.coarse.columns()
-    ints = [_int_column(fine_ids, True), _int_column(fine_counts, False)]
-    ints += [_int_column(coarse_ids, True), _int_column(coarse_counts, False)]
+    fine_id_kind, fine_first, fine_id_bytes = _int_column(fine_ids, True)
+    fine_count_kind, fine_count, fine_count_bytes = _int_column(fine_counts, False)
+    coarse_id_kind, coarse_first, coarse_id_bytes = _int_column(coarse_ids, True)
+    coarse_count_kind, coarse_count, coarse_count_bytes = _int_column(coarse_counts, False)
     levels = profile.levels
     if None in levels:
         has_level = sum(1 << hour for hour, level in enumerate(levels) if level is not None)
@@ -142,10 +144,17 @@ def _pack_metric(metric: MetricState, parts: list[bytes]) -> None:
             len(detector.ts),
             len(detector.values),
             len(detector.residuals),
-            *(number for kind, number, _ in ints for number in (kind, number)),
+            fine_id_kind,
+            fine_first,
+            fine_count_kind,
+            fine_count,
+            coarse_id_kind,
+            coarse_first,
+            coarse_count_kind,
+            coarse_count,
         )
     )
-    parts.extend(raw for _, _, raw in ints if raw)
+    parts += (fine_id_bytes, fine_count_bytes, coarse_id_bytes, coarse_count_bytes)
     parts.extend(map(_little_endian, fine_sums))
     parts.extend(map(_little_endian, coarse_sums))
     parts.append(_little_endian(array("d", detector.ts + detector.values + detector.residuals + levels)))
