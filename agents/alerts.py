@@ -31,8 +31,8 @@ from app.stages.redelivery import Applied
 from app.stages.stage import BatchedStage
 from app.stages.state import sweep_idle
 from app.views import json_response, routed_to_key_owner
-from models.alert_steps import REPEATED, assess_reading, why_ignored
-from tables.alerts import ALERT_POLICY, device_state
+from models.alert_steps import REPEATED
+from tables.alerts import apply_reading, device_state
 from tables.windows import DAY, PartitionWatermarks
 
 logger = logging.getLogger(__name__)
@@ -77,16 +77,12 @@ def _assess(message: Message) -> None:
         for alert in applied.outputs_of(message.offset):
             alerts_stage.emit(ALERTS, key, alert)
         return
-    reason = why_ignored(applied.value, reading, ALERT_POLICY)
+    reason, encoded = apply_reading(applied, reading, message.offset, alerts_stage.committed_offset(message))
+    device_state.put(partition, key, applied)
     if reason == REPEATED:
         assessed["repeated"] += 1
     elif reason is not None:
         alerts_stage.dead_letter(message, reason)
-    state, alerts = assess_reading(applied.value, reading, ALERT_POLICY)
-    encoded = [alert.encode() for alert in alerts]
-    committed = alerts_stage.committed_offset(message)
-    applied.apply(state, offset=message.offset, outputs=encoded, committed=committed)
-    device_state.put(partition, key, applied)
     if reason is None:
         device_watermarks.observe(partition, reading.ts)
         assessed["readings"] += 1

@@ -24,6 +24,7 @@ import gc
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.simulation.handbook import HandbookStreamConfig
@@ -39,24 +40,35 @@ STREAM = TransactionStreamConfig(seed=0, n_cards=2_000, n_merchants=4_000, days=
 
 
 def replay_costs(events: list[Any], runs: int) -> tuple[list[float], list[float], EvaluationReport]:
-    """Wall and CPU microseconds per transaction (labels included) of ``runs`` replays, and their quality.
+    """Wall and CPU microseconds per transaction (labels included) of ``runs`` replays, and their quality."""
+    scored: list[Any] = []
+
+    def replay_once() -> int:
+        scored[:] = replay(events, InProcessFraudPipeline())
+        return len(scored)
+
+    wall, cpu = timed_runs(replay_once, runs)
+    return wall, cpu, report(scored)
+
+
+def timed_runs(replay_once: Callable[[], int], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU microseconds per item of ``runs`` calls of ``replay_once`` (which returns its items).
 
     On a shared machine the CPU time (this process only) varies less than the wall time.
-    The events are the harness's input, held whole only to keep their generation out of
-    the timing: they are frozen out of the garbage collector's scans (a worker holds one
-    record at a time), and every run starts after a full collection.
+    The events a replay reads are the harness's input, held whole only to keep their
+    generation out of the timing: they are frozen out of the garbage collector's scans
+    (a worker holds one record at a time), and every run starts after a full collection.
     """
     gc.collect()
     gc.freeze()
     wall, cpu = [], []
     for _ in range(runs):
         gc.collect()
-        pipeline = InProcessFraudPipeline()
         started, started_cpu = time.perf_counter(), time.process_time()
-        scored = replay(events, pipeline)
-        wall.append((time.perf_counter() - started) / len(scored) * 1e6)
-        cpu.append((time.process_time() - started_cpu) / len(scored) * 1e6)
-    return wall, cpu, report(scored)
+        items = replay_once()
+        wall.append((time.perf_counter() - started) / items * 1e6)
+        cpu.append((time.process_time() - started_cpu) / items * 1e6)
+    return wall, cpu
 
 
 def in_process_costs(

@@ -62,8 +62,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from app.contracts import Alert, SensorReading
 from models.anomaly import Detector, Score
 from models.seasonal import DailyProfile
@@ -141,6 +139,7 @@ class MetricState:
         self.last_alert: float = state.get("last_alert", -math.inf)
 
     def to_state(self) -> dict[str, Any]:
+        """The plain form, which earlier versions stored as JSON and ``__init__`` reads."""
         state: dict[str, Any] = {
             "stats": self.stats.to_state(),
             "detector": self.detector.to_state(),
@@ -161,12 +160,8 @@ class MetricState:
 
 
 class DeviceState:
-    """A device's metrics and how many of its readings were ignored; one table value.
-
-    >>> state, _ = assess_reading(None, SensorReading("dev-1", "temperature", 21.0, 0.0), AlertPolicy())
-    >>> DeviceState.decode(state.encode(), AlertPolicy()).encode() == state.encode()
-    True
-    """
+    """A device's metrics and how many of its readings were ignored; one table value
+    (:mod:`models.device_state_codec` stores it)."""
 
     __slots__ = ("device_id", "ignored", "metrics")
 
@@ -174,21 +169,6 @@ class DeviceState:
         self.device_id = device_id
         self.metrics = metrics if metrics is not None else {}
         self.ignored = ignored
-
-    def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "device_id": self.device_id,
-                "ignored": self.ignored,
-                "metrics": {name: metric.to_state() for name, metric in self.metrics.items()},
-            }
-        )
-
-    @classmethod
-    def decode(cls, data: bytes, policy: AlertPolicy) -> DeviceState:
-        payload = orjson.loads(data)
-        metrics = {name: MetricState(policy, state) for name, state in payload["metrics"].items()}
-        return cls(payload["device_id"], metrics, payload["ignored"])
 
     @property
     def newest(self) -> float:

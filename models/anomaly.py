@@ -21,8 +21,9 @@ they need pickle to be stored and score worse on these streams.
 from __future__ import annotations
 
 import math
-import statistics
+from bisect import bisect_left, insort
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 #: Readings the prediction line is fitted to.
@@ -106,7 +107,18 @@ class Detector:
     (0.0, 11.5)
     """
 
-    __slots__ = ("min_scale", "min_threshold", "quantile", "residuals", "threshold", "ts", "values", "warmup")
+    __slots__ = (
+        "_ordered_residuals",
+        "_slope_rows",
+        "min_scale",
+        "min_threshold",
+        "quantile",
+        "residuals",
+        "threshold",
+        "ts",
+        "values",
+        "warmup",
+    )
 
     def __init__(
         self,
@@ -123,6 +135,10 @@ class Detector:
         self.values: list[float] = []
         self.residuals: list[float] = []  # absolute prediction errors of learned readings
         self.threshold = QuantileTracker(quantile, step=0.5, initial=min_threshold)
+        # Derived from the lists above and kept along as they change, so that a reading costs the
+        # slopes to one new reading and one insertion, not every pair and a sort; None: rebuild.
+        self._slope_rows: list[list[float]] | None = []  # row i: slopes from reading i to each later one
+        self._ordered_residuals: list[float] | None = []
 
     def to_state(self) -> list[Any]:
         """``[ts, values, residuals, threshold]``: plain lists and a number, for orjson."""
@@ -134,11 +150,13 @@ class Detector:
         detector = cls(**params)  # type: ignore[arg-type]
         if state:
             detector.ts, detector.values, detector.residuals, detector.threshold.value = state
+            detector._slope_rows = detector._ordered_residuals = None
         return detector
 
     def reset(self) -> None:
         """Forget the series' recent shape (after a level it will not return from); keep the threshold."""
         self.ts, self.values, self.residuals = [], [], []
+        self._slope_rows, self._ordered_residuals = [], []
 
     @property
     def warm(self) -> bool:
@@ -148,24 +166,22 @@ class Detector:
     def predict(self, ts: float) -> tuple[float, float]:
         """The expected value at ``ts`` and the Theil-Sen slope per second (``nan`` if too few readings)."""
         times, values = self.ts, self.values
-        n = len(values)
-        if n < 2:
+        if len(values) < 2:
             return (values[0] if values else math.nan), 0.0
-        slopes = [
-            (values[j] - values[i]) / (times[j] - times[i])
-            for i in range(n)
-            for j in range(i + 1, n)
-            if times[j] != times[i]
-        ]
-        slope = statistics.median(slopes) if slopes else 0.0
-        intercept = statistics.median(v - slope * (t - ts) for t, v in zip(times, values, strict=True))
+        rows = self._slope_rows if self._slope_rows is not None else self._build_slope_rows()
+        slopes = sorted(chain.from_iterable(rows))  # in the order of the pairs (i, j > i): ties sort alike
+        slope = _median(slopes) if slopes else 0.0
+        intercept = _median(sorted([v - slope * (t - ts) for t, v in zip(times, values, strict=True)]))
         return intercept, slope
 
     def scale(self) -> float:
         """The robust standard deviation of the prediction errors (floored)."""
         if not self.residuals:
             return self.min_scale
-        return max(self.min_scale, MAD_TO_SD * statistics.median(self.residuals))
+        ordered = self._ordered_residuals
+        if ordered is None:
+            ordered = self._ordered_residuals = sorted(self.residuals)
+        return max(self.min_scale, MAD_TO_SD * _median(ordered))
 
     def score(self, ts: float, value: float) -> Score:
         """Score ``value`` at ``ts`` without learning it."""
@@ -187,17 +203,54 @@ class Detector:
         """Take ``value`` at ``ts`` as normal; ``score``, its score if it had one, trains the threshold."""
         if len(self.values) >= _PREDICTS_FROM:
             expected = score.expected if score is not None and score.warm else self.predict(ts)[0]
-            self.residuals.append(abs(value - expected))
-            if len(self.residuals) > RESIDUALS:
-                del self.residuals[0]
+            self._add_residual(abs(value - expected))
         if score is not None and score.warm:
             self.threshold.update(score.z)
+        rows = self._slope_rows
+        if rows is not None:
+            for row, t, v in zip(rows, self.ts, self.values, strict=True):
+                if t != ts:
+                    row.append((value - v) / (ts - t))
+            rows.append([])
         self.ts.append(ts)
         self.values.append(value)
         if len(self.values) > WINDOW:
             del self.ts[0]
             del self.values[0]
+            if rows is not None:
+                del rows[0]
 
     def observe(self, z: float) -> None:
         """Train the threshold on a score that is not learned (an outlier)."""
         self.threshold.update(z)
+
+    def _add_residual(self, residual: float) -> None:
+        self.residuals.append(residual)
+        ordered = self._ordered_residuals
+        if ordered is not None:
+            insort(ordered, residual)
+        if len(self.residuals) > RESIDUALS:
+            oldest = self.residuals.pop(0)
+            if ordered is not None:
+                at = bisect_left(ordered, oldest)
+                if at < len(ordered) and ordered[at] == oldest:
+                    del ordered[at]
+                else:  # a nan, which no search finds
+                    self._ordered_residuals = None
+
+    def _build_slope_rows(self) -> list[list[float]]:
+        times, values = self.ts, self.values
+        n = len(values)
+        rows = [
+            [(values[j] - values[i]) / (times[j] - times[i]) for j in range(i + 1, n) if times[j] != times[i]]
+            for i in range(n)
+        ]
+        self._slope_rows = rows
+        return rows
+
+
+def _median(ordered: list[float]) -> float:
+    """The median of sorted, non-empty ``ordered``, as :func:`statistics.median` computes it."""
+    n = len(ordered)
+    middle = n // 2
+    return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2

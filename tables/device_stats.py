@@ -24,6 +24,7 @@ the first one, whatever their spread.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,13 @@ COARSE_KEEP = 60 + round(LATENESS / _COARSE_WIDTH) + 1
 # window name -> (fine?, buckets in the window)
 WINDOWS: dict[str, tuple[bool, int]] = {"1m": (True, 6), "5m": (True, 30), "1h": (False, 60)}
 _REDUCERS = ("sum", "sum", "sum", "min", "max")  # count, sum of x - ref, of its square, min, max
+# Arrays, not lists: a device's state is encoded about once per reading, and arrays are a copy away.
+_TYPECODES = ("q", "d", "d", "d", "d")
+# BucketCounts' width, keep, fields, reducers and typecodes of each bucket size
+_FINE = (_FINE_WIDTH, FINE_KEEP, 5, _REDUCERS, _TYPECODES)
+_COARSE = (_COARSE_WIDTH, COARSE_KEEP, 5, _REDUCERS, _TYPECODES)
+#: Bucket ids, ascending, and one column per quantity (:meth:`~tables.windows.BucketCounts.columns`).
+BucketColumns = tuple[list[int], Sequence[Sequence[float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +79,8 @@ class MetricStats:
 
     def __init__(self) -> None:
         self.ref: float | None = None
-        self.fine = BucketCounts(_FINE_WIDTH, FINE_KEEP, fields=5, reducers=_REDUCERS)
-        self.coarse = BucketCounts(_COARSE_WIDTH, COARSE_KEEP, fields=5, reducers=_REDUCERS)
+        self.fine = BucketCounts(*_FINE)
+        self.coarse = BucketCounts(*_COARSE)
 
     @classmethod
     def from_state(cls, state: dict[str, Any] | None) -> MetricStats:
@@ -80,8 +88,17 @@ class MetricStats:
         stats = cls()
         if state:
             stats.ref = state["ref"]
-            stats.fine = BucketCounts.from_state(state["fine"], _FINE_WIDTH, FINE_KEEP, 5, _REDUCERS)
-            stats.coarse = BucketCounts.from_state(state["coarse"], _COARSE_WIDTH, COARSE_KEEP, 5, _REDUCERS)
+            stats.fine = BucketCounts.from_state(state["fine"], *_FINE)
+            stats.coarse = BucketCounts.from_state(state["coarse"], *_COARSE)
+        return stats
+
+    @classmethod
+    def from_columns(cls, ref: float | None, fine: BucketColumns, coarse: BucketColumns) -> MetricStats:
+        """Rebuild from ``ref`` and each bucket size's :meth:`~tables.windows.BucketCounts.columns`."""
+        stats = cls()
+        stats.ref = ref
+        stats.fine = BucketCounts.from_columns(*fine, *_FINE)
+        stats.coarse = BucketCounts.from_columns(*coarse, *_COARSE)
         return stats
 
     def to_state(self) -> dict[str, Any]:

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import math
 import operator
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any
 
 MINUTE = 60.0
+#: One quantity's sums, bucket by bucket: a list, or an array (see :class:`BucketCounts`).
+Column = list[Any] | array
 HOUR = 3_600.0
 DAY = 86_400.0
 
@@ -164,6 +167,11 @@ class BucketCounts:
         How each quantity combines within a bucket and across a window's buckets:
         ``"sum"`` (the default for every quantity), ``"min"`` or ``"max"``.  An empty
         window's minimum is ``inf`` and its maximum ``-inf``.
+    typecodes
+        ``None`` (the default): each quantity's column is a list.  Otherwise an
+        :class:`array.array` typecode per quantity (``"q"`` for counts, ``"d"`` for
+        sums): the columns are then compact and their bytes are a copy away, for a
+        value written to a changelog as often as it changes.
 
     Buckets are kept as parallel columns sorted by bucket, like an
     :class:`EventLog` of buckets, so a window's sums are two binary searches and
@@ -186,9 +194,16 @@ class BucketCounts:
     ([3, -1.0, 4.0], [1, 2.0, 2.0], [0, inf, -inf])
     """
 
-    __slots__ = ("_combine", "_ids", "_reduce", "_sums", "fields", "keep", "reducers", "width")
+    __slots__ = ("_combine", "_ids", "_reduce", "_sums", "fields", "keep", "reducers", "typecodes", "width")
 
-    def __init__(self, width: float, keep: int, fields: int, reducers: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        width: float,
+        keep: int,
+        fields: int,
+        reducers: Sequence[str] | None = None,
+        typecodes: Sequence[str] | None = None,
+    ) -> None:
         self.width = width
         self.keep = keep
         self.fields = fields
@@ -200,8 +215,11 @@ class BucketCounts:
             None if set(self.reducers) == {"sum"} else [_REDUCERS[name][0] for name in self.reducers]
         )
         self._reduce = [_REDUCERS[name][1] for name in self.reducers]
+        self.typecodes = tuple(typecodes) if typecodes is not None else None
+        if self.typecodes is not None and len(self.typecodes) != fields:
+            raise ValueError(f"typecodes: one per field, got {self.typecodes}")
         self._ids: list[int] = []  # ascending
-        self._sums: list[list[float]] = [[] for _ in range(fields)]  # one column per quantity
+        self._sums: list[Column] = self._columns([[] for _ in range(fields)])  # one column per quantity
 
     @classmethod
     def from_state(
@@ -211,18 +229,50 @@ class BucketCounts:
         keep: int,
         fields: int,
         reducers: Sequence[str] | None = None,
+        typecodes: Sequence[str] | None = None,
     ) -> BucketCounts:
         """Rebuild from :meth:`to_state` output: ``[[bucket, sum_1, ...], ...]`` (any order)."""
-        counts = cls(width, keep, fields, reducers)
+        counts = cls(width, keep, fields, reducers, typecodes)
         if state:
             # Sorted already when written by this version; earlier ones kept insertion order.
             rows = sorted(state, key=operator.itemgetter(0))
             counts._ids = [int(row[0]) for row in rows]
-            counts._sums = [[row[i] for row in rows] for i in range(1, fields + 1)]
+            counts._sums = counts._columns([[row[i] for row in rows] for i in range(1, fields + 1)])
         return counts
 
     def to_state(self) -> list[list[float]]:
         return [[bucket, *sums] for bucket, sums in self._rows()]
+
+    @classmethod
+    def from_columns(
+        cls,
+        ids: list[int],
+        sums: Sequence[Sequence[float]],
+        width: float,
+        keep: int,
+        fields: int,
+        reducers: Sequence[str] | None = None,
+        typecodes: Sequence[str] | None = None,
+    ) -> BucketCounts:
+        """Rebuild from :meth:`columns` output (``ids`` taken as is, columns as is when of the right type)."""
+        if len(sums) != fields or any(len(column) != len(ids) for column in sums):
+            raise ValueError(f"expected {fields} columns of {len(ids)} sums")
+        counts = cls(width, keep, fields, reducers, typecodes)
+        counts._ids, counts._sums = ids, counts._columns(sums)
+        return counts
+
+    def columns(self) -> tuple[list[int], list[Column]]:
+        """The buckets kept, ascending, and one column of sums per quantity (not copies: read only)."""
+        return self._ids, self._sums
+
+    def _columns(self, columns: Sequence[Sequence[float]]) -> list[Column]:
+        """``columns`` as this instance keeps them (lists, or arrays of :attr:`typecodes`)."""
+        if self.typecodes is None:
+            return [column if isinstance(column, list) else list(column) for column in columns]
+        return [
+            column if isinstance(column, array) and column.typecode == code else array(code, column)
+            for code, column in zip(self.typecodes, columns, strict=True)
+        ]
 
     @property
     def buckets(self) -> dict[int, list[float]]:
