@@ -18,7 +18,7 @@ from typing import Any
 from faust.types import TableT, TopicT
 
 from app.faust_app import app, declare_until_done, producer_knows_partitions, until_done
-from app.runtime import freeze_startup_objects
+from app.runtime import SurvivorFreezer, freeze_startup_objects
 from app.settings import settings
 from app.stages.stage import BatchedStage
 
@@ -89,6 +89,8 @@ async def freeze_startup_objects_once(app_: Any, **kwargs: Any) -> None:
     if not _frozen:
         _frozen = True
         logger.info("%d objects built at start-up frozen out of garbage collection", freeze_startup_objects())
+        if settings.gc_freeze_survivors:
+            survivor_freezer.install()
 
 
 @app.on_partitions_revoked.connect
@@ -114,3 +116,13 @@ def never_stops_the_worker(interval: float) -> Callable[[Callable[[], Awaitable[
         return app.timer(interval=interval)(guarded)
 
     return decorate
+
+
+survivor_freezer = SurvivorFreezer()
+
+if settings.gc_freeze_survivors:
+
+    @never_stops_the_worker(settings.gc_thaw_interval_s)
+    async def thaw_frozen_survivors() -> None:
+        """Every few minutes one full collection scans everything (and reclaims frozen cycles)."""
+        survivor_freezer.thaw()

@@ -5,7 +5,8 @@ collection scans every container object the worker holds (cached table values,
 faust's and aiokafka's bookkeeping), so its pauses grow with the worker's state
 and show up directly as decision latency.  :class:`GcPauses` measures them, per
 generation, through :data:`gc.callbacks`; :func:`freeze_startup_objects` takes what
-a worker builds once (modules, faust's app, the models) out of every later scan.
+a worker builds once (modules, faust's app, the models) out of every later scan, and
+:class:`SurvivorFreezer` (opt-in) does the same after every full collection.
 """
 
 from __future__ import annotations
@@ -88,3 +89,49 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+class SurvivorFreezer:
+    """Moves what survived each full collection out of the next ones' scans (``gc.freeze``).
+
+    A worker's cached state survives collection after collection, and each full collection
+    scans all of it again: in a soak at 400 tx/s full collections came every ~9 s and
+    stopped the event loop for 0.5-1.2 s.  Frozen after each full collection, the survivors
+    are no longer scanned; the next full collection looks only at what was promoted since.
+    Objects that become unreachable *in a reference cycle* while frozen are not reclaimed
+    until :meth:`thaw` (``gc.unfreeze``, which the worker calls every few minutes): the next
+    full collection then scans everything once and reclaims them (objects freed by their
+    reference count, most of a worker's garbage, are freed at once either way).
+
+    >>> freezer = SurvivorFreezer().install()
+    >>> kept = [[n] for n in range(10)]
+    >>> _ = gc.collect()
+    >>> gc.get_freeze_count() >= 10, freezer.freezes
+    (True, 1)
+    >>> freezer.thaw(); gc.get_freeze_count()
+    0
+    >>> freezer.uninstall()
+    """
+
+    def __init__(self) -> None:
+        self.freezes = 0
+        self.thaws = 0
+
+    def install(self) -> SurvivorFreezer:
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        return self
+
+    def uninstall(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def thaw(self) -> None:
+        """Let the next full collection scan (and reclaim cycles among) every object again."""
+        gc.unfreeze()
+        self.thaws += 1
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()  # only moves the collector's lists; nothing is scanned or freed here
+            self.freezes += 1

@@ -1,4 +1,5 @@
 import gc
+import weakref
 
 from app.runtime import GcPauses, freeze_startup_objects, resident_mb
 
@@ -42,3 +43,44 @@ def test_objects_alive_at_start_up_leave_the_collectors_scans():
         assert id(fresh) in {id(obj) for obj in gc.get_objects()}
     finally:
         gc.unfreeze()
+
+
+class _Node:
+    """An object that can be in a reference cycle and be watched with a weak reference."""
+
+    next: object = None
+
+
+def test_after_a_full_collection_its_survivors_leave_the_next_scans_until_thawed():
+    from app.runtime import SurvivorFreezer
+
+    freezer = SurvivorFreezer().install()
+    try:
+        survivors = [[n] for n in range(1_000)]
+        gc.collect(1)  # not a full collection: nothing frozen
+        assert freezer.freezes == 0 and gc.get_freeze_count() == 0
+        gc.collect()
+        assert freezer.freezes == 1 and gc.get_freeze_count() >= 1_000
+        scanned = {id(obj) for obj in gc.get_objects()}
+        assert not any(id(x) in scanned for x in survivors)
+        cycle = _Node()
+        cycle.next = cycle
+        alive = weakref.ref(cycle)
+        gc.collect()  # the cycle survives (still referenced) and is frozen
+        del cycle
+        gc.collect()
+        assert alive() is not None  # a frozen cycle is not reclaimed ...
+        freezer.thaw()
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert alive() is None  # ... until thawed
+    finally:
+        freezer.uninstall()
+        gc.unfreeze()
+
+
+def test_the_survivor_freezer_is_off_unless_asked_for():
+    from app.settings import Settings
+
+    assert Settings.from_env({}).gc_freeze_survivors is False
+    assert Settings.from_env({"EDDY_GC_FREEZE_SURVIVORS": "1"}).gc_freeze_survivors is True
