@@ -427,6 +427,7 @@ async def state_view(web: View, request: Request) -> Response:
             "stages": {stage.name: stage.report() for stage in (decide_stage, join_stage, merchant_stage)},
             "merchant_features": {
                 "merchants_in_view": len(merchant_view),
+                "undecodable_in_view": merchant_view.undecodable,
                 "merchant_stage_input_lag": merchant_input_lag.report(),
                 "view_lag_after_merchant_flush": merchant_view.lag.report(),
             },
