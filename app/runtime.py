@@ -15,7 +15,7 @@ import gc
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from app.stages.lag import LagSample
 
@@ -31,7 +31,23 @@ def resident_mb() -> float | None:
     return round(resident_pages * _PAGE_SIZE / 2**20, 1)
 
 
-class GcPauses:
+class _GcCallback:
+    """Something the collector calls before and after each run (:data:`gc.callbacks`), once installed."""
+
+    def install(self) -> Self:
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        return self
+
+    def uninstall(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class GcPauses(_GcCallback):
     """Durations of the garbage collector's runs, per generation, while :meth:`install` ed.
 
     >>> pauses = GcPauses().install()
@@ -46,15 +62,6 @@ class GcPauses:
         self.counts: Counter[int] = Counter()
         self.total_seconds = 0.0
         self._started: float | None = None
-
-    def install(self) -> GcPauses:
-        if self._on_gc not in gc.callbacks:
-            gc.callbacks.append(self._on_gc)
-        return self
-
-    def uninstall(self) -> None:
-        if self._on_gc in gc.callbacks:
-            gc.callbacks.remove(self._on_gc)
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -91,7 +98,7 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
-class SurvivorFreezer:
+class SurvivorFreezer(_GcCallback):
     """Moves what survived each full collection out of the next ones' scans (``gc.freeze``).
 
     A worker's cached state survives collection after collection, and each full collection
@@ -116,15 +123,6 @@ class SurvivorFreezer:
     def __init__(self) -> None:
         self.freezes = 0
         self.thaws = 0
-
-    def install(self) -> SurvivorFreezer:
-        if self._on_gc not in gc.callbacks:
-            gc.callbacks.append(self._on_gc)
-        return self
-
-    def uninstall(self) -> None:
-        if self._on_gc in gc.callbacks:
-            gc.callbacks.remove(self._on_gc)
 
     def thaw(self) -> None:
         """Let the next full collection scan (and reclaim cycles among) every object again."""
