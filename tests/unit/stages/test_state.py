@@ -30,6 +30,22 @@ def test_trim_drops_the_oldest_clean_entries_but_never_dirty_ones(json_state):
     assert sorted(key for key, _, _ in state.cached_items()) == [b"k0", b"k3"]
 
 
+def test_without_a_cache_clean_values_live_in_the_store_only_and_read_back_equal(json_state):
+    state = json_state(max_cached=0)
+    state.put(0, b"a", {"n": 1, "features": {"x": 0.5}})
+    state.put(1, b"b", {"n": 2})
+    for partition, entries in state.take_dirty().items():  # a flush: encode, write, trim
+        state.write_local(partition, entries)
+    state.trim()
+    assert len(state) == 0
+    read = state.get(0, b"a")
+    assert read == {"n": 1, "features": {"x": 0.5}} and state.get(1, b"b") == {"n": 2}
+    read["n"] = 5  # changed and put, as handlers do: dirty, so kept until its flush
+    state.put(0, b"a", read)
+    state.trim()
+    assert [key for key, _, _ in state.cached_items()] == [b"a"]
+
+
 def test_forgetting_revoked_partitions_keeps_other_partitions_and_dirty_entries(json_state):
     state = json_state()
     state.put(0, b"a", {"n": 1})
