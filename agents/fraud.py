@@ -19,6 +19,7 @@ key per flush, outputs in batches, offsets committed only after both are durable
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter, defaultdict
@@ -320,15 +321,24 @@ async def sweep_idle_state() -> None:
         swept["idle_cards"] += await sweep_idle(card_state, lambda card: card.is_idle(watermark))
     if (watermark := merchant_watermarks.low) is not None:
         swept["idle_merchants"] += await sweep_idle(merchant_state, lambda m: m.is_idle(watermark))
-    swept["join_entries_answered"] += await sweep(label_join_state, _forget_emitted)
-    if (watermark := join_watermarks.low) is not None:
-        swept["expired_join_entries"] += await sweep_idle(
-            label_join_state,
-            lambda entry: join.on_expiry(entry, "", watermark, LABEL_TTL)[0] is None,
-            on_evicted=lambda tx_id, entry: _publish_training(
-                join.on_expiry(entry, tx_id, watermark, LABEL_TTL)[1]
-            ),
-        )
+    await sweep(label_join_state, functools.partial(_retire_join_entry, join_watermarks.low))
+
+
+def _retire_join_entry(
+    watermark: float | None, partition: int, key: bytes, entry: dict[str, Any]
+) -> dict[str, Any] | None:
+    """One pass over the join: forget what an answered entry kept for a redelivery once it is
+    committed, and drop (``None``) an entry past the label TTL, publishing what its expiry says."""
+    kept = _forget_emitted(partition, key, entry)
+    if kept is not entry:
+        swept["join_entries_answered"] += 1
+    if watermark is not None:
+        remaining, outputs = join.on_expiry(kept, key.decode(), watermark, LABEL_TTL)
+        if remaining is None:
+            swept["expired_join_entries"] += 1
+            _publish_training(outputs)
+            return None
+    return kept
 
 
 def _forget_emitted(partition: int, key: bytes, entry: dict[str, Any]) -> dict[str, Any]:

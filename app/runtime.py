@@ -1,4 +1,5 @@
-"""The worker process as the operating system and Python see it: memory and garbage-collector pauses.
+"""The worker process as the operating system and Python see it: memory, garbage-collector pauses
+and event-loop stalls.
 
 Python's cyclic garbage collector stops the event loop while it runs; a full
 collection scans every container object the worker holds (cached table values,
@@ -7,13 +8,20 @@ and show up directly as decision latency.  :class:`GcPauses` measures them, per
 generation, through :data:`gc.callbacks`; :func:`freeze_startup_objects` takes what
 a worker builds once (modules, faust's app, the models) out of every later scan, and
 :class:`SurvivorFreezer` (opt-in) does the same after every full collection.
+:class:`LoopStalls` catches everything else that holds the loop: it records where the loop
+was when it stopped answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import sys
+import threading
 import time
+import traceback
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -133,3 +141,107 @@ class SurvivorFreezer(_GcCallback):
         if phase == "stop" and info["generation"] == 2:
             gc.freeze()  # only moves the collector's lists; nothing is scanned or freed here
             self.freezes += 1
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """The event loop ran no other callback for ``seconds``; ``stack`` is where it was (innermost last)."""
+
+    seconds: float
+    stack: tuple[str, ...]
+
+
+class LoopStalls:
+    """Stretches of time in which an event loop answered nothing, and where it was meanwhile.
+
+    A callback on the loop marks it alive every ``interval`` seconds; a thread watches the
+    mark.  When the mark is older than ``threshold``, the thread takes the loop thread's
+    stack once (what holds the loop), and when the mark moves again the stall is recorded
+    with its length.  The ``keep`` longest stalls are kept with their stacks; every stall
+    counts in the totals.  Garbage collection holds the interpreter, so the thread sees a
+    collection's stall only when it ends, usually with the stack of the code it interrupted:
+    :class:`GcPauses` tells those apart.
+
+    >>> async def block():
+    ...     stalls = LoopStalls(threshold=0.05, interval=0.01).start()
+    ...     await asyncio.sleep(0.05)
+    ...     time.sleep(0.3)  # holds the loop
+    ...     await asyncio.sleep(0.2)
+    ...     stalls.stop()
+    ...     return stalls
+    >>> stalls = asyncio.run(block())
+    >>> stalls.count >= 1, stalls.longest[0].seconds >= 0.25
+    (True, True)
+    >>> any("time.sleep(0.3)" in line for line in stalls.longest[0].stack)
+    True
+    """
+
+    def __init__(
+        self, threshold: float = 0.2, interval: float = 0.02, keep: int = 10, depth: int = 12
+    ) -> None:
+        self.threshold = threshold
+        self.interval = interval
+        self.keep = keep
+        self.depth = depth
+        self.count = 0
+        self.total_seconds = 0.0
+        self.longest: list[Stall] = []
+        self.samples = LagSample(1_000)
+        self._mark = time.monotonic()
+        self._stack: tuple[str, ...] | None = None
+        self._loop_thread: int | None = None
+        self._stopped = threading.Event()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> Self:
+        """Watch the running event loop (call from a coroutine on it)."""
+        loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._mark = time.monotonic()
+        self._beat(loop)
+        threading.Thread(target=self._watch, name="eddy-loop-stalls", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._mark = time.monotonic()
+        self._handle = loop.call_later(self.interval, self._beat, loop)
+
+    def _watch(self) -> None:
+        watched_mark = self._mark
+        while not self._stopped.wait(self.interval):
+            mark = self._mark
+            if mark != watched_mark:
+                if self._stack is not None:
+                    self._record(mark - watched_mark - self.interval, self._stack)
+                self._stack, watched_mark = None, mark
+            elif self._stack is None and time.monotonic() - mark > self.threshold + self.interval:
+                self._stack = self._loop_stack()
+
+    def _loop_stack(self) -> tuple[str, ...]:
+        frame = sys._current_frames().get(self._loop_thread or 0)
+        if frame is None:
+            return ()
+        summary = traceback.extract_stack(frame)[-self.depth :]
+        return tuple(f"{entry.filename}:{entry.lineno} {entry.name}: {entry.line}" for entry in summary)
+
+    def _record(self, seconds: float, stack: tuple[str, ...]) -> None:
+        self.count += 1
+        self.total_seconds += seconds
+        self.samples.add(seconds)
+        # A new list, assigned at once: the loop thread may be reading the old one.
+        ranked = sorted([*self.longest, Stall(seconds, stack)], key=lambda stall: stall.seconds, reverse=True)
+        self.longest = ranked[: self.keep]
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "threshold_ms": round(self.threshold * 1000.0),
+            "count": self.count,
+            "total_seconds": round(self.total_seconds, 3),
+            "durations": self.samples.report(),
+            "longest": [{"ms": round(s.seconds * 1000.0, 1), "stack": list(s.stack)} for s in self.longest],
+        }

@@ -10,7 +10,7 @@ from faust.web import Request, Response, View
 
 from app.codecs import dumps
 from app.faust_app import app
-from app.runtime import GcPauses, resident_mb
+from app.runtime import GcPauses, LoopStalls, resident_mb
 
 ViewHandler = Callable[..., Awaitable[Response]]
 
@@ -59,16 +59,23 @@ async def health(web: View, request: Request) -> Response:
 
 
 gc_pauses = GcPauses().install()
+loop_stalls = LoopStalls()
+
+
+@app.task
+async def watch_loop_stalls() -> None:
+    loop_stalls.start()
 
 
 @app.page("/worker/")
 async def worker_view(web: View, request: Request) -> Response:
-    """This worker process: resident memory, garbage-collector pauses, assigned partitions."""
+    """This worker process: resident memory, garbage-collector pauses, event-loop stalls, partitions."""
     return json_response(
         web,
         {
             "resident_mb": resident_mb(),
             "gc": gc_pauses.report(),
+            "loop_stalls": loop_stalls.report(),
             "assigned_partitions": len(app.assignor.assigned_actives()),
             "rebalancing": app.rebalancing,
         },

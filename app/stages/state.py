@@ -14,7 +14,8 @@ partition assignment, recovery and standbys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -79,6 +80,13 @@ class KeyedState(Generic[V]):
             return cached[1]
         raw = _store_get(self.table.data, partition, key)
         return None if raw is None else self.codec.decode(raw)
+
+    def current(self, key: bytes, raw: bytes) -> V | None:
+        """The value of ``key`` stored as ``raw``: the cached one if any (newer), else ``raw`` decoded."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached[1]
+        return self.codec.decode(raw)
 
     def put(self, partition: int, key: bytes, value: V | None) -> None:
         """Set (``None``: delete) ``key``; written to the store and changelog at the next flush.
@@ -181,27 +189,48 @@ def _store_write(store: Any, partition: int, entries: dict[bytes, bytes | None])
 
 
 def store_keys(table: TableT) -> list[tuple[int, bytes]]:
-    """Every ``(partition, key)`` in the table's local store, of the partitions this worker owns.
+    """Every ``(partition, key)`` in the table's local store, of the partitions this worker owns."""
+    return [(partition, key) for entries in store_entries(table) for partition, key, _ in entries]
 
-    faust keeps standby copies (and partitions it owned before) in the same store: those
-    belong to another worker, which alone may write them.
+
+def store_entries(table: TableT, chunk: int = 500) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    """The ``(partition, key, stored value)`` of the partitions this worker owns, ``chunk`` at a time.
+
+    Each chunk is read when asked for, from the store as it is then, and ownership is checked
+    again for each chunk: faust keeps standby copies (and partitions it owned before) in the
+    same store, and those belong to another worker, which alone may write them.  No RocksDB
+    iterator lives across chunks (the caller may await between them), so a chunk never holds
+    a value older than the store's.
     """
     store = table.data
+    if not _is_rocksdb(store):
+        keys = list(store.data)
+        for start in range(0, len(keys), chunk):
+            active = _active_partitions(table)
+            yield [
+                (partition, key, value)
+                for key in keys[start : start + chunk]
+                if (partition := store._key_partition.get(key, -1)) in active
+                and (value := store.data.get(key)) is not None
+            ]
+        return
+    for partition in sorted(store._dbs):
+        start_at = b""
+        while partition in _active_partitions(table) and (db := store._dbs.get(partition)) is not None:
+            entries = [
+                (partition, key, value)
+                for key, value in itertools.islice(db.items(from_key=start_at), chunk)
+                if key != store.offset_key
+            ]
+            if not entries:
+                break
+            yield entries
+            start_at = entries[-1][1] + b"\x00"  # the smallest key after the last one read
+
+
+def _active_partitions(table: TableT) -> set[int]:
     changelog = table.changelog_topic.get_topic_name()
-    active = {tp.partition for tp in table.app.assignor.assigned_actives() if tp.topic == changelog}
-    if _is_rocksdb(store):
-        return [
-            (partition, key)
-            for partition, db in list(store._dbs.items())
-            if partition in active
-            for key in db.keys()  # noqa: SIM118  (a RocksDB handle, not a dict)
-            if key != store.offset_key
-        ]
-    return [
-        (partition, key)
-        for key in list(store.data)
-        if (partition := store._key_partition.get(key, -1)) in active
-    ]
+    return {tp.partition for tp in table.app.assignor.assigned_actives() if tp.topic == changelog}
 
 
 async def sweep_idle(
@@ -225,15 +254,19 @@ async def sweep_idle(
 
 async def sweep(state: KeyedState[V], change: Callable[[int, bytes, V], V | None], chunk: int = 500) -> int:
     """Replace every stored value of the partitions this worker owns by ``change(partition, key,
-    value)``: the same object keeps it, ``None`` deletes it.  Returns how many changed."""
+    value)``: the same object keeps it, ``None`` deletes it.  Returns how many changed.
+
+    One pass over the store, ``chunk`` entries between yields to the event loop; a value
+    in the cache (newer than the store's until its flush) is used instead of the stored one.
+    """
     changed = 0
-    for seen, (partition, key) in enumerate(store_keys(state.table), start=1):
-        value = state.peek(partition, key)
-        if value is not None:
-            new = change(partition, key, value)
-            if new is not value:
-                state.put(partition, key, new)
-                changed += 1
-        if seen % chunk == 0:
-            await asyncio.sleep(0)
+    for entries in store_entries(state.table, chunk):
+        for partition, key, raw in entries:
+            value = state.current(key, raw)
+            if value is not None:
+                new = change(partition, key, value)
+                if new is not value:
+                    state.put(partition, key, new)
+                    changed += 1
+        await asyncio.sleep(0)
     return changed

@@ -1,7 +1,9 @@
+import asyncio
 import gc
+import time
 import weakref
 
-from app.runtime import GcPauses, freeze_startup_objects, resident_mb
+from app.runtime import GcPauses, LoopStalls, freeze_startup_objects, resident_mb
 
 
 def test_a_full_collection_is_counted_with_its_pause():
@@ -84,3 +86,34 @@ def test_the_survivor_freezer_is_off_unless_asked_for():
 
     assert Settings.from_env({}).gc_freeze_survivors is False
     assert Settings.from_env({"EDDY_GC_FREEZE_SURVIVORS": "1"}).gc_freeze_survivors is True
+
+
+def _hold_the_loop(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def test_a_stalled_loop_is_recorded_with_its_length_and_where_it_was_held():
+    async def run() -> LoopStalls:
+        stalls = LoopStalls(threshold=0.1, interval=0.01).start()
+        await asyncio.sleep(0.05)
+        _hold_the_loop(0.4)
+        await asyncio.sleep(0.3)
+        stalls.stop()
+        return stalls
+
+    stalls = asyncio.run(run())
+    held = stalls.longest[0]
+    assert 0.35 <= held.seconds < 5.0
+    assert any(line.split(" ")[1] == "_hold_the_loop:" for line in held.stack)
+    report = stalls.report()
+    assert report["count"] == stalls.count >= 1
+    assert report["longest"][0]["ms"] == round(held.seconds * 1000.0, 1)
+
+
+def test_only_the_longest_stalls_keep_their_stacks_while_all_are_counted():
+    stalls = LoopStalls(keep=3)
+    for n, seconds in enumerate([0.3, 0.9, 0.2, 0.5, 0.7, 0.25]):
+        stalls._record(seconds, (f"frame {n}",))
+    assert [stall.seconds for stall in stalls.longest] == [0.9, 0.7, 0.5]
+    assert [stall.stack for stall in stalls.longest] == [("frame 1",), ("frame 4",), ("frame 3",)]
+    assert stalls.count == 6 and abs(stalls.total_seconds - 2.85) < 1e-9

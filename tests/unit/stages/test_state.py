@@ -81,3 +81,71 @@ async def test_a_sweep_deletes_idle_keys_of_owned_partitions_only(json_state, mo
     )
     assert swept == 1 and evicted == ["idle-owned"]
     assert state.take_dirty() == {0: {b"idle-owned": None}}  # a tombstone for the owned key only
+
+
+class _RocksStore:
+    """The parts of faust's RocksDB store the sweep reads: one real rocksdict database per partition."""
+
+    offset_key = b"__faust\x00offset__"
+
+    def __init__(self, path, partitions):
+        from rocksdict import Options, Rdict
+
+        self._dbs = {p: Rdict(str(path / str(p)), options=Options(raw_mode=True)) for p in partitions}
+
+    def _db_for_partition(self, partition):
+        return self._dbs[partition]
+
+
+async def test_a_sweep_over_rocksdb_reads_each_owned_key_once_in_chunks_and_sees_newer_values(
+    json_state, monkeypatch, tmp_path
+):
+    from faust.types import TP
+
+    from app.stages.state import store_entries, sweep
+
+    state = json_state()
+    store = _RocksStore(tmp_path, partitions=(0, 1))
+    monkeypatch.setattr(type(state.table), "data", property(lambda table: store))
+    owned = {TP(state.changelog_topic, 0)}
+    monkeypatch.setattr(type(state.table.app.assignor), "assigned_actives", lambda self: owned)
+    keys = [f"k{n:03d}".encode() for n in range(23)]
+    for key in keys:
+        store._dbs[0][key] = b'{"n":0}'
+        store._dbs[1][key] = b'{"n":0}'  # a standby copy: not ours to sweep
+    store._dbs[0][store.offset_key] = b"17"
+
+    sizes = [len(chunk) for chunk in store_entries(state.table, chunk=10)]
+    assert sum(sizes) == 23 and len(sizes) == 3 and max(sizes) <= 10  # the offset key is not an entry
+
+    seen = []
+
+    def count(partition, key, value):
+        seen.append((partition, key, value["n"]))
+        if key == b"k004":  # a handler changes a later key while the sweep is between chunks
+            state.put(0, b"k015", {"n": 7})
+        return {"n": value["n"] + 1}
+
+    changed = await sweep(state, count, chunk=5)
+    assert changed == 23 and [key for _, key, _ in seen] == keys
+    assert {p for p, _, _ in seen} == {0} and dict((k, n) for _, k, n in seen)[b"k015"] == 7
+
+
+async def test_a_sweep_stops_at_a_partition_revoked_between_chunks(json_state, monkeypatch, tmp_path):
+    from faust.types import TP
+
+    from app.stages.state import sweep
+
+    state = json_state()
+    store = _RocksStore(tmp_path, partitions=(0,))
+    monkeypatch.setattr(type(state.table), "data", property(lambda table: store))
+    owned = {TP(state.changelog_topic, 0)}
+    monkeypatch.setattr(type(state.table.app.assignor), "assigned_actives", lambda self: owned)
+    for n in range(12):
+        store._dbs[0][f"k{n:02d}".encode()] = b'{"n":0}'
+
+    def revoke_after_first(partition, key, value):
+        owned.clear()
+        return None
+
+    assert await sweep(state, revoke_after_first, chunk=5) == 5
