@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
-.PHONY: help install run kafka kafka-stop test test-unit lint bench soak compare clean distclean lock
+.PHONY: help install run kafka kafka-stop test test-unit lint bench soak soak-all compare clean distclean lock
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -52,6 +52,10 @@ bench: $(BENCH_STAMP)  ## throughput, latency and floors (Faust, aiokafka, Quix 
 
 soak: $(STAMP)  ## 120 days of traffic through one worker at a steady rate; appends to BENCHMARKS.md
 	$(PY) -m benchmarks.soak
+
+soak-all: $(STAMP)  ## soaks of recommendations (120 days, 500 clicks/s) and alerts (10 days, 1,000 readings/s); append to BENCHMARKS.md
+	$(PY) -m benchmarks.soak --pipeline recommendations
+	$(PY) -m benchmarks.soak --pipeline alerts
 
 compare: $(STAMP)  ## batch vs event-driven comparison report into docs/comparison
 	$(PY) -m app.comparison --out docs/comparison

@@ -15,53 +15,33 @@ has applied every training record, then reports:
 - the model snapshot's size and the worker's RSS over time, and the largest card-state record.
 
 The results are appended to BENCHMARKS.md (``--no-write`` prints only).
+
+``--pipeline recommendations`` and ``--pipeline alerts`` run the soaks of the other two
+pipelines instead (:mod:`benchmarks.soak_reco`, :mod:`benchmarks.soak_alerts`, ``make soak-all``);
+the machinery all three share is :mod:`benchmarks.soak_run`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
-import tempfile
-import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.transactions import SCENARIOS, generate_transaction_stream, stream_config
-from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import (
-    PARTITIONS,
-    RESULTS,
-    _get_json,
-    _read_decisions,
-    _worker_env,
-    commit_of_checkout,
-    wait_until_learned,
-)
+from benchmarks.fraud import RESULTS, _get_json, _read_decisions, commit_of_checkout, wait_until_learned
 from benchmarks.in_process import quantile
-from broker import LocalKafka
+from benchmarks.soak_run import DAY, Hooks, Sample, by_tenths, changelog, rss_along, run_soak, tenths
 from models.metrics import average_precision, roc_auc
 
-DAY = 86_400.0
-SAMPLE_EVERY = 10.0  # seconds between RSS and learner-lag samples
 QUALITY_DAYS = 14.0
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """What the worker looked like ``elapsed`` seconds into the run."""
-
-    elapsed: float
-    rss_mb: float
-    learner_behind: int | None
+PIPELINES = ("fraud", "recommendations", "alerts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,37 +54,6 @@ class Completion:
     @property
     def lost(self) -> int:
         return self.transactions - self.decided
-
-
-async def _records(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of ``topic`` (all partitions), read until three idle seconds."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False, max_partition_fetch_bytes=16 * 2**20,
-    )  # fmt: skip
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        idle = 0
-        while idle < 3:
-            batches = await consumer.getmany(timeout_ms=1_000)
-            idle = 0 if batches else idle + 1
-            records.extend(r for batch in batches.values() for r in batch)
-    finally:
-        await consumer.stop()
-    return records
-
-
-def _resident_mb(pid: int) -> float:
-    if not Path(f"/proc/{pid}/status").exists():
-        return float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def _learner_behind(port: int) -> int | None:
@@ -128,18 +77,48 @@ def completion(transactions: int, decisions: list[dict]) -> Completion:
     )
 
 
-def _by_tenths(values: list[float]) -> list[float]:
-    """The p99 of each tenth of ``values`` (in arrival order)."""
-    tenth = max(1, len(values) // 10)
-    return [
-        quantile(sorted(values[i : i + tenth]), 0.99)
-        for i in range(0, tenth * 10, tenth)
-        if values[i : i + tenth]
-    ]
+def _pipeline(argv: list[str] | None) -> str:
+    """The ``--pipeline`` asked for (``fraud`` when none); the rest is left to that pipeline's parser."""
+    chooser = argparse.ArgumentParser(add_help=False)
+    chooser.add_argument("--pipeline", choices=PIPELINES, default="fraud")
+    return chooser.parse_known_args(argv)[0].pipeline
+
+
+def _without_pipeline(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--pipeline NAME`` (or ``--pipeline=NAME``).
+
+    >>> _without_pipeline(["--rate", "5", "--pipeline", "alerts", "--no-write"])
+    ['--rate', '5', '--no-write']
+    >>> _without_pipeline(["--pipeline=alerts"])
+    []
+    """
+    rest: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--pipeline":
+            skip = True
+        elif not arg.startswith("--pipeline="):
+            rest.append(arg)
+    return rest
 
 
 def main(argv: list[str] | None = None) -> int:
+    pipeline = _pipeline(argv)
+    if pipeline != "fraud":
+        rest = _without_pipeline(sys.argv[1:] if argv is None else argv)
+        if pipeline == "recommendations":
+            from benchmarks import soak_reco
+
+            return soak_reco.main(rest)
+        from benchmarks import soak_alerts
+
+        return soak_alerts.main(rest)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument(
+        "--pipeline", choices=PIPELINES, default="fraud", help="the pipeline to soak (default: fraud)"
+    )
     parser.add_argument("--days", type=float, default=120.0)
     parser.add_argument("--cards", type=int, default=2_000)
     parser.add_argument("--merchants", type=int, default=4_000)
@@ -163,58 +142,31 @@ def main(argv: list[str] | None = None) -> int:
     n_labels = len(events) - len(transactions)
     speedup = config.days * DAY / (len(transactions) / args.rate)
 
-    kafka = LocalKafka.from_env()
-    started = kafka.start()
-    samples: list[Sample] = []
-    try:
-        bootstrap = kafka.bootstrap
-        prefix = f"soak{uuid.uuid4().hex[:6]}-"
-        topics = [f"{prefix}{name}" for name in ("transactions", "fraud-labels", "fraud-decisions")]
-        asyncio.run(ensure_topics(bootstrap, topics, PARTITIONS))
-        with tempfile.TemporaryDirectory(prefix="eddy-soak-") as tmp:
-            port = free_port()
-            worker = start_worker(Path(tmp), web_port=port, env=_worker_env(bootstrap, prefix))
-            # The clock starts once the worker decides: its start-up is not part of the soak.
-            asyncio.run(produce_events(events[:1], bootstrap, topic_prefix=prefix))
-            asyncio.run(_read_decisions(bootstrap, f"{prefix}fraud-decisions", 1, 120))
-            feed = threading.Thread(
-                target=asyncio.run,
-                args=(produce_events(events[1:], bootstrap, topic_prefix=prefix, speedup=speedup),),
-                daemon=True,
-            )
-            began = time.monotonic()
-            feed.start()
-            try:
-                while feed.is_alive() and worker.poll() is None:
-                    samples.append(
-                        Sample(time.monotonic() - began, _resident_mb(worker.pid), _learner_behind(port))
-                    )
-                    feed.join(SAMPLE_EVERY)
-                fed = time.monotonic() - began
-                records = asyncio.run(
-                    _read_decisions(bootstrap, f"{prefix}fraud-decisions", len(transactions), 600)
-                )
-                last_decision = time.monotonic()
-                learned = wait_until_learned(port, worker, n_labels, 600)
-                catch_up = time.monotonic() - last_decision if learned else float("nan")
-                alive = worker.poll() is None
-                samples.append(
-                    Sample(time.monotonic() - began, _resident_mb(worker.pid), _learner_behind(port))
-                )
-                if args.hold:
-                    print(f"worker web views on http://127.0.0.1:{port}/ for {args.hold:g} s", flush=True)
-                    time.sleep(args.hold)
-            finally:
-                stop_worker(worker)
-                if args.keep_log:
-                    Path(args.keep_log).write_bytes((Path(tmp) / "worker.log").read_bytes())
-        snapshots = asyncio.run(_records(bootstrap, f"{prefix}fraud-model-snapshots"))
-        cards = asyncio.run(
-            _records(bootstrap, f"eddy-bench-{prefix.rstrip('-')}-fraud-card-activity-changelog")
-        )
-    finally:
-        if started:
-            kafka.stop()
+    decisions_topic = "fraud-decisions"
+
+    def drain(bootstrap: str, prefix: str, port: int, worker: subprocess.Popen) -> tuple[list[Any], float]:
+        records = asyncio.run(_read_decisions(bootstrap, prefix + decisions_topic, len(transactions), 600))
+        last_decision = time.monotonic()
+        learned = wait_until_learned(port, worker, n_labels, 600)
+        return records, time.monotonic() - last_decision if learned else float("nan")
+
+    hooks = Hooks(
+        topics=("transactions", "fraud-labels", decisions_topic),
+        # The clock starts once the worker decides.
+        first_output=lambda bootstrap, prefix, port: asyncio.run(
+            _read_decisions(bootstrap, prefix + decisions_topic, 1, 120)
+        ),
+        probe=_learner_behind,
+        drain=drain,
+        read_after=lambda prefix: {
+            "snapshots": f"{prefix}fraud-model-snapshots",
+            "cards": changelog(prefix, "fraud-card-activity"),
+        },
+    )
+    run = run_soak(events, speedup, hooks, hold=args.hold, keep_log=args.keep_log)
+    records, catch_up = run.drained
+    alive, fed, samples = run.alive, run.fed_seconds, run.samples
+    snapshots, cards = run.topics["snapshots"], run.topics["cards"]
 
     decisions = [orjson.loads(record.value) for record in records]
     done = completion(len(transactions), decisions)
@@ -238,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "offered": args.rate,
         "sustained": sustained,
         "latency": {q: quantile(sorted(latencies), q) for q in (0.5, 0.95, 0.99)} | {"max": max(latencies)},
-        "p99_by_tenth": _by_tenths(latencies),
+        "p99_by_tenth": by_tenths(latencies),
         "learner_catch_up_seconds": catch_up,
         "roc_auc": roc_auc(y_true, y_score),
         "average_precision": average_precision(y_true, y_score),
@@ -256,20 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if alive and done.lost == 0 and done.repeated_differently == 0 else 1
 
 
-def _tenths(values: list[Any]) -> list[Any]:
-    if not values:
-        return []
-    step = max(1, len(values) // 10)
-    return [*values[::step][:10], values[-1]]
-
-
 def _markdown(report: dict[str, Any]) -> str:
     done: Completion = report["completion"]
     lat = report["latency"]
     samples: list[Sample] = report["samples"]
     sizes = [size for _, size in report["snapshots"]]
-    rss = [f"{s.elapsed:.0f} s: {s.rss_mb:.0f}" for s in _tenths(samples)]
-    behind = [s.learner_behind for s in _tenths(samples)]
+    behind = [s.view for s in tenths(samples)]
     p99s = report["p99_by_tenth"]
     when = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = [
@@ -292,9 +236,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| quality, last {QUALITY_DAYS:g} days "
         f"({report['tail_transactions']} tx, {report['tail_frauds']} frauds) "
         f"| ROC AUC **{report['roc_auc']:.3f}**, AP **{report['average_precision']:.3f}** |",
-        f"| model snapshot size (bytes): max; along the run "
-        f"| **{max(sizes, default=0)}**; {_tenths(sizes)} |",
-        f"| worker RSS (MB) along the run | {'; '.join(rss)} |",
+        f"| model snapshot size (bytes): max; along the run | **{max(sizes, default=0)}**; {tenths(sizes)} |",
+        f"| worker RSS (MB) along the run | {rss_along(samples)} |",
         f"| largest card-state record | {report['largest_card_record']} bytes |",
         "",
     ]
