@@ -1,18 +1,31 @@
-"""What the recommendations user stage's own work costs per click, in one process.
+"""What the recommendations worker's own work costs per click, in one process, by batch size.
 
 ``python -m benchmarks.reco_in_process`` replays the benchmark's click stream (5,000
 users, 2,000 items, as ``benchmarks.pipelines`` sends; ``--days`` of it) in event-time
 order through the steps ``agents.recommendations`` calls per click - ``parse_click``,
-``record_interaction``, ``recommend``, ``recommendations_for(...).encode()`` - and, once
-per simulated flush of ``--flush-every`` clicks, encodes each user written in the flush
-as its table value and applies the flush's deltas to popularity
-(:class:`~models.reco_replay.UserStageReplay`, as :mod:`models.reco_quality` replays).
+``record_interaction``, ``recommend``, ``recommendations_for(...).encode()`` and
+``Applied.apply`` - and what the worker does per flush of the user stage (``--batch``
+clicks: one size or a comma-separated list):
 
-The learner (another stage, on one partition) learns beside the replay so that the
-served model evolves as deployed, but is not timed.  Printed: the user stage's
-CPU microseconds per click (this process's CPU time: the machine's other work
-disturbs it less than wall time) of each run and their median, per step, and a cProfile
-of one more run (the timed steps only).
+* ``flush: users``: each user written in the flush encoded as its table value (with the
+  outputs still kept for redelivery: those at or after the committed offset, which
+  moves every ``COMMIT_EVERY`` clicks, as the consumer commits about once a second);
+* ``flush: records``: the flush's item-event records (one per item) and training messages;
+* ``item stage``: each item-event record decoded and counted into its item's activity,
+  and every ``ITEM_FLUSH_EVERY`` clicks (its 0.5 s flush at 1,000 clicks/s) each item
+  changed encoded as its table value;
+* ``popularity view``: those changelog records decoded and put into the worker's
+  :class:`~tables.item_popularity.ItemPopularity`, as ``agents.recommendations``'s
+  follower does.
+
+At 1,000 clicks/s offered one by one, the user stage's 20 ms flush holds about 20
+clicks; a backlog fills flushes of thousands.  The learner (another stage, on one
+partition) learns beside the replay so that the served model evolves as deployed, but
+is not timed.  Printed: CPU microseconds per click (this process's CPU time: the
+machine's other work disturbs it less than wall time), median of ``--runs`` replays,
+per step and batch size; a digest of every recommendation emitted (equal across batch
+sizes only if popularity were not delayed by the flushes, so compare it per batch size
+between versions); and a cProfile of one more replay at the first batch size.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import io
 import pstats
 import statistics
@@ -34,22 +48,38 @@ from app.simulation.clicks import ClickStreamConfig, generate_click_stream
 from app.stages.redelivery import Applied
 from models.reco_replay import UserStageReplay
 from models.reco_steps import recommend, recommendations_for
-from models.recommender import Recommender
-from tables.recommendations import user_state
+from models.recommender import Recommender, TrainingExample, encode_training
+from tables.item_popularity import ItemDeltas, ItemPopularity, apply_item_deltas
+from tables.recommendations import ITEM_STATE_CODEC, decode_item_activity, user_state
 
 STREAM = ClickStreamConfig(seed=0, n_users=5_000, n_items=2_000, days=1.0)
 TOP_K = 10  # as agents.recommendations publishes
 # Clicks per flush: 3,000 clicks/s over the user stage's 20 ms flush interval.
 FLUSH_EVERY = 60
-STEPS = ("parse", "record", "recommend", "encode", "flush: users", "flush: popularity")
+# Clicks between the consumer's commits (broker_commit_interval 1 s at 1,000 clicks/s).
+COMMIT_EVERY = 1_000
+# Clicks between the item stage's flushes (flush_interval 0.5 s at 1,000 clicks/s).
+ITEM_FLUSH_EVERY = 500
+TRAINING_PER_MESSAGE = 50  # as app.learning.TrainingLog sends them
+STEPS = (
+    "parse",
+    "record",
+    "recommend",
+    "encode",
+    "flush: users",
+    "flush: records",
+    "item stage",
+    "popularity view",
+)
 
 
 @dataclass
 class ReplayCost:
-    """CPU seconds spent in each step over one replay of ``clicks`` clicks."""
+    """CPU seconds spent in each step over one replay of ``clicks`` clicks, and what it emitted."""
 
     clicks: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STEPS, 0.0))
+    digest: str = ""
 
     @property
     def us_per_click(self) -> float:
@@ -61,20 +91,63 @@ def click_records(config: ClickStreamConfig) -> list[tuple[bytes, bytes]]:
     return [(event.key.encode(), orjson.dumps(event.value)) for event in generate_click_stream(config)]
 
 
+class _ItemStage:
+    """The item stage and every worker's popularity view, as ``agents.recommendations`` runs them."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Applied] = {}
+        self.dirty: dict[str, None] = {}
+        self.offset = 0
+        self.popularity = ItemPopularity()
+
+    def count(self, records: list[tuple[bytes, bytes]]) -> None:
+        """``count_item_events`` on each record."""
+        for key, value in records:
+            deltas = ItemDeltas.decode(value)
+            item_id = key.decode()
+            applied = self.items.get(item_id) or Applied(None)
+            items = {} if applied.value is None else {item_id: applied.value}
+            apply_item_deltas(items, deltas)
+            applied.apply(items[item_id], offset=self.offset, outputs=(), committed=0)
+            self.items[item_id] = applied
+            self.dirty[item_id] = None
+            self.offset += 1
+
+    def flush(self) -> list[tuple[bytes, bytes]]:
+        """The item stage's flush: each changed item's changelog record."""
+        encode = ITEM_STATE_CODEC.encode
+        records = [(item_id.encode(), encode(self.items[item_id])) for item_id in self.dirty]
+        self.dirty.clear()
+        return records
+
+    def follow(self, records: list[tuple[bytes, bytes]]) -> None:
+        """The follower's callback (``_follow_item_activity``) on one fetch."""
+        popularity = self.popularity
+        for key, value in dict(records).items():
+            popularity.put(key.decode(), decode_item_activity(value))
+        popularity.evict()
+
+
 def replay_user_stage(
     records: list[tuple[bytes, bytes]],
     flush_every: int = FLUSH_EVERY,
     profile: cProfile.Profile | None = None,
 ) -> ReplayCost:
-    """One replay of ``records`` with a fresh model and state, timing the user stage's steps.
+    """One replay of ``records`` with a fresh model and state, timing the worker's steps.
 
     ``profile``, when given, is enabled around the timed steps only.
     """
     replay = UserStageReplay(Recommender(), flush_every=flush_every)
+    items = _ItemStage()
+    popularity = items.popularity
     encode_state = user_state.codec.encode
     cost = ReplayCost(clicks=len(records))
     seconds = cost.seconds
+    digest = hashlib.blake2b(digest_size=16)
+    applied_of: dict[str, Applied] = {}  # each user's table value
     written: dict[str, Applied] = {}  # the flush's users, as the table's write-behind holds them
+    training: list[TrainingExample] = []
+    committed = 0
     clock = time.process_time
     for offset, (key, value) in enumerate(records):
         if profile is not None:
@@ -85,37 +158,75 @@ def replay_user_stage(
         user = replay.user(click.user_id)
         examples = replay.record(user, click)
         t2 = clock()
-        items = recommend(user, replay.popularity, replay.served, TOP_K, click.ts, replay.settings)
+        recommended = recommend(user, popularity, replay.served, TOP_K, click.ts, replay.settings)
         t3 = clock()
-        encoded = recommendations_for(click.user_id, items, replay.snapshots, click.ts).encode()
-        applied = written.get(click.user_id) or Applied(None)
-        applied.apply(user, offset=offset, outputs=[encoded], committed=0)
+        encoded = recommendations_for(click.user_id, recommended, replay.snapshots, click.ts).encode()
+        applied = applied_of.get(click.user_id)
+        if applied is None:
+            applied = applied_of[click.user_id] = Applied(None)
+        applied.apply(user, offset=offset, outputs=[encoded], committed=committed)
         written[click.user_id] = applied
+        training.extend(examples)
         t4 = clock()
         seconds["parse"] += t1 - t0
         seconds["record"] += t2 - t1
         seconds["recommend"] += t3 - t2
         seconds["encode"] += t4 - t3
+        digest.update(encoded)
         if replay.flush_due():
             for state in written.values():
                 encode_state(state)
             t5 = clock()
-            replay.flush()
+            deltas, replay.deltas = replay.deltas, ItemDeltas()
+            item_events = [
+                (item_id.encode(), ItemDeltas({item_id: per_minute}).encode())
+                for item_id, per_minute in deltas.items.items()
+            ]
+            for start in range(0, len(training), TRAINING_PER_MESSAGE):
+                encode_training(training[start : start + TRAINING_PER_MESSAGE])
             t6 = clock()
-            written.clear()
+            items.count(item_events)
+            t7 = clock()
             seconds["flush: users"] += t5 - t4
-            seconds["flush: popularity"] += t6 - t5
+            seconds["flush: records"] += t6 - t5
+            seconds["item stage"] += t7 - t6
+            written.clear()
+            training.clear()
+            if offset + 1 - committed >= COMMIT_EVERY:
+                committed = offset + 1
+        if (offset + 1) % ITEM_FLUSH_EVERY == 0:
+            t8 = clock()
+            changelog = items.flush()
+            t9 = clock()
+            items.follow(changelog)
+            t10 = clock()
+            seconds["item stage"] += t9 - t8
+            seconds["popularity view"] += t10 - t9
         if profile is not None:
             profile.disable()
         replay.learn(examples)
+    cost.digest = digest.hexdigest()
     return cost
+
+
+def _batch_sizes(text: str) -> list[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("batch sizes must be integers >= 1")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="timed replays (default 3)")
+    parser.add_argument("--runs", type=int, default=3, help="timed replays per batch size (default 3)")
     parser.add_argument("--days", type=float, default=STREAM.days, help="days of the stream (default 1)")
-    parser.add_argument("--flush-every", type=int, default=FLUSH_EVERY, help="clicks per flush (default 60)")
+    parser.add_argument(
+        "--batch",
+        "--flush-every",
+        type=_batch_sizes,
+        default=[FLUSH_EVERY],
+        help=f"clicks per user-stage flush, e.g. 1,5,20,100,500 (default {FLUSH_EVERY})",
+    )
     parser.add_argument("--profile-lines", type=int, default=25, help="cProfile rows (0: no profile)")
     args = parser.parse_args(argv)
 
@@ -123,23 +234,30 @@ def main(argv: list[str] | None = None) -> int:
         seed=STREAM.seed, n_users=STREAM.n_users, n_items=STREAM.n_items, days=args.days
     )
     records = click_records(config)
-    print(f"stream: {config}: {len(records):,} clicks, flush every {args.flush_every}", flush=True)
+    print(f"stream: {config}: {len(records):,} clicks, batches of {args.batch}", flush=True)
     # The records are the harness's input: kept out of the garbage collector's scans.
     gc.collect()
     gc.freeze()
-    costs = []
-    for _ in range(args.runs):
-        gc.collect()
-        costs.append(replay_user_stage(records, args.flush_every))
-        print(f"run: {costs[-1].us_per_click:.1f} CPU µs per click", flush=True)
-    median = statistics.median(cost.us_per_click for cost in costs)
-    print(f"median over {args.runs} runs: {median:.1f} CPU µs per click (the user stage's own work)")
+    costs: dict[int, list[ReplayCost]] = {batch: [] for batch in args.batch}
+    for run in range(args.runs):  # batch sizes interleaved: the machine's drift hits each alike
+        for batch in args.batch:
+            gc.collect()
+            cost = replay_user_stage(records, batch)
+            costs[batch].append(cost)
+            print(f"run {run + 1}, batch {batch}: {cost.us_per_click:.1f} CPU µs per click", flush=True)
+    print(f"\nCPU µs per click, median of {args.runs} runs, by clicks per flush:")
+    print(f"  {'step':<18}" + "".join(f"{batch:>10}" for batch in args.batch))
     for step in STEPS:
-        step_us = statistics.median(cost.seconds[step] / cost.clicks * 1e6 for cost in costs)
-        print(f"  {step:<18} {step_us:8.1f} µs per click")
+        row = [statistics.median(c.seconds[step] / c.clicks * 1e6 for c in costs[b]) for b in args.batch]
+        print(f"  {step:<18}" + "".join(f"{value:10.1f}" for value in row))
+    totals = [statistics.median(c.us_per_click for c in costs[b]) for b in args.batch]
+    print(f"  {'total':<18}" + "".join(f"{value:10.1f}" for value in totals))
+    for batch in args.batch:
+        digests = {cost.digest for cost in costs[batch]}
+        print(f"  recommendations digest, batch {batch}: {', '.join(sorted(digests))}")
     if args.profile_lines > 0:
         profile = cProfile.Profile()
-        replay_user_stage(records, args.flush_every, profile)
+        replay_user_stage(records, args.batch[0], profile)
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.profile_lines)
         print(out.getvalue())

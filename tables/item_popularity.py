@@ -168,10 +168,16 @@ class ItemPopularity:
         if activity is None:
             self.items.pop(item_id, None)
         else:
+            known = self.items.get(item_id)
             self.items[item_id] = activity
             self.newest = max(self.newest, activity.newest)
             for horizon, active in self._active.items():
-                for bucket in activity.buckets(horizon):
+                buckets = activity.buckets(horizon)
+                if known is not None and known is not activity:
+                    # The known activity's buckets are indexed already (those not below the
+                    # index's floor): a published activity usually adds one or two to them.
+                    buckets = set(buckets).difference(known.buckets(horizon))
+                for bucket in buckets:
                     active.add(item_id, bucket)
         self._changed(item_id)
 

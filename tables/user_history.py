@@ -18,7 +18,10 @@ a changelog must not run code when read, and a user is written on every click.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,6 +37,7 @@ _FORMAT = 1
 _HEADER = struct.Struct("<BBHHHd")
 _ID_LENGTH = struct.Struct("<H")
 _ACTION_CODES = {action: code for code, action in enumerate(CLICK_ACTIONS)}
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 @dataclass(slots=True)
@@ -119,28 +123,39 @@ class UserHistory:
     def encode(self) -> bytes:
         """The table value: a header, the numbers as little-endian arrays, then each distinct id once."""
         items, codes = self.recent.columns()
-        ids = list(dict.fromkeys([*items, *self.purchased]))
-        index = {item_id: i for i, item_id in enumerate(ids)}
+        purchased = self.purchased
+        # Every distinct id, recent ones first, numbered in that order (a dict keeps it).
+        index: dict[str, int] = dict.fromkeys(items)  # type: ignore[arg-type]
+        index.update(dict.fromkeys(purchased))  # type: ignore[arg-type]
+        for row, item_id in enumerate(index):
+            index[item_id] = row
         factors = self.factors
         n_factors = 0 if factors is None else factors.latent.size
-        rows = [index[item] for item in items] + [index[item] for item in self.purchased]
-        raw_ids = [item_id.encode() for item_id in ids]
-        # One struct.pack for the header and every number: numpy costs more than it saves on
-        # arrays this small (a click writes its user).
-        packed = struct.pack(
-            f"<BBHHHd{n_factors}d{len(items)}d{len(codes)}B{len(rows)}H",
-            _FORMAT,
-            n_factors,
-            len(items),
-            len(self.purchased),
-            len(ids),
-            0.0 if factors is None else factors.bias,
-            *([] if factors is None else factors.latent.tolist()),
-            *self.recent.ts,
-            *codes,
-            *rows,
+        rows = array("H", [index[item] for item in items])
+        rows.extend([index[item] for item in purchased])
+        ts = array("d", self.recent.ts)
+        if _BIG_ENDIAN:
+            rows.byteswap()
+            ts.byteswap()
+        # Arrays' bytes and one join: a user is encoded at every flush that writes it, once per
+        # click when flushes are small, and a struct format per shape would be compiled anew.
+        return b"".join(
+            [
+                _HEADER.pack(
+                    _FORMAT,
+                    n_factors,
+                    len(items),
+                    len(purchased),
+                    len(index),
+                    0.0 if factors is None else factors.bias,
+                ),
+                b"" if factors is None else factors.latent.astype("<f8", copy=False).tobytes(),
+                ts.tobytes(),
+                bytes(codes),
+                rows.tobytes(),
+                *map(_length_prefixed, index),
+            ]
         )
-        return packed + b"".join([part for raw in raw_ids for part in (_ID_LENGTH.pack(len(raw)), raw)])
 
     @classmethod
     def decode(cls, data: bytes | None) -> UserHistory:
@@ -181,6 +196,13 @@ class UserHistory:
             and list(self.purchased) == list(other.purchased)
             and self.factors == other.factors
         )
+
+
+@lru_cache(maxsize=1 << 16)
+def _length_prefixed(item_id: str) -> bytes:
+    """``item_id`` as stored: its UTF-8 length, then its bytes (cached: a catalogue's ids recur)."""
+    raw = item_id.encode()
+    return _ID_LENGTH.pack(len(raw)) + raw
 
 
 def _recent_log(state: dict[str, list] | None = None) -> EventLog:

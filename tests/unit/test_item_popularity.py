@@ -249,3 +249,15 @@ def test_an_item_is_idle_once_its_day_window_cannot_reach_it():
     activity.add(30.0, 1.0)  # hour bucket 0
     assert not activity.is_idle(25 * HOUR - 1)
     assert activity.is_idle(25 * HOUR)
+
+
+def test_a_view_ranks_an_activity_put_again_after_it_grew_in_place():
+    # The same object put again: its new buckets are indexed although it is the one known.
+    popularity = ItemPopularity()
+    activity = ItemActivity()
+    activity.add(0.0, 1.0)
+    popularity.put("a", activity)
+    assert popularity.trending(30.0, k=1, horizon="hour") == [("a", 1.0)]
+    activity.add(7_200.0, 5.0)
+    popularity.put("a", activity)
+    assert popularity.trending(7_230.0, k=1, horizon="hour") == [("a", 5.0)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import pickle
+import struct
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.contracts import Click, ScoredItem
+from app.contracts import CLICK_ACTIONS, Click, ScoredItem
 from models.reco_steps import (
     RecoSettings,
     candidate_items,
@@ -22,7 +23,7 @@ from models.reco_steps import (
 )
 from models.recommender import TARGETS, Recommender, TrainingExample
 from tables.item_popularity import ItemDeltas, ItemPopularity
-from tables.user_history import UserHistory
+from tables.user_history import UserFactors, UserHistory
 
 
 def trained_model(items: list[str]) -> Recommender:
@@ -174,3 +175,46 @@ def test_the_top_k_of_scored_items_equals_a_full_sort_whatever_the_ties(scored, 
     expected = sorted(scored.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
     top = top_scored(item_ids, np.array([scored[item] for item in item_ids]), k)
     assert [(s.item_id, s.score) for s in top] == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=6), st.sampled_from(CLICK_ACTIONS), st.floats(0.0, 1e6)),
+        max_size=80,
+    ),
+    st.booleans(),
+)
+def test_a_users_encoding_is_the_documented_layout_byte_for_byte(interactions, with_factors):
+    user = UserHistory()
+    for item, action, ts in interactions:
+        user.add(Click("u1", item, action, ts))
+    if with_factors:
+        user.factors = UserFactors(np.linspace(-1.0, 1.0, 10), 0.25)
+    assert user.encode() == reference_encoding(user)
+    assert UserHistory.decode(user.encode()) == user
+
+
+def reference_encoding(user: UserHistory) -> bytes:
+    """The layout spelled out with one struct format (the first version's encoder)."""
+    items, codes = user.recent.columns()
+    ids = list(dict.fromkeys([*items, *user.purchased]))
+    index = {item_id: i for i, item_id in enumerate(ids)}
+    factors = user.factors
+    n_factors = 0 if factors is None else factors.latent.size
+    rows = [index[item] for item in items] + [index[item] for item in user.purchased]
+    packed = struct.pack(
+        f"<BBHHHd{n_factors}d{len(items)}d{len(codes)}B{len(rows)}H",
+        1,
+        n_factors,
+        len(items),
+        len(user.purchased),
+        len(ids),
+        0.0 if factors is None else factors.bias,
+        *([] if factors is None else factors.latent.tolist()),
+        *user.recent.ts,
+        *codes,
+        *rows,
+    )
+    raw_ids = [item_id.encode() for item_id in ids]
+    return packed + b"".join(struct.pack("<H", len(raw)) + raw for raw in raw_ids)
