@@ -23,6 +23,7 @@ _HOURS = ("hours", HOUR, 48)
 _DAYS = ("days", DAY, 37)
 _LABEL_DAYS = ("label_days", DAY, 37)
 BUCKETS_KEPT = {key: keep for key, _, keep in (_MINUTES, _HOURS, _DAYS, _LABEL_DAYS)}
+BUCKET_WIDTHS = {key: width for key, width, _ in (_MINUTES, _HOURS, _DAYS, _LABEL_DAYS)}
 
 # feature suffix -> (granularity, buckets in the window); features_at reads them by suffix
 ACTIVITY_HORIZONS = {
@@ -40,6 +41,11 @@ PRIOR_LABELS = 20.0
 
 RETENTION = 31 * DAY  # behind the newest event: more than any window reaches
 
+# Sums kept as typed arrays (counts as integers, amounts as floats): table bytes decode into
+# them without a Python object per number (tables.merchant_codec).
+ACTIVITY_TYPECODES = ("q", "d")  # transactions, amount
+LABEL_TYPECODES = ("q", "q")  # labels, frauds
+
 
 class MerchantActivity:
     """Transaction counts and amounts, and received labels, of one merchant."""
@@ -49,11 +55,23 @@ class MerchantActivity:
     def __init__(self, state: dict[str, Any] | None = None) -> None:
         state = state or {}
         self._activity = {
-            key: BucketCounts.from_state(state.get(key), width, keep, fields=2)
+            key: BucketCounts.from_state(state.get(key), width, keep, 2, typecodes=ACTIVITY_TYPECODES)
             for key, width, keep in (_MINUTES, _HOURS, _DAYS)
         }
         key, width, keep = _LABEL_DAYS
-        self.labels = BucketCounts.from_state(state.get(key), width, keep, fields=2)
+        self.labels = BucketCounts.from_state(state.get(key), width, keep, 2, typecodes=LABEL_TYPECODES)
+
+    @classmethod
+    def from_series(cls, series: dict[str, BucketCounts]) -> MerchantActivity:
+        """Rebuild from :meth:`series` output (the counts are taken as they are, not copied)."""
+        merchant = cls.__new__(cls)
+        merchant._activity = {key: series[key] for key, _, _ in (_MINUTES, _HOURS, _DAYS)}
+        merchant.labels = series[_LABEL_DAYS[0]]
+        return merchant
+
+    def series(self) -> dict[str, BucketCounts]:
+        """Each granularity's counts by its state key, the received labels' last (read only)."""
+        return {**self._activity, _LABEL_DAYS[0]: self.labels}
 
     def to_state(self) -> dict[str, Any]:
         state = {key: counts.to_state() for key, counts in self._activity.items()}

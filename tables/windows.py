@@ -261,6 +261,15 @@ class BucketCounts:
         counts._ids, counts._sums = ids, counts._columns(sums)
         return counts
 
+    def with_columns(self, ids: list[int], sums: list[Column]) -> BucketCounts:
+        """Counts configured like this one holding ``ids`` and ``sums`` as they are, unchecked: for a
+        decoder that builds many (``from_columns`` checks, and validates the configuration anew)."""
+        counts = object.__new__(type(self))
+        for name in ("width", "keep", "fields", "reducers", "typecodes", "_combine", "_reduce"):
+            setattr(counts, name, getattr(self, name))
+        counts._ids, counts._sums = ids, sums
+        return counts
+
     def columns(self) -> tuple[list[int], list[Column]]:
         """The buckets kept, ascending, and one column of sums per quantity (not copies: read only)."""
         return self._ids, self._sums

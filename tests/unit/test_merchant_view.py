@@ -7,7 +7,7 @@ import gc
 import orjson
 from aiokafka import ConsumerRecord
 
-from tables.fraud import decode_merchant
+from tables.merchant_codec import decode_merchant, encode_merchant
 from tables.merchant_features import MerchantActivity
 from tables.merchant_view import MerchantView
 
@@ -26,8 +26,8 @@ def _activity(*amounts: float) -> MerchantActivity:
 def test_a_merchant_reads_as_its_latest_published_activity():
     view = MerchantView(decode_merchant)
     first, latest = _activity(10.0), _activity(10.0, 20.0, 30.0)
-    view.apply([_published("m1", orjson.dumps(first.to_state()), 0)])
-    view.apply([_published("m1", orjson.dumps(latest.to_state()), 1)])
+    view.apply([_published("m1", orjson.dumps(first.to_state()), 0)])  # the earlier, JSON form
+    view.apply([_published("m1", encode_merchant(latest), 1)])
     assert view.get("m1").to_state() == latest.to_state()
     assert view.get("m1").features_at(200.0, 5.0) == latest.features_at(200.0, 5.0)
     assert view.get("unknown") is None and len(view) == 1
@@ -35,7 +35,7 @@ def test_a_merchant_reads_as_its_latest_published_activity():
 
 def test_a_tombstone_removes_the_merchant():
     view = MerchantView(decode_merchant)
-    view.apply([_published("m1", orjson.dumps(_activity(5.0).to_state())), _published("m1", None, 1)])
+    view.apply([_published("m1", encode_merchant(_activity(5.0))), _published("m1", None, 1)])
     assert view.get("m1") is None and len(view) == 0
 
 
@@ -48,7 +48,7 @@ def test_an_undecodable_record_drops_the_merchant_with_a_count_instead_of_failin
 
 def test_the_view_holds_nothing_the_garbage_collector_scans_and_decodes_per_read():
     view = MerchantView(decode_merchant)
-    encoded = orjson.dumps(_activity(1.0, 2.0, 3.0).to_state())
+    encoded = encode_merchant(_activity(1.0, 2.0, 3.0))
     view.apply([_published(f"m{n}", encoded, n) for n in range(1_000)])
     assert not any(gc.is_tracked(value) for value in view._merchants.values())
     assert view.get("m7") is not view.get("m7")  # a fresh object per read, which dies young
