@@ -16,6 +16,9 @@ from app.web_auth import bearer_token_middleware
 
 logger = logging.getLogger(__name__)
 
+# Every table partition's RocksDB draws on this one budget (opened once partitions are assigned).
+faust_fixes.share_rocksdb_memory(settings.rocksdb_memory_mb * 2**20)
+
 app = faust.App(
     settings.app_id,
     origin="app",

@@ -33,6 +33,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
   stream loop, which does not ack the events it skips during a rebalance (faust's
   pure-Python loop acks them, and their offsets were committed unprocessed).
+* ``RocksDBOptions.as_options`` -> :func:`_rocksdb_options_sharing_memory`: every RocksDB
+  store of the worker draws on one memory budget (:func:`share_rocksdb_memory`) instead of
+  a block cache and memtables of its own.
 
 Deleted: ``Consumer.ack`` -> ``_ack_unless_skipped_in_rebalance``, which refused acks while
 flow control was suspended.  The Cython loop acks inline and never called it, so it guarded
@@ -91,9 +94,11 @@ check_faust_version()  # before touching faust: a different faust may not even i
 import asyncio  # noqa: E402
 
 import faust.streams  # noqa: E402
+import rocksdict  # noqa: E402
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from aiokafka.consumer.fetcher import OffsetResetStrategy  # noqa: E402
 from faust.sensors.monitor import Monitor  # noqa: E402
+from faust.stores.rocksdb import RocksDBOptions  # noqa: E402
 from faust.streams import Stream  # noqa: E402
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
@@ -114,6 +119,7 @@ _original_fetch_records = AIOKafkaConsumerThread._fetch_records
 _original_stream_aiter = Stream.__aiter__
 _original_ack = Consumer.ack
 _original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
+_original_rocksdb_as_options = RocksDBOptions.as_options
 
 _FAUST_DIR = Path(faust.__file__).parent
 
@@ -148,6 +154,7 @@ _ORIGINALS: dict[str, Any] = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records": _original_fetch_records,
     "faust.streams:Stream.__aiter__": _original_stream_aiter,
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
+    "faust.stores.rocksdb:RocksDBOptions.as_options": _original_rocksdb_as_options,
 }
 
 #: faust functions replaced here -> sha256 of their source in faust-streaming FAUST_VERSION.
@@ -173,6 +180,9 @@ PATCHED: dict[str, str] = {
     ),
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._fetch_records": (
         "39a2c6c79fc1455a199629912b533458a720c64983bc957420a42feef6593baa"
+    ),
+    "faust.stores.rocksdb:RocksDBOptions.as_options": (
+        "d2a1bea17736d2eb2f8d2da592ef843f31bd9583b17b3fcbb2ebd84c15051660"
     ),
 }
 
@@ -900,6 +910,79 @@ def _verify_event_path_once_positioned(self: AIOKafkaConsumerThread, now: float,
 
 # --- installation ----------------------------------------------------------------------------
 
+# --- one memory budget for every RocksDB store ------------------------------------------------
+
+
+class SharedRocksDBMemory:
+    """One block cache for every RocksDB store of this process, charged with their memtables.
+
+    faust opens a RocksDB per table partition (active and standby), each with a block cache
+    and up to ``max_write_buffer_number`` memtables of its own, so a worker's RocksDB memory
+    grows with tables x partitions: 6 tables x 8 partitions x (16 MB cache + 2 x 8 MB
+    memtables) is 1.5 GB.  Here the stores share one LRU cache of ``budget`` bytes; a
+    write-buffer manager charges their memtables to it (flushing the largest when they pass
+    half of it), and index and filter blocks live in it too, so RocksDB's memory stays near
+    ``budget`` however many stores the worker opens.
+
+    >>> memory = SharedRocksDBMemory(4 * 2**20)
+    >>> memory.report()["budget_mb"], memory.report()["used_mb"] >= 0
+    (4.0, True)
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.cache = rocksdict.Cache(budget)
+        self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            budget // 2, False, self.cache
+        )
+
+    def report(self) -> dict[str, float]:
+        return {
+            "budget_mb": round(self.budget / 2**20, 1),
+            "used_mb": round(self.cache.get_usage() / 2**20, 1),
+            "memtables_mb": round(self.write_buffers.get_usage() / 2**20, 1),
+        }
+
+
+DEFAULT_ROCKSDB_MEMORY = 256 * 2**20
+_rocksdb_memory: SharedRocksDBMemory | None = None
+
+
+def share_rocksdb_memory(budget: int = DEFAULT_ROCKSDB_MEMORY) -> SharedRocksDBMemory:
+    """The budget every RocksDB store opened from now on draws on (set once, before any opens)."""
+    global _rocksdb_memory
+    if _rocksdb_memory is None or _rocksdb_memory.budget != budget:
+        _rocksdb_memory = SharedRocksDBMemory(budget)
+    return _rocksdb_memory
+
+
+def shared_rocksdb_memory() -> SharedRocksDBMemory:
+    """The budget of :func:`share_rocksdb_memory` (the default one if none was set)."""
+    return _rocksdb_memory if _rocksdb_memory is not None else share_rocksdb_memory()
+
+
+def _rocksdb_options_sharing_memory(self: RocksDBOptions) -> Any:
+    """faust's rocksdict options with the shared cache and write-buffer manager
+    (:class:`SharedRocksDBMemory`) in place of a cache of this store's own."""
+    if not self.use_rocksdict:
+        return _original_rocksdb_as_options(self)
+    memory = shared_rocksdb_memory()
+    db_options = rocksdict.Options(raw_mode=True)
+    db_options.create_if_missing(True)
+    db_options.set_max_open_files(self.max_open_files)
+    db_options.set_write_buffer_size(self.write_buffer_size)
+    db_options.set_target_file_size_base(self.target_file_size_base)
+    db_options.set_max_write_buffer_number(self.max_write_buffer_number)
+    db_options.set_write_buffer_manager(memory.write_buffers)
+    table_factory_options = rocksdict.BlockBasedOptions()
+    table_factory_options.set_bloom_filter(self.bloom_filter_size, block_based=True)
+    table_factory_options.set_block_cache(memory.cache)
+    table_factory_options.set_cache_index_and_filter_blocks(True)
+    table_factory_options.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+    db_options.set_block_based_table_factory(table_factory_options)
+    return db_options
+
+
 _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed_or_beginning),
     (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
@@ -909,6 +992,7 @@ _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerThread, "_fetch_records", _fetch_records_counted),
     (Stream, "__aiter__", _stream_aiter_cython_loop),
     (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
+    (RocksDBOptions, "as_options", _rocksdb_options_sharing_memory),
 ]
 
 

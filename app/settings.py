@@ -20,7 +20,7 @@ class Settings:
     broker: str = "kafka://127.0.0.1:9092"
     app_id: str = "eddy"
     store: str = "rocksdb://"
-    rocksdb_block_cache_mb: int = 16
+    rocksdb_memory_mb: int = 256
     rocksdb_write_buffer_mb: int = 8
     topic_prefix: str = ""
     topic_partitions: int = 8
@@ -53,7 +53,7 @@ class Settings:
             broker=get("KAFKA_BROKER", defaults.broker),
             app_id=get("EDDY_APP_ID", defaults.app_id),
             store=get("EDDY_STORE", defaults.store),
-            rocksdb_block_cache_mb=int(get("EDDY_ROCKSDB_BLOCK_CACHE_MB", defaults.rocksdb_block_cache_mb)),
+            rocksdb_memory_mb=int(get("EDDY_ROCKSDB_MEMORY_MB", defaults.rocksdb_memory_mb)),
             rocksdb_write_buffer_mb=int(
                 get("EDDY_ROCKSDB_WRITE_BUFFER_MB", defaults.rocksdb_write_buffer_mb)
             ),
@@ -100,16 +100,16 @@ class Settings:
 
     @property
     def table_options(self) -> dict[str, object]:
-        """Options for every RocksDB-backed table: the rocksdict driver, a bounded block cache
-        and bounded memtables.
+        """Options for every RocksDB-backed table: the rocksdict driver and the memtable size.
 
-        Faust opens one RocksDB per table partition, each with its own block cache and up to
-        ``max_write_buffer_number`` memtables: a worker's RocksDB memory grows to about
-        tables x partitions (active and standby) x (block cache + 2 write buffers).  Faust's
-        defaults (a 2 GB cache, 3 x 64 MB memtables per partition) let a worker's RSS climb
-        past 1.5 GB in the soak; the write-behind state cache holds the hot values anyway.
+        Faust opens one RocksDB per table partition (active and standby), each with its own
+        block cache and memtables by default: a worker's RocksDB memory grew with tables x
+        partitions (to about 1 GB of RSS in the soak, still rising).  The worker's stores
+        share one budget instead, ``rocksdb_memory_mb`` (``app.faust_fixes``,
+        :func:`~app.faust_fixes.shared_rocksdb_memory`); ``write_buffer_size`` is when one
+        store's memtable is flushed.
 
-        >>> Settings(rocksdb_block_cache_mb=16, rocksdb_write_buffer_mb=8).table_options["write_buffer_size"]
+        >>> Settings(rocksdb_write_buffer_mb=8).table_options["write_buffer_size"]
         8388608
         """
         if not self.store.startswith("rocksdb:"):
@@ -117,7 +117,6 @@ class Settings:
         # A fresh dict per table: Faust's RocksDB store pops keys out of the dict it is given.
         return {
             "driver": "rocksdict",
-            "block_cache_size": self.rocksdb_block_cache_mb * 2**20,
             "write_buffer_size": self.rocksdb_write_buffer_mb * 2**20,
             "max_write_buffer_number": 2,
         }

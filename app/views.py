@@ -10,6 +10,7 @@ from faust.web import Request, Response, View
 
 from app.codecs import dumps
 from app.faust_app import app
+from app.faust_fixes import shared_rocksdb_memory
 from app.runtime import GcPauses, LoopStalls, resident_mb
 
 ViewHandler = Callable[..., Awaitable[Response]]
@@ -69,13 +70,14 @@ async def watch_loop_stalls() -> None:
 
 @app.page("/worker/")
 async def worker_view(web: View, request: Request) -> Response:
-    """This worker process: resident memory, garbage-collector pauses, event-loop stalls, partitions."""
+    """This worker process: memory (RocksDB's too), collector pauses, event-loop stalls, partitions."""
     return json_response(
         web,
         {
             "resident_mb": resident_mb(),
             "gc": gc_pauses.report(),
             "loop_stalls": loop_stalls.report(),
+            "rocksdb_memory": shared_rocksdb_memory().report(),
             "assigned_partitions": len(app.assignor.assigned_actives()),
             "rebalancing": app.rebalancing,
         },

@@ -1057,3 +1057,40 @@ async def test_the_livelock_check_of_faust_asserts_on_a_partition_without_a_posi
     assert not state.has_valid_position
     with pytest.raises(AssertionError):
         _ = state.position
+
+
+# --- one memory budget for every RocksDB store ---------------------------------------------------
+
+
+def test_every_rocksdb_store_draws_on_one_budget_whatever_their_number(tmp_path):
+    import time
+
+    from faust.stores.rocksdb import RocksDBOptions
+
+    budget = 8 * 2**20
+    memory = faust_fixes.share_rocksdb_memory(budget)
+    try:
+        # 8 MB memtables: on its own no store below would ever flush its 3 MB.
+        options = RocksDBOptions(write_buffer_size=8 * 2**20, max_write_buffer_number=2, use_rocksdict=True)
+        stores = [options.open(tmp_path / f"partition-{n}") for n in range(12)]
+        value = os.urandom(1_000)
+        for store in stores:
+            for key in range(3_000):
+                store[key.to_bytes(4, "big")] = value
+
+        def memtables() -> int:
+            return sum(store.property_int_value("rocksdb.cur-size-all-mem-tables") for store in stores)
+
+        # The shared manager flushes the largest memtables once they pass half the budget (in
+        # the background): 36 MB written, the memtables come down to the budget plus each
+        # store's active arena (1 MB), where the stores on their own would keep all 36 MB.
+        deadline = time.monotonic() + 20
+        while memtables() > budget + len(stores) * 2**20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert memtables() <= budget + len(stores) * 2**20
+        assert memory.cache.get_usage() >= memory.write_buffers.get_usage() > 0  # charged to the cache
+        assert all(store[(2_999).to_bytes(4, "big")] == value for store in stores)
+        for store in stores:
+            store.close()
+    finally:
+        faust_fixes.share_rocksdb_memory()  # back to the default budget for other tests
