@@ -37,7 +37,17 @@ import orjson
 from app.simulation.transactions import SCENARIOS, generate_transaction_stream, stream_config
 from benchmarks.fraud import RESULTS, _get_json, _read_decisions, commit_of_checkout, wait_until_learned
 from benchmarks.in_process import quantile
-from benchmarks.soak_run import DAY, Hooks, Sample, by_tenths, changelog, rss_along, run_soak, tenths
+from benchmarks.soak_run import (
+    DAY,
+    Hooks,
+    Sample,
+    by_tenths,
+    changelog,
+    cpu_along,
+    rss_along,
+    run_soak,
+    tenths,
+)
 from models.metrics import average_precision, roc_auc
 
 QUALITY_DAYS = 14.0
@@ -238,6 +248,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| ROC AUC **{report['roc_auc']:.3f}**, AP **{report['average_precision']:.3f}** |",
         f"| model snapshot size (bytes): max; along the run | **{max(sizes, default=0)}**; {tenths(sizes)} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| worker CPU while fed (events: transactions and labels) "
+        f"| {cpu_along(samples, done.transactions + report['labels'])} |",
         f"| largest card-state record | {report['largest_card_record']} bytes |",
         "",
     ]

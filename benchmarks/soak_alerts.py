@@ -47,6 +47,7 @@ from benchmarks.soak_run import (
     changelog,
     changelog_view,
     cohorts,
+    cpu_along,
     live_keys,
     renamed,
     rss_along,
@@ -269,6 +270,7 @@ def alerts_markdown(report: dict[str, Any]) -> str:
         *alerts_rows(report),
         f"| cached devices / devices swept (total), along the run | {along(views, 'cached', 'swept')} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| worker CPU while fed | {cpu_along(samples, done.fed)} |",
         f"| largest device record | {report['devices']['largest_record']} bytes |",
         "",
     ]

@@ -50,6 +50,7 @@ from benchmarks.soak_run import (
     changelog,
     changelog_view,
     cohorts,
+    cpu_along,
     percentiles,
     renamed,
     rss_along,
@@ -308,6 +309,7 @@ def reco_markdown(report: dict[str, Any]) -> str:
         f"| users / items swept (total), along the run | {along(views, 'users_swept', 'items_swept')} |",
         f"| learner messages behind, along the run | {[v.get('behind') for v in views]} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| worker CPU while fed | {cpu_along(samples, done.clicks)} |",
         f"| largest record: user / item table | {report['users']['largest_record']} / "
         f"{report['items']['largest_record']} bytes |",
         "",

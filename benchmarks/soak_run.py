@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
+import os
 import subprocess
 import tempfile
 import threading
@@ -45,6 +47,7 @@ class Sample:
     elapsed: float
     rss_mb: float
     view: Any
+    cpu_seconds: float = float("nan")  # the worker's CPU time (user + system) since it started
 
 
 @dataclass(frozen=True)
@@ -102,14 +105,12 @@ def run_soak(
             feed.start()
             try:
                 while feed.is_alive() and worker.poll() is None:
-                    samples.append(
-                        Sample(time.monotonic() - began, resident_mb(worker.pid), hooks.probe(port))
-                    )
+                    samples.append(_sample(began, worker.pid, hooks.probe(port)))
                     feed.join(SAMPLE_EVERY)
                 fed = time.monotonic() - began
                 drained = hooks.drain(bootstrap, prefix, port, worker)
                 alive = worker.poll() is None
-                samples.append(Sample(time.monotonic() - began, resident_mb(worker.pid), hooks.probe(port)))
+                samples.append(_sample(began, worker.pid, hooks.probe(port)))
                 if hold:
                     print(f"worker web views on http://127.0.0.1:{port}/ for {hold:g} s", flush=True)
                     time.sleep(hold)
@@ -159,6 +160,19 @@ async def records(bootstrap: str, topic: str) -> list[Any]:
     finally:
         await consumer.stop()
     return found
+
+
+def _sample(began: float, pid: int, view: Any) -> Sample:
+    return Sample(time.monotonic() - began, resident_mb(pid), view, cpu_seconds(pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used, in seconds (NaN once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def resident_mb(pid: int) -> float:
@@ -302,6 +316,30 @@ def along(views: Sequence[Mapping[str, Any]], *fields: str) -> str:
     '1/2; 3/None'
     """
     return "; ".join("/".join(str(view.get(name)) for name in fields) for view in views)
+
+
+def cpu_along(samples: list[Sample], events: int) -> str:
+    """The worker's CPU over the run: per event, and the share of one core per tenth of the run.
+
+    >>> samples = [Sample(0.0, 1.0, None, 10.0), Sample(10.0, 1.0, None, 15.0), Sample(20.0, 1.0, None, 22.0)]
+    >>> cpu_along(samples, events=100_000)
+    '120 µs per event (60 % of a core); per tenth of the run: 50, 70 %'
+    """
+    timed = [s for s in samples if s.cpu_seconds == s.cpu_seconds]  # NaN: the worker was gone
+    if len(timed) < 2 or not events:
+        return "not measured"
+    first, last = timed[0], timed[-1]
+    used, seconds = last.cpu_seconds - first.cpu_seconds, last.elapsed - first.elapsed
+    spans = tenths(timed)
+    shares = [
+        100.0 * (b.cpu_seconds - a.cpu_seconds) / (b.elapsed - a.elapsed)
+        for a, b in itertools.pairwise(spans)
+        if b.elapsed > a.elapsed
+    ]
+    return (
+        f"{1e6 * used / events:,.0f} µs per event ({100.0 * used / seconds:.0f} % of a core); "
+        f"per tenth of the run: {cell(shares, '.0f')} %"
+    )
 
 
 def rss_along(samples: list[Sample]) -> str:
