@@ -18,7 +18,7 @@ from typing import Any
 from faust.types import TableT, TopicT
 
 from app.faust_app import app, declare_until_done, producer_knows_partitions, until_done
-from app.runtime import SurvivorFreezer, freeze_startup_objects
+from app.runtime import SurvivorFreezer, freeze_startup_objects, set_young_threshold
 from app.settings import settings
 from app.stages.stage import BatchedStage
 
@@ -89,6 +89,7 @@ async def freeze_startup_objects_once(app_: Any, **kwargs: Any) -> None:
     if not _frozen:
         _frozen = True
         logger.info("%d objects built at start-up frozen out of garbage collection", freeze_startup_objects())
+        logger.info("garbage collection thresholds %s", set_young_threshold(settings.gc_young_threshold))
         if settings.gc_freeze_survivors:
             survivor_freezer.install()
 

@@ -92,6 +92,25 @@ class GcPauses(_GcCallback):
         }
 
 
+def set_young_threshold(allocations: int) -> tuple[int, int, int]:
+    """Collect the youngest generation after ``allocations`` net container allocations (Python's
+    default: 700), the older generations' thresholds unchanged; returns the thresholds now.
+
+    A worker allocates containers for every record (messages, events, decoded values) that die
+    young: a higher threshold lets more of them die before a collection looks at them, and
+    fewer collections promote survivors towards the full collections that scan everything.
+
+    >>> before = gc.get_threshold()
+    >>> set_young_threshold(10_000)[0]
+    10000
+    >>> _ = set_young_threshold(before[0])
+    """
+    if allocations < 1:
+        raise ValueError(f"the young threshold must be at least 1, got {allocations}")
+    gc.set_threshold(allocations, *gc.get_threshold()[1:])
+    return gc.get_threshold()
+
+
 def freeze_startup_objects() -> int:
     """Collect garbage, then move every object alive now out of the collector's scans (``gc.freeze``).
 

@@ -37,6 +37,7 @@ class Settings:
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
     sweep_interval_s: float = 300.0
+    gc_young_threshold: int = 700
     gc_freeze_survivors: bool = False
     gc_thaw_interval_s: float = 600.0
 
@@ -77,6 +78,7 @@ class Settings:
             sweep_interval_s=float(
                 get("EDDY_SWEEP_INTERVAL_S", get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.sweep_interval_s))
             ),
+            gc_young_threshold=int(get("EDDY_GC_YOUNG_THRESHOLD", defaults.gc_young_threshold)),
             gc_freeze_survivors=get("EDDY_GC_FREEZE_SURVIVORS", "0").lower() in ("1", "true", "yes"),
             gc_thaw_interval_s=float(get("EDDY_GC_THAW_INTERVAL_S", defaults.gc_thaw_interval_s)),
         )

@@ -117,3 +117,18 @@ def test_only_the_longest_stalls_keep_their_stacks_while_all_are_counted():
     assert [stall.seconds for stall in stalls.longest] == [0.9, 0.7, 0.5]
     assert [stall.stack for stall in stalls.longest] == [("frame 1",), ("frame 4",), ("frame 3",)]
     assert stalls.count == 6 and abs(stalls.total_seconds - 2.85) < 1e-9
+
+
+def test_the_young_threshold_changes_only_the_youngest_generation_and_refuses_zero():
+    import pytest
+
+    from app.runtime import set_young_threshold
+
+    before = gc.get_threshold()
+    try:
+        assert set_young_threshold(20_000) == (20_000, *before[1:])
+        with pytest.raises(ValueError, match="at least 1"):
+            set_young_threshold(0)
+        assert gc.get_threshold() == (20_000, *before[1:])
+    finally:
+        gc.set_threshold(*before)
