@@ -135,8 +135,9 @@ def candidate_items(
     """
     n = settings.trending_candidates
     recent = user.recent_items()
-    found = [item for item, _ in popularity.trending(now, n, "hour")]
-    found += [item for item, _ in popularity.trending(now, n, "day")]
+    at = popularity.trending_time(now)
+    found = [item for item, _ in popularity.trending(at, n, "hour")]
+    found += [item for item, _ in popularity.trending(at, n, "day")]
     found += model.item_factors().similar(recent[: settings.history_seeds], settings.similar_candidates)
     found += recent
     purchased = user.purchased
@@ -150,7 +151,8 @@ def recommend_trending(
     now: float,
     settings: RecoSettings = DEFAULT_SETTINGS,
 ) -> list[ScoredItem]:
-    """The popularity baseline (and cold start): the last hour's weight plus the last day's hourly mean.
+    """The popularity baseline (and cold start): the last hour's weight plus the last day's hourly mean,
+    as of the view's clock (:meth:`~tables.item_popularity.ItemPopularity.trending_time`).
 
     >>> from tables.item_popularity import ItemDeltas
     >>> popularity = ItemPopularity()
@@ -159,10 +161,11 @@ def recommend_trending(
     [ScoredItem(item_id='new', score=2.0833333333333335), ScoredItem(item_id='old', score=2.0)]
     """
     n = max(k, settings.trending_candidates)
-    found = [item for item, _ in popularity.trending(now, n, "hour")]
-    found += [item for item, _ in popularity.trending(now, n, "day")]
+    at = popularity.trending_time(now)
+    found = [item for item, _ in popularity.trending(at, n, "hour")]
+    found += [item for item, _ in popularity.trending(at, n, "day")]
     scored = (
-        (item, popularity.score(item, now, "hour") + popularity.score(item, now, "day") / 24.0)
+        (item, popularity.score(item, at, "hour") + popularity.score(item, at, "day") / 24.0)
         for item in dict.fromkeys(found)
         if not user.has_purchased(item)
     )

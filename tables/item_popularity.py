@@ -195,6 +195,23 @@ class ItemPopularity:
         self.evicted += excess
         return gone
 
+    def trending_time(self, now: float) -> float:
+        """When trending is ranked for an interaction at ``now``: the newest interaction this
+        view has counted, or ``now`` while it has counted none.
+
+        One clock for every partition's interactions: a worker working through a backlog
+        reads its partitions in turns, hours of event time apart, and ranking each window
+        as of its own interaction ranked every item afresh for each (the kept rankings lie
+        only minutes apart); it fell further behind the more it was behind.
+
+        >>> popularity = ItemPopularity()
+        >>> popularity.trending_time(50.0)
+        50.0
+        >>> popularity.apply(ItemDeltas({"i1": {2: 1.0}})); popularity.trending_time(50.0)
+        120.0
+        """
+        return self.newest if self.newest > -math.inf else now
+
     def score(self, item_id: str, now: float, horizon: Horizon) -> float:
         activity = self.items.get(item_id)
         return 0.0 if activity is None else activity.score(now, horizon)
