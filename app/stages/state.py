@@ -97,14 +97,23 @@ class KeyedState(Generic[V]):
         self._dirty[key] = partition
 
     def take_dirty(self) -> dict[int, dict[bytes, bytes | None]]:
-        """Encode and hand over every dirty entry, by partition; the entries become clean."""
+        """Encode and hand over every dirty entry, by partition; the entries become clean.
+
+        A deleted key leaves the cache too (the store reads it as absent once the caller has
+        written the tombstone): otherwise every key ever swept away stayed cached as ``None``.
+        """
         dirty, self._dirty = self._dirty, {}
         by_partition: dict[int, dict[bytes, bytes | None]] = {}
         encode = self.codec.encode
+        cache = self._cache
         for key, partition in dirty.items():
-            cached = self._cache.get(key)
+            cached = cache.get(key)
             value = None if cached is None else cached[1]
-            by_partition.setdefault(partition, {})[key] = None if value is None else encode(value)
+            if value is None:
+                cache.pop(key, None)
+                by_partition.setdefault(partition, {})[key] = None
+            else:
+                by_partition.setdefault(partition, {})[key] = encode(value)
         return by_partition
 
     def write_local(self, partition: int, entries: dict[bytes, bytes | None]) -> None:

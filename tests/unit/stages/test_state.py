@@ -149,3 +149,17 @@ async def test_a_sweep_stops_at_a_partition_revoked_between_chunks(json_state, m
         return None
 
     assert await sweep(state, revoke_after_first, chunk=5) == 5
+
+
+def test_a_deleted_key_leaves_the_cache_once_its_tombstone_is_handed_over(json_state):
+    state = json_state()
+    state.put(0, b"kept", {"n": 1})
+    state.put(0, b"gone", {"n": 2})
+    for partition, entries in state.take_dirty().items():
+        state.write_local(partition, entries)
+    state.put(0, b"gone", None)
+    assert state.get(0, b"gone") is None  # deleted before its flush: read as deleted
+    assert state.take_dirty() == {0: {b"gone": None}}
+    state.write_local(0, {b"gone": None})
+    assert sorted(key for key, _, _ in state.cached_items()) == [b"kept"]
+    assert state.get(0, b"gone") is None and state.get(0, b"kept") == {"n": 1}
