@@ -35,7 +35,8 @@ from typing import Any
 import orjson
 
 from app.simulation.transactions import SCENARIOS, generate_transaction_stream, stream_config
-from benchmarks.fraud import RESULTS, _get_json, _read_decisions, commit_of_checkout, wait_until_learned
+from benchmarks.fraud import _get_json, _read_decisions, commit_of_checkout, wait_until_learned
+from benchmarks.fraud import report as publish_report
 from benchmarks.in_process import quantile
 from benchmarks.soak_run import (
     DAY,
@@ -211,10 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": samples,
     }
     text = _markdown(report)
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as out:
-            out.write(text)
+    publish_report(text, record=not args.no_write)
     return 0 if alive and done.lost == 0 and done.repeated_differently == 0 else 1
 
 

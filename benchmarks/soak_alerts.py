@@ -36,7 +36,8 @@ import orjson
 
 from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
 from app.simulation.transactions import SimulatedEvent
-from benchmarks.fraud import RESULTS, commit_of_checkout
+from benchmarks.fraud import commit_of_checkout
+from benchmarks.fraud import report as publish_report
 from benchmarks.soak_run import (
     DAY,
     Hooks,
@@ -218,10 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m benchmarks.soak --pipeline alerts " + " ".join(argv)
     report["fleets"] = (args.fleet_days, args.devices, args.anomaly_rate)
     text = alerts_markdown(report)
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as out:
-            out.write(text)
+    publish_report(text, record=not args.no_write)
     done: AlertCompletion = report["completion"]
     return 0 if run.alive and done.lost == 0 else 1
 

@@ -38,7 +38,8 @@ import orjson
 
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
 from app.simulation.transactions import SimulatedEvent
-from benchmarks.fraud import RESULTS, _read_decisions, commit_of_checkout
+from benchmarks.fraud import _read_decisions, commit_of_checkout
+from benchmarks.fraud import report as publish_report
 from benchmarks.soak_run import (
     DAY,
     Hooks,
@@ -235,10 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m benchmarks.soak --pipeline recommendations " + " ".join(argv)
     report["cohorts"] = (args.cohort_days, args.users, args.items)
     text = reco_markdown(report)
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as out:
-            out.write(text)
+    publish_report(text, record=not args.no_write)
     done: RecoCompletion = report["completion"]
     return 0 if run.alive and done.lost == 0 else 1
 
