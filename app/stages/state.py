@@ -226,15 +226,11 @@ def store_entries(table: TableT, chunk: int = 500) -> Iterator[list[tuple[int, b
     for partition in sorted(store._dbs):
         start_at = b""
         while partition in _active_partitions(table) and (db := store._dbs.get(partition)) is not None:
-            entries = [
-                (partition, key, value)
-                for key, value in itertools.islice(db.items(from_key=start_at), chunk)
-                if key != store.offset_key
-            ]
-            if not entries:
+            read = list(itertools.islice(db.items(from_key=start_at), chunk))
+            if not read:
                 break
-            yield entries
-            start_at = entries[-1][1] + b"\x00"  # the smallest key after the last one read
+            yield [(partition, key, value) for key, value in read if key != store.offset_key]
+            start_at = read[-1][0] + b"\x00"  # the smallest key after the last one read
 
 
 def _active_partitions(table: TableT) -> set[int]:

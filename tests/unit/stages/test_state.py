@@ -117,6 +117,8 @@ async def test_a_sweep_over_rocksdb_reads_each_owned_key_once_in_chunks_and_sees
 
     sizes = [len(chunk) for chunk in store_entries(state.table, chunk=10)]
     assert sum(sizes) == 23 and len(sizes) == 3 and max(sizes) <= 10  # the offset key is not an entry
+    one_by_one = [key for chunk in store_entries(state.table, chunk=1) for _, key, _ in chunk]
+    assert one_by_one == keys  # a chunk holding only the offset key does not end the pass
 
     seen = []
 
