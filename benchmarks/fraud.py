@@ -289,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--transactions", type=int, default=60_000, help="backlog for the throughput run")
     parser.add_argument(
-        "--rates", type=float, nargs="+", default=[100, 300, 2_000], help="offered tx/s of the latency runs"
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[100, 300, 1_000, 2_000],
+        help="offered tx/s of the latency runs (the fraud issue's bar is at 1,000)",
     )
     parser.add_argument("--seconds", type=float, default=30, help="length of the latency run")
     parser.add_argument("--floor-events", type=int, default=30_000, help="backlog of each floor run")
