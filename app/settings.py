@@ -37,7 +37,7 @@ class Settings:
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
     sweep_interval_s: float = 300.0
-    gc_young_threshold: int = 700
+    gc_young_threshold: int = 10_000
     gc_freeze_survivors: bool = False
     gc_thaw_interval_s: float = 600.0
 
