@@ -42,6 +42,7 @@ from benchmarks.soak_run import (
     DAY,
     Hooks,
     Sample,
+    add_run_arguments,
     by_tenths,
     changelog,
     cpu_along,
@@ -135,14 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merchants", type=int, default=4_000)
     parser.add_argument("--rate", type=float, default=400.0, help="transactions per second offered")
     parser.add_argument("--scenario", choices=SCENARIOS, default="handbook", help="the stream's simulator")
-    parser.add_argument("--keep-log", help="copy the worker's log to this file")
-    parser.add_argument(
-        "--hold",
-        type=float,
-        default=0.0,
-        help="seconds to keep the worker up at the end (to inspect its views)",
-    )
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
 
     config = stream_config(

@@ -43,6 +43,7 @@ from benchmarks.soak_run import (
     Hooks,
     Run,
     Sample,
+    add_run_arguments,
     along,
     cell,
     changelog,
@@ -187,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=25, help="devices per fleet")
     parser.add_argument("--anomaly-rate", type=float, default=0.01, help="share of anomalous readings")
     parser.add_argument("--rate", type=float, default=1_000.0, help="readings per second offered")
-    parser.add_argument("--keep-log", help="copy the worker's log to this file")
-    parser.add_argument("--hold", type=float, default=0.0, help="seconds to keep the worker up at the end")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_run_arguments(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 

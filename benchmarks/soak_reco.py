@@ -45,6 +45,7 @@ from benchmarks.soak_run import (
     Hooks,
     Run,
     Sample,
+    add_run_arguments,
     along,
     by_tenths,
     cell,
@@ -197,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=160, help="users per cohort")
     parser.add_argument("--items", type=int, default=1_000, help="items per cohort")
     parser.add_argument("--rate", type=float, default=500.0, help="clicks per second offered")
-    parser.add_argument("--keep-log", help="copy the worker's log to this file")
-    parser.add_argument("--hold", type=float, default=0.0, help="seconds to keep the worker up at the end")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
+    add_run_arguments(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
 

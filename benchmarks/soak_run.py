@@ -13,6 +13,7 @@ ids churn.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import heapq
 import itertools
@@ -125,6 +126,18 @@ def run_soak(
         if started:
             kafka.stop()
     return Run(alive, began_at, fed, samples, drained, topics)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every soak takes: ``--keep-log``, ``--hold`` and ``--no-write``."""
+    parser.add_argument("--keep-log", help="copy the worker's log to this file")
+    parser.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="seconds to keep the worker up at the end (to inspect its views)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only, do not append to BENCHMARKS.md")
 
 
 def changelog(prefix: str, table: str) -> str:
