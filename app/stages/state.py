@@ -197,11 +197,6 @@ def _store_write(store: Any, partition: int, entries: dict[bytes, bytes | None])
             store._key_partition[key] = partition
 
 
-def store_keys(table: TableT) -> list[tuple[int, bytes]]:
-    """Every ``(partition, key)`` in the table's local store, of the partitions this worker owns."""
-    return [(partition, key) for entries in store_entries(table) for partition, key, _ in entries]
-
-
 def store_entries(table: TableT, chunk: int = 500) -> Iterator[list[tuple[int, bytes, bytes]]]:
     """The ``(partition, key, stored value)`` of the partitions this worker owns, ``chunk`` at a time.
 

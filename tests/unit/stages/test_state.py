@@ -66,7 +66,7 @@ def test_peek_does_not_fill_the_cache(json_state):
 async def test_a_sweep_deletes_idle_keys_of_owned_partitions_only(json_state, monkeypatch):
     from faust.types import TP
 
-    from app.stages.state import store_keys, sweep_idle
+    from app.stages.state import store_entries, sweep_idle
 
     state = json_state()
     for partition, key, n in [(0, b"idle-owned", 0), (0, b"busy-owned", 9), (1, b"idle-standby", 0)]:
@@ -74,7 +74,8 @@ async def test_a_sweep_deletes_idle_keys_of_owned_partitions_only(json_state, mo
     changelog = state.changelog_topic
     monkeypatch.setattr(type(state.table.app.assignor), "assigned_actives", lambda self: {TP(changelog, 0)})
 
-    assert sorted(store_keys(state.table)) == [(0, b"busy-owned"), (0, b"idle-owned")]
+    owned = [(partition, key) for chunk in store_entries(state.table) for partition, key, _ in chunk]
+    assert sorted(owned) == [(0, b"busy-owned"), (0, b"idle-owned")]
     evicted = []
     swept = await sweep_idle(
         state, lambda value: value["n"] == 0, on_evicted=lambda key, _: evicted.append(key)
