@@ -33,6 +33,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
   stream loop, which does not ack the events it skips during a rebalance (faust's
   pure-Python loop acks them, and their offsets were committed unprocessed).
+* ``Recovery.on_recovery_completed`` -> :func:`_on_recovery_completed_with_flow_stopped`: no
+  record is handed over while recovery seeks the stream partitions, since faust clears the
+  stream queues right after that seek.
 * ``RocksDBOptions.as_options`` -> :func:`_rocksdb_options_sharing_memory`: every RocksDB
   store of the worker draws on one memory budget (:func:`share_rocksdb_memory`) instead of
   a block cache and memtables of its own.
@@ -100,6 +103,7 @@ from aiokafka.consumer.fetcher import OffsetResetStrategy  # noqa: E402
 from faust.sensors.monitor import Monitor  # noqa: E402
 from faust.stores.rocksdb import RocksDBOptions  # noqa: E402
 from faust.streams import Stream  # noqa: E402
+from faust.tables.recovery import Recovery  # noqa: E402
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver  # noqa: E402
@@ -120,6 +124,7 @@ _original_stream_aiter = Stream.__aiter__
 _original_ack = Consumer.ack
 _original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
 _original_rocksdb_as_options = RocksDBOptions.as_options
+_original_on_recovery_completed = Recovery.on_recovery_completed
 
 _FAUST_DIR = Path(faust.__file__).parent
 
@@ -155,6 +160,7 @@ _ORIGINALS: dict[str, Any] = {
     "faust.streams:Stream.__aiter__": _original_stream_aiter,
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
     "faust.stores.rocksdb:RocksDBOptions.as_options": _original_rocksdb_as_options,
+    "faust.tables.recovery:Recovery.on_recovery_completed": _original_on_recovery_completed,
 }
 
 #: faust functions replaced here -> sha256 of their source in faust-streaming FAUST_VERSION.
@@ -184,6 +190,9 @@ PATCHED: dict[str, str] = {
     "faust.stores.rocksdb:RocksDBOptions.as_options": (
         "d2a1bea17736d2eb2f8d2da592ef843f31bd9583b17b3fcbb2ebd84c15051660"
     ),
+    "faust.tables.recovery:Recovery.on_recovery_completed": (
+        "6ef567acf072e46da3fccbccc6d662371f634f622c3d510972d5df81f70ae3ac"
+    ),
 }
 
 #: faust code whose behaviour the patches rely on without replacing it -> sha256 of its source.
@@ -202,6 +211,10 @@ RELIED_ON: dict[str, str] = {
     ),
     "faust.app.base:App._on_partitions_revoked": (
         "d5c895bbe57dc73ae4d7f762f6fdc9fdd3abd02f9e05863ccfd8034082e5682f"
+    ),
+    # Resuming flow control clears the stream queues: why recovery stops the flow before its seek.
+    "mode.utils.queues:FlowControlEvent.resume": (
+        "4dcdc1253fd0dcb40de18a3702503c01d21e9da7e5e55b122fb92615f27648d9"
     ),
     "mode.utils.queues:ThrowableQueue.clear": (
         "d18f09e451acf62e1cfa4e957497403d287463595b2dff70ea1c7a1271a95036"
@@ -464,6 +477,7 @@ def _new_offset_after_every_fetched_offset(self: Consumer, tp: TP) -> int | None
 
 #: Seconds a fetched record may stay neither handed over nor fetched again before a seek back.
 SKIPPED_PATIENCE = 10.0
+_NEVER_HANDED_OVER = "was fetched and never handed over"
 
 
 class _HandOverOrder:
@@ -478,7 +492,13 @@ class _HandOverOrder:
       over (offsets never fetched, such as transaction markers, are a legitimate gap);
     * a fetched record stays neither handed over nor fetched again for ``SKIPPED_PATIENCE``
       seconds while flow is active (checked between batches, when every fetched record has
-      either been handed over or skipped; the tail of a partition has no later record).
+      either been handed over or skipped; the tail of a partition has no later record);
+    * the partition's commit waits ``SKIPPED_PATIENCE`` seconds for a record while records
+      after it were processed (:func:`_commit_waits_for`): a record that was handed over and
+      then lost before its stream took it (a partition's records are processed and acked in
+      order, so a later ack means it will never come).  If the commit still waits for the same
+      record after it was fetched again, it is logged as an error once and left (faust itself
+      never commits past a transaction marker at the committed offset).
 
     Either way the partition hands over nothing more, and faust's ``perform_seek`` moves every
     stream partition back to its committed offset (one counted step:
@@ -488,7 +508,15 @@ class _HandOverOrder:
     are the agent's, not skipped: no seek for them.
     """
 
-    __slots__ = ("blocked", "consumer", "expected", "seeks", "stalled_since")
+    __slots__ = (
+        "blocked",
+        "consumer",
+        "expected",
+        "fetched_again_for",
+        "held_since",
+        "seeks",
+        "stalled_since",
+    )
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
@@ -496,6 +524,9 @@ class _HandOverOrder:
         self.expected: dict[TP, int] = {}
         self.blocked: set[TP] = set()
         self.stalled_since: dict[TP, tuple[int, float]] = {}
+        self.held_since: dict[TP, tuple[int, float]] = {}
+        # The record each partition was last fetched again for because its commit waited for it.
+        self.fetched_again_for: dict[TP, int] = {}
 
     def _after_a_seek(self) -> None:
         seeks = _seeks(self.consumer)
@@ -510,6 +541,7 @@ class _HandOverOrder:
             }
             self.blocked.clear()
             self.stalled_since.clear()
+            self.held_since.clear()
 
     def may_hand_over(self, tp: TP, offset: int) -> bool:
         """Whether the record at ``offset`` is the next of ``tp`` (notes it handed over if so)."""
@@ -521,7 +553,9 @@ class _HandOverOrder:
             fetched = _unacked_fetched(self.consumer).get(tp, ())
             skipped = min((o for o in fetched if expected <= o < offset), default=None)
             if skipped is not None:
-                self._fetch_again(tp, skipped, f"@{offset} was about to be handed over before it")
+                self._fetch_again(
+                    tp, skipped, _NEVER_HANDED_OVER, f"@{offset} was about to be handed over before it"
+                )
                 return False
         self.expected[tp] = offset + 1
         return True
@@ -531,6 +565,7 @@ class _HandOverOrder:
         consumer = self.consumer
         if not consumer.flow_active or consumer.app.rebalancing:
             self.stalled_since.clear()  # a rebalance seeks anyway; patience starts again after it
+            self.held_since.clear()
             return
         self._after_a_seek()
         now = monotonic()
@@ -539,25 +574,79 @@ class _HandOverOrder:
             if tp in self.blocked:
                 continue
             pending = min((o for o in fetched.get(tp, ()) if o >= expected), default=None)
-            seen = self.stalled_since.get(tp)
-            if pending is None:
-                self.stalled_since.pop(tp, None)
-            elif seen is None or seen[0] != pending:
-                self.stalled_since[tp] = (pending, now)
-            elif now - seen[1] >= SKIPPED_PATIENCE:
-                self._fetch_again(tp, pending, f"nothing was handed over for {SKIPPED_PATIENCE:.0f} s")
+            if _waited_too_long(self.stalled_since, tp, pending, now):
+                self._fetch_again(
+                    tp, pending, _NEVER_HANDED_OVER, f"nothing was handed over for {SKIPPED_PATIENCE:.0f} s"
+                )
+                continue
+            waited_for = _commit_waits_for(consumer, tp)
+            if not _waited_too_long(self.held_since, tp, waited_for, now):
+                continue
+            if self.fetched_again_for.get(tp) != waited_for:
+                self.fetched_again_for[tp] = waited_for
+                why = f"the commit waited {SKIPPED_PATIENCE:.0f} s for it while later records were processed"
+                self._fetch_again(tp, waited_for, "was never processed", why)
+            elif self.held_since[tp][1] > float("-inf"):
+                logger.error(
+                    "%s[%d]: the commit still waits for @%s after it was fetched again; it stays there",
+                    tp.topic, tp.partition, waited_for,
+                )  # fmt: skip
+                self.held_since[tp] = (waited_for, float("-inf"))  # said once
 
-    def _fetch_again(self, tp: TP, skipped: int, why: str) -> None:
+    def _fetch_again(self, tp: TP, skipped: int, what: str, why: str) -> None:
         consumer = self.consumer
         logger.warning(
-            "%s[%d]@%d was fetched and never handed over (%s; committed offset %s): seeking back to "
-            "the committed offsets to fetch it again",
-            tp.topic, tp.partition, skipped, why, consumer._committed_offset.get(tp),
+            "%s[%d]@%d %s (%s; committed offset %s): seeking back to the committed offsets to fetch it again",
+            tp.topic, tp.partition, skipped, what, why, consumer._committed_offset.get(tp),
         )  # fmt: skip
         self.blocked.add(tp)
         self.stalled_since.pop(tp, None)
+        self.held_since.pop(tp, None)
         task = asyncio.ensure_future(consumer.perform_seek())
         task.add_done_callback(_log_failed_seek)
+
+
+def _waited_too_long(since: dict[TP, tuple[int, float]], tp: TP, waiting_for: int | None, now: float) -> bool:
+    """Whether ``tp`` has waited for the same record ``waiting_for`` (``None``: none) for
+    ``SKIPPED_PATIENCE`` seconds, noting in ``since`` when the wait for it began."""
+    seen = since.get(tp)
+    if waiting_for is None:
+        since.pop(tp, None)
+        return False
+    if seen is None or seen[0] != waiting_for:
+        since[tp] = (waiting_for, now)
+        return False
+    return now - seen[1] >= SKIPPED_PATIENCE
+
+
+def _commit_waits_for(consumer: Consumer, tp: TP) -> int | None:
+    """The offset ``tp``'s commit waits for although a record after it was processed (``None``:
+    the commit can move, or no record after a hole is processed yet).
+
+    The commit rule (:func:`_new_offset_after_every_fetched_offset`) waits for a fetched record
+    that is not acked, and faust's for an offset more than one past the committed one; offsets
+    faust found absent (its gaps) do not count.
+    """
+    acked = consumer._acked.get(tp)
+    if not acked:
+        return None
+    committed = consumer._committed_offset.get(tp)
+    floor = committed or 0
+    first_acked = min((o for o in acked if o >= floor), default=None)  # below: a repeat, committed
+    if first_acked is None:
+        return None
+    fetched = _unacked_fetched(consumer).get(tp, ())
+    unprocessed = min((o for o in fetched if floor <= o < first_acked), default=None)
+    if unprocessed is not None:
+        return unprocessed
+    if committed is None or first_acked - committed <= 1:
+        return None
+    gap = consumer._gap.get(tp)
+    absent = 0
+    if gap:
+        for iv in gap.overlap(committed + 1, first_acked):
+            absent += min(iv.end, first_acked) - max(iv.begin, committed + 1)
+    return committed if absent < first_acked - committed - 1 else None
 
 
 def _log_failed_seek(task: asyncio.Future) -> None:
@@ -805,6 +894,32 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
         unset_flag(flag_consumer_fetching)
 
 
+# --- nothing handed over while recovery seeks -------------------------------------------------
+
+
+async def _on_recovery_completed_with_flow_stopped(self: Recovery, generation_id: int = 0) -> None:
+    """faust's ``Recovery.on_recovery_completed``, with the consumer's flow stopped first.
+
+    Recovery resumes the flow to read the changelogs and leaves it on.  Here faust then
+    resumes the stream partitions, seeks them to their committed offsets, and only after
+    the seek resumes flow control, which *clears every stream's queue*
+    (``FlowControlEvent.resume``).  Records the drain loop fetched from the new positions and
+    handed over in between were cleared unprocessed: never acked, never delivered again
+    (they were handed over, so the read offset and the safety net had moved past them), and
+    the partition's commit waited behind them for good.  Seen here: a second worker joined
+    while transactions flowed and lost 18 records of each of its two partitions, the ones
+    it fetched while its agent was still starting; the commit stayed at the first of them.
+
+    With the flow stopped, nothing is handed over until faust resumes it after the seek and
+    the clear, as on faust's path for an app without tables (``Recovery._resume_streams``).
+    A batch being handed over meanwhile stops at its next record, which is fetched again
+    from the committed offset.  Should the original return early (another rebalance began),
+    that rebalance's recovery resumes the flow.
+    """
+    self.app.consumer.stop_flow()
+    await _original_on_recovery_completed(self, generation_id)
+
+
 # --- skipped events are never acked ------------------------------------------------------------
 
 
@@ -993,6 +1108,7 @@ _PATCHES: list[tuple[type, str, Callable]] = [
     (Stream, "__aiter__", _stream_aiter_cython_loop),
     (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
     (RocksDBOptions, "as_options", _rocksdb_options_sharing_memory),
+    (Recovery, "on_recovery_completed", _on_recovery_completed_with_flow_stopped),
 ]
 
 

@@ -148,14 +148,16 @@ def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
 def test_a_worker_joining_while_transactions_flow_loses_nothing(worker_factory):
     events, transactions = _stream()
     a = worker_factory()
-    b = worker_factory(prefix=a.prefix)
     a.wait_ready()
     run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
-    # Traffic flows from the first moment: while the workers start, join and move partitions.
     feed = threading.Thread(
         target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=400),)
     )
     feed.start()
+    # The second worker joins once the first has state and commits: it restores tables from
+    # their changelogs and takes partitions over mid-stream, while transactions keep coming.
+    time.sleep(2.0)
+    b = worker_factory(prefix=a.prefix)
     b.wait_ready()
     feed.join()
     _every_transaction_decided_once_or_repeated_identically(a, b, transactions)

@@ -15,6 +15,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import faust
 import faust.streams
@@ -220,6 +221,8 @@ class OrderedConsumer(SimpleNamespace):
             app=SimpleNamespace(rebalancing=False),
             _read_offset={PARTITION: committed},
             _committed_offset={PARTITION: committed},
+            _acked=defaultdict(list),
+            _gap=defaultdict(IntervalTree),
             _is_changelog_tp=lambda tp: False,
             _eddy_seeks=1,
             seeks=[],
@@ -297,6 +300,60 @@ async def test_records_handed_over_and_waiting_for_the_broker_are_not_fetched_ag
     assert await hand_over(order, consumer, [7, 8]) == [7, 8]
     assert await check_after(order, consumer, 0) == []
     assert await check_after(order, consumer, 600) == []
+
+
+async def test_records_handed_over_and_lost_before_their_stream_took_them_are_fetched_again(
+    monkeypatch, caplog
+):
+    # Seen when recovery cleared the stream queues after its seek: 400 and 401 were handed over
+    # and never processed, while 402.. were; the commit waited at 400 for good.
+    consumer = OrderedConsumer(monkeypatch, committed=400, fetched=set(range(400, 406)))
+    order = faust_fixes._HandOverOrder(consumer)
+    assert await hand_over(order, consumer, range(400, 406)) == list(range(400, 406))
+    consumer._acked[PARTITION] = [402, 403, 404, 405]
+    _unacked_fetched(consumer)[PARTITION] = {400, 401}
+    assert await check_after(order, consumer, 0) == []
+    assert await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE - 1) == []
+    assert await check_after(order, consumer, 1) == ["seek"]
+    assert "[0]@400 was never processed (the commit waited 10 s for it" in caplog.text
+
+
+async def test_a_commit_waiting_at_the_committed_offset_behind_processed_records_fetches_it_again(
+    monkeypatch,
+):
+    consumer = OrderedConsumer(monkeypatch, committed=400, fetched=set())
+    order = faust_fixes._HandOverOrder(consumer)
+    consumer._acked[PARTITION] = [418, 419]
+    assert await check_after(order, consumer, 0) == []
+    assert await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
+
+
+async def test_a_commit_that_still_waits_for_the_same_record_after_fetching_it_again_is_left(
+    monkeypatch, caplog
+):
+    consumer = OrderedConsumer(monkeypatch, committed=400, fetched=set())
+    order = faust_fixes._HandOverOrder(consumer)
+    consumer._acked[PARTITION] = [418, 419]
+    await check_after(order, consumer, 0)
+    assert await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE) == ["seek"]
+    consumer.seek_done(400)
+    for _ in range(3):
+        await check_after(order, consumer, faust_fixes.SKIPPED_PATIENCE)
+    assert consumer.seeks == ["seek"]
+    assert caplog.text.count("the commit still waits for @400 after it was fetched again") == 1
+
+
+async def test_a_commit_that_can_move_is_not_a_wait(monkeypatch):
+    consumer = OrderedConsumer(monkeypatch, committed=10, fetched=set())
+    order = faust_fixes._HandOverOrder(consumer)
+    consumer._acked[PARTITION] = [11, 12]  # faust commits past one offset: a transaction marker
+    assert await check_after(order, consumer, 0) == []
+    assert await check_after(order, consumer, 60) == []
+    consumer._committed_offset[PARTITION] = 12
+    consumer._acked[PARTITION] = [16, 17]
+    consumer._gap[PARTITION].addi(13, 16)  # faust found 13..15 absent
+    assert await check_after(order, consumer, 60) == []
+    assert await check_after(order, consumer, 60) == []
 
 
 async def test_a_partition_that_makes_progress_is_not_fetched_again(monkeypatch):
@@ -1081,11 +1138,15 @@ def test_every_rocksdb_store_draws_on_one_budget_whatever_their_number(tmp_path)
         def memtables() -> int:
             return sum(store.property_int_value("rocksdb.cur-size-all-mem-tables") for store in stores)
 
-        # The shared manager flushes the largest memtables once they pass half the budget (in
-        # the background): 36 MB written, the memtables come down to the budget plus each
-        # store's active arena (1 MB), where the stores on their own would keep all 36 MB.
-        deadline = time.monotonic() + 20
+        # Past the budget, a store being written to flushes its memtable (in the background): 36 MB
+        # written, the memtables come down to the budget plus each store's active arena (1 MB), where
+        # the stores on their own would keep all 36 MB.  A store decides on its writes, so the
+        # traffic goes on, one key per store per round, until they are down (a store written before
+        # the others filled the budget has had no write since that would make it flush).
+        deadline = time.monotonic() + 30
         while memtables() > budget + len(stores) * 2**20 and time.monotonic() < deadline:
+            for store in stores:
+                store[b"traffic"] = value
             time.sleep(0.1)
         assert memtables() <= budget + len(stores) * 2**20
         assert memory.cache.get_usage() >= memory.write_buffers.get_usage() > 0  # charged to the cache
@@ -1094,3 +1155,73 @@ def test_every_rocksdb_store_draws_on_one_budget_whatever_their_number(tmp_path)
             store.close()
     finally:
         faust_fixes.share_rocksdb_memory()  # back to the default budget for other tests
+
+
+# --- recovery's seek ---------------------------------------------------------------------------
+
+
+def test_resuming_flow_control_clears_what_streams_were_handed(monkeypatch):
+    # The faust behaviour the recovery patch guards against: mode's FlowControlEvent.resume
+    # empties every stream queue, whatever was handed over while flow control was already on.
+    app = make_app()
+    stream = app.stream(app.channel())
+    queued_event(app, stream, 400)
+    app.flow_control.resume()
+    assert stream.channel.queue.empty()
+
+
+def recovery_completing(app: faust.App, monkeypatch, during_seek) -> Any:
+    """The app's real ``Recovery.on_recovery_completed``, with the consumer calls it makes
+    stubbed and ``during_seek`` run while it seeks the stream partitions."""
+    consumer = app.consumer
+    monkeypatch.setattr(consumer, "assignment", lambda: {PARTITION})
+    monkeypatch.setattr(consumer, "resume_partitions", lambda partitions: None)
+
+    async def perform_seek():
+        during_seek()
+
+    async def nothing():
+        return None
+
+    monkeypatch.setattr(consumer, "perform_seek", perform_seek)
+    monkeypatch.setattr(app._fetcher, "maybe_start", nothing)
+    monkeypatch.setattr(app.assignor, "assigned_standbys", lambda: set())
+    return app.tables.recovery.on_recovery_completed(app.consumer_generation_id)
+
+
+async def test_no_record_is_handed_over_while_recovery_seeks_so_none_is_cleared_after_it(monkeypatch):
+    app = make_app()
+    consumer = app.consumer
+    consumer.resume_flow()  # recovery read the changelogs with the flow on and left it on
+    stream = app.stream(app.channel())
+    handed_over = []
+
+    def drain_loop_meanwhile():
+        # The drain loop hands a fetched record over only while the consumer's flow is on.
+        if not consumer.suspend_flow.is_set():
+            queued_event(app, stream, 400)
+            handed_over.append(400)
+
+    await asyncio.wait_for(recovery_completing(app, monkeypatch, drain_loop_meanwhile), 5)
+    assert handed_over == []  # nothing handed over meanwhile, so nothing to lose in the clear
+    assert consumer.flow_active and app.flow_control.is_active()  # and it flows again after
+
+
+async def test_faust_own_recovery_would_clear_records_handed_over_during_its_seek(monkeypatch):
+    # The same recovery without the patch: the record handed over during the seek is gone.
+    app = make_app()
+    consumer = app.consumer
+    consumer.resume_flow()
+    stream = app.stream(app.channel())
+    handed_over = []
+
+    def drain_loop_meanwhile():
+        if not consumer.suspend_flow.is_set():
+            queued_event(app, stream, 400)
+            handed_over.append(400)
+
+    monkeypatch.setattr(
+        type(app.tables.recovery), "on_recovery_completed", faust_fixes._original_on_recovery_completed
+    )
+    await asyncio.wait_for(recovery_completing(app, monkeypatch, drain_loop_meanwhile), 5)
+    assert handed_over == [400] and stream.channel.queue.empty()
