@@ -266,6 +266,7 @@ class BatchedStage:
             "counts": dict(self.counts),
             "pending_events": len(self._processed),
             "cached_keys": {state.name: len(state) for state in self.states},
+            "sweep_failures": {state.name: state.sweep_failures for state in self.states},
             "last_flush_ms": round(self.last_flush_seconds * 1000.0, 2),
             "event_to_output": self.event_to_output.report(),
         }

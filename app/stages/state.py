@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from faust.types import TP, TableT
 from rocksdict import WriteBatch
+
+logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
@@ -54,6 +57,7 @@ class KeyedState(Generic[V]):
         self.max_cached = max_cached
         self._cache: dict[bytes, tuple[int, V | None]] = {}
         self._dirty: dict[bytes, int] = {}
+        self.sweep_failures = 0  # stored values sweeps could not read or change, in total
 
     @property
     def name(self) -> str:
@@ -258,15 +262,32 @@ async def sweep(state: KeyedState[V], change: Callable[[int, bytes, V], V | None
 
     One pass over the store, ``chunk`` entries between yields to the event loop; a value
     in the cache (newer than the store's until its flush) is used instead of the stored one.
+    A value that does not decode, or that ``change`` fails on, is left as it is and the pass
+    goes on; the failures are counted in ``state.sweep_failures`` and logged once per pass.
     """
-    changed = 0
+    changed = failed = 0
+    first_failure = ""
     for entries in store_entries(state.table, chunk):
         for partition, key, raw in entries:
-            value = state.current(key, raw)
-            if value is not None:
+            try:
+                value = state.current(key, raw)
+                if value is None:
+                    continue
                 new = change(partition, key, value)
-                if new is not value:
-                    state.put(partition, key, new)
-                    changed += 1
+            except Exception as exc:  # one bad value must not end every later sweep at it
+                failed += 1
+                first_failure = first_failure or f"{key[:100]!r} on partition {partition}: {exc!r}"
+                continue
+            if new is not value:
+                state.put(partition, key, new)
+                changed += 1
         await asyncio.sleep(0)
+    if failed:
+        state.sweep_failures += failed
+        logger.warning(
+            "sweep of %s left %d values it could not read or change (first: %s)",
+            state.name,
+            failed,
+            first_failure,
+        )
     return changed

@@ -84,6 +84,26 @@ async def test_a_sweep_deletes_idle_keys_of_owned_partitions_only(json_state, mo
     assert state.take_dirty() == {0: {b"idle-owned": None}}  # a tombstone for the owned key only
 
 
+async def test_a_sweep_passes_values_that_do_not_decode_counts_them_and_changes_the_rest(
+    json_state, monkeypatch, caplog
+):
+    from faust.types import TP
+
+    from app.stages.state import sweep_idle
+
+    state = json_state()
+    state.write_local(0, {b"a-idle": b'{"n": 0}', b"b-corrupt": b"{not json", b"c-idle": b'{"n": 0}'})
+    changelog = state.changelog_topic
+    monkeypatch.setattr(type(state.table.app.assignor), "assigned_actives", lambda self: {TP(changelog, 0)})
+
+    for sweeps in (1, 2):  # every sweep gets past it, not only the first
+        assert await sweep_idle(state, lambda value: value["n"] == 0) == 2
+        assert state.take_dirty() == {0: {b"a-idle": None, b"c-idle": None}}
+        state.write_local(0, {b"a-idle": b'{"n": 0}', b"c-idle": b'{"n": 0}'})
+        assert state.sweep_failures == sweeps
+    assert "sweep of" in caplog.text and "b'b-corrupt' on partition 0" in caplog.text
+
+
 class _RocksStore:
     """The parts of faust's RocksDB store the sweep reads: one real rocksdict database per partition."""
 
