@@ -15,6 +15,8 @@ was when it stopped answering.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import sys
 import threading
@@ -37,6 +39,56 @@ def resident_mb() -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return round(resident_pages * _PAGE_SIZE / 2**20, 1)
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33 and later)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _mallinfo2() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        function = libc.mallinfo2
+    except (AttributeError, OSError):
+        return None
+    function.restype = _MallInfo2
+    return function
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_report() -> dict[str, float | int]:
+    """Where resident memory is held, beyond RocksDB's budget: Python's allocated blocks and, with
+    glibc, malloc's heap in use, free inside it (fragmentation: resident, not in use) and mapped.
+
+    >>> report = heap_report()
+    >>> report["python_allocated_blocks"] > 0
+    True
+    """
+    report: dict[str, float | int] = {"python_allocated_blocks": sys.getallocatedblocks()}
+    if _MALLINFO2 is not None:
+        info = _MALLINFO2()
+        report["malloc_in_use_mb"] = round(info.uordblks / 2**20, 1)
+        report["malloc_free_mb"] = round(info.fordblks / 2**20, 1)
+        report["malloc_mmapped_mb"] = round(info.hblkhd / 2**20, 1)
+    return report
 
 
 class _GcCallback:

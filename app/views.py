@@ -11,7 +11,7 @@ from faust.web import Request, Response, View
 from app.codecs import dumps
 from app.faust_app import app
 from app.faust_fixes import shared_rocksdb_memory
-from app.runtime import GcPauses, LoopStalls, resident_mb
+from app.runtime import GcPauses, LoopStalls, heap_report, resident_mb
 
 ViewHandler = Callable[..., Awaitable[Response]]
 
@@ -75,6 +75,7 @@ async def worker_view(web: View, request: Request) -> Response:
         web,
         {
             "resident_mb": resident_mb(),
+            "heap": heap_report(),
             "gc": gc_pauses.report(),
             "loop_stalls": loop_stalls.report(),
             "rocksdb_memory": shared_rocksdb_memory().report(),

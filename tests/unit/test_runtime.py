@@ -3,7 +3,7 @@ import gc
 import time
 import weakref
 
-from app.runtime import GcPauses, LoopStalls, freeze_startup_objects, resident_mb
+from app.runtime import GcPauses, LoopStalls, freeze_startup_objects, heap_report, resident_mb
 
 
 def test_a_full_collection_is_counted_with_its_pause():
@@ -32,6 +32,17 @@ def test_installing_twice_counts_each_collection_once():
 
 def test_the_resident_memory_of_this_process_is_reported_in_mb():
     assert 1.0 < resident_mb() < 100_000.0
+
+
+def test_the_heap_report_follows_python_objects_and_mallocs_memory():
+    before = heap_report()
+    objects = [[n] for n in range(100_000)]
+    blob = bytearray(64 * 2**20)  # above malloc's mmap threshold: mapped, not in its heap
+    after = heap_report()
+    assert after["python_allocated_blocks"] - before["python_allocated_blocks"] >= 100_000
+    assert after["malloc_mmapped_mb"] - before["malloc_mmapped_mb"] >= 64.0
+    assert after["malloc_in_use_mb"] >= 0.0 and after["malloc_free_mb"] >= 0.0
+    del objects, blob
 
 
 def test_objects_alive_at_start_up_leave_the_collectors_scans():
