@@ -15,7 +15,6 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import faust
 import faust.streams
@@ -1170,58 +1169,45 @@ def test_resuming_flow_control_clears_what_streams_were_handed(monkeypatch):
     assert stream.channel.queue.empty()
 
 
-def recovery_completing(app: faust.App, monkeypatch, during_seek) -> Any:
-    """The app's real ``Recovery.on_recovery_completed``, with the consumer calls it makes
-    stubbed and ``during_seek`` run while it seeks the stream partitions."""
+async def recovery_completed(app: faust.App, monkeypatch) -> tuple[Stream, list[int]]:
+    """Run the app's real ``Recovery.on_recovery_completed`` (the consumer calls it makes stubbed)
+    after changelog recovery left the flow on; while it seeks the stream partitions, the drain
+    loop hands offset 400 to a stream if the consumer's flow lets it.  Returns the stream and
+    what was handed over meanwhile."""
     consumer = app.consumer
-    monkeypatch.setattr(consumer, "assignment", lambda: {PARTITION})
-    monkeypatch.setattr(consumer, "resume_partitions", lambda partitions: None)
+    consumer.resume_flow()
+    stream = app.stream(app.channel())
+    handed_over: list[int] = []
 
     async def perform_seek():
-        during_seek()
+        if not consumer.suspend_flow.is_set():  # the drain loop's check before a hand-over
+            queued_event(app, stream, 400)
+            handed_over.append(400)
 
     async def nothing():
         return None
 
+    monkeypatch.setattr(consumer, "assignment", lambda: {PARTITION})
+    monkeypatch.setattr(consumer, "resume_partitions", lambda partitions: None)
     monkeypatch.setattr(consumer, "perform_seek", perform_seek)
     monkeypatch.setattr(app._fetcher, "maybe_start", nothing)
     monkeypatch.setattr(app.assignor, "assigned_standbys", lambda: set())
-    return app.tables.recovery.on_recovery_completed(app.consumer_generation_id)
+    await asyncio.wait_for(app.tables.recovery.on_recovery_completed(app.consumer_generation_id), 5)
+    return stream, handed_over
 
 
 async def test_no_record_is_handed_over_while_recovery_seeks_so_none_is_cleared_after_it(monkeypatch):
     app = make_app()
-    consumer = app.consumer
-    consumer.resume_flow()  # recovery read the changelogs with the flow on and left it on
-    stream = app.stream(app.channel())
-    handed_over = []
-
-    def drain_loop_meanwhile():
-        # The drain loop hands a fetched record over only while the consumer's flow is on.
-        if not consumer.suspend_flow.is_set():
-            queued_event(app, stream, 400)
-            handed_over.append(400)
-
-    await asyncio.wait_for(recovery_completing(app, monkeypatch, drain_loop_meanwhile), 5)
+    _, handed_over = await recovery_completed(app, monkeypatch)
     assert handed_over == []  # nothing handed over meanwhile, so nothing to lose in the clear
-    assert consumer.flow_active and app.flow_control.is_active()  # and it flows again after
+    assert app.consumer.flow_active and app.flow_control.is_active()  # and it flows again after
 
 
 async def test_faust_own_recovery_would_clear_records_handed_over_during_its_seek(monkeypatch):
     # The same recovery without the patch: the record handed over during the seek is gone.
     app = make_app()
-    consumer = app.consumer
-    consumer.resume_flow()
-    stream = app.stream(app.channel())
-    handed_over = []
-
-    def drain_loop_meanwhile():
-        if not consumer.suspend_flow.is_set():
-            queued_event(app, stream, 400)
-            handed_over.append(400)
-
     monkeypatch.setattr(
         type(app.tables.recovery), "on_recovery_completed", faust_fixes._original_on_recovery_completed
     )
-    await asyncio.wait_for(recovery_completing(app, monkeypatch, drain_loop_meanwhile), 5)
+    stream, handed_over = await recovery_completed(app, monkeypatch)
     assert handed_over == [400] and stream.channel.queue.empty()
