@@ -16,6 +16,26 @@ from app.web_auth import bearer_token_middleware
 
 logger = logging.getLogger(__name__)
 
+
+class TopicsAppearingAsWarnings(logging.Filter):
+    """Logs aiokafka's "Topic ... not found in cluster metadata" as a warning, not an error.
+
+    eddy creates its topics as a worker starts, and the metadata a client fetches right after
+    may not list them yet: a fresh start logged a few such errors per worker that needed no
+    action.  A topic that really is missing (a wrong prefix) still shows, as a warning at every
+    metadata refresh.
+    """
+
+    MESSAGE = "Topic %s not found in cluster metadata"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.msg == self.MESSAGE:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+logging.getLogger("aiokafka.cluster").addFilter(TopicsAppearingAsWarnings())
+
 # Every table partition's RocksDB draws on this one budget (opened once partitions are assigned).
 faust_fixes.share_rocksdb_memory(settings.rocksdb_memory_mb * 2**20)
 
