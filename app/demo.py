@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.settings import settings
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
@@ -60,10 +63,38 @@ async def _feed(bootstrap: str) -> None:
     )
 
 
+async def _cluster_id(bootstrap: str) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return str((await admin.describe_cluster())["cluster_id"])
+    finally:
+        await admin.close()
+
+
+def forget_tables_of_another_cluster(workdir: Path, cluster_id: str) -> bool:
+    """Delete the worker's table state in ``workdir`` if it was built against another Kafka cluster.
+
+    Tables are kept in step with their changelogs; against a new cluster (the local broker's
+    data was deleted, say) the stored state is ahead of changelogs that no longer hold it,
+    and faust's recovery stops the worker (``ConsistencyError``).  Returns whether it deleted.
+    """
+    marker = workdir / "cluster-id"
+    # State without a note of its cluster predates the note: its cluster is unknown.
+    stale = (workdir / "data").exists() and (not marker.exists() or marker.read_text() != cluster_id)
+    if stale:
+        shutil.rmtree(workdir / "data", ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(cluster_id)
+    return stale
+
+
 def main() -> int:
     kafka = None if os.environ.get("KAFKA_BROKER") else LocalKafka.from_env()
     started_kafka = kafka.start() if kafka else False
     bootstrap = kafka.bootstrap if kafka else settings.kafka_bootstrap
+    if forget_tables_of_another_cluster(WORKDIR, asyncio.run(_cluster_id(bootstrap))):
+        print("a new Kafka cluster: the demo worker's tables from an earlier run were deleted", flush=True)
     worker = start_worker(
         WORKDIR, web_port=settings.web_port, web_host=settings.web_host, log_level=settings.log_level
     )

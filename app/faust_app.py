@@ -17,24 +17,35 @@ from app.web_auth import bearer_token_middleware
 logger = logging.getLogger(__name__)
 
 
-class TopicsAppearingAsWarnings(logging.Filter):
-    """Logs aiokafka's "Topic ... not found in cluster metadata" as a warning, not an error.
+class MissingTopicWarnings(logging.Filter):
+    """aiokafka's "Topic ... not found in cluster metadata": a warning, once per topic per ``every`` seconds.
 
-    eddy creates its topics as a worker starts, and the metadata a client fetches right after
-    may not list them yet: a fresh start logged a few such errors per worker that needed no
-    action.  A topic that really is missing (a wrong prefix) still shows, as a warning at every
-    metadata refresh.
+    aiokafka logs it as an error at every metadata refresh, several a second while a topic is
+    missing.  eddy creates its topics as a worker starts, while its consumer already asks for
+    them: a fresh `make run` logged 108 such errors in its first two seconds, none needing
+    action.  A topic that stays missing (a wrong prefix, say) still shows, once a minute.
     """
 
     MESSAGE = "Topic %s not found in cluster metadata"
 
+    def __init__(self, every: float = 60.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last_logged: dict[object, float] = {}  # one entry per topic name the app asked for
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.ERROR and record.msg == self.MESSAGE:
-            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        if record.msg != self.MESSAGE or not record.args:
+            return True
+        topic = record.args[0] if isinstance(record.args, tuple) else record.args
+        last = self._last_logged.get(topic)
+        if last is not None and record.created - last < self.every:
+            return False
+        self._last_logged[topic] = record.created
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
         return True
 
 
-logging.getLogger("aiokafka.cluster").addFilter(TopicsAppearingAsWarnings())
+logging.getLogger("aiokafka.cluster").addFilter(MissingTopicWarnings())
 
 # Every table partition's RocksDB draws on this one budget (opened once partitions are assigned).
 faust_fixes.share_rocksdb_memory(settings.rocksdb_memory_mb * 2**20)

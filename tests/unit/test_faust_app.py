@@ -26,17 +26,30 @@ async def test_a_topic_whose_declaration_fails_is_declared_once_the_broker_answe
     assert caplog.text.count("declaring ('decisions',) failed") == 3
 
 
-def test_a_topic_missing_from_metadata_is_a_warning_and_other_client_errors_stay_errors(caplog):
+def test_a_topic_missing_from_metadata_is_a_warning_once_a_minute_and_other_client_errors_stay_errors(caplog):
     import logging
 
-    from app.faust_app import TopicsAppearingAsWarnings
+    from app.faust_app import MissingTopicWarnings
 
-    cluster_log = logging.getLogger("aiokafka.cluster")
-    assert any(isinstance(f, TopicsAppearingAsWarnings) for f in cluster_log.filters)
-    with caplog.at_level(logging.INFO, logger="aiokafka.cluster"):
-        cluster_log.error("Topic %s not found in cluster metadata", "eddy-x-changelog")
-        cluster_log.error("Topic %s is not authorized for this client", "secret")
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("WARNING", "Topic eddy-x-changelog not found in cluster metadata"),
-        ("ERROR", "Topic secret is not authorized for this client"),
+    assert any(isinstance(f, MissingTopicWarnings) for f in logging.getLogger("aiokafka.cluster").filters)
+    cluster_log = logging.getLogger("aiokafka.cluster.test")  # a fresh filter, not the app's
+    cluster_log.addFilter(MissingTopicWarnings(every=60.0))
+    missing = "Topic %s not found in cluster metadata"
+
+    def log_at(created: float, level: int, message: str, topic: str) -> None:
+        record = cluster_log.makeRecord(cluster_log.name, level, __file__, 0, message, (topic,), None)
+        record.created = created
+        cluster_log.handle(record)
+
+    with caplog.at_level(logging.INFO, logger="aiokafka.cluster.test"):
+        for created in (0.0, 0.1, 0.2, 59.9):
+            log_at(created, logging.ERROR, missing, "eddy-x-changelog")
+        log_at(0.3, logging.ERROR, missing, "eddy-y-changelog")
+        log_at(60.0, logging.ERROR, missing, "eddy-x-changelog")
+        log_at(0.4, logging.ERROR, "Topic %s is not authorized for this client", "secret")
+    assert [(r.levelname, r.created, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", 0.0, "Topic eddy-x-changelog not found in cluster metadata"),
+        ("WARNING", 0.3, "Topic eddy-y-changelog not found in cluster metadata"),
+        ("WARNING", 60.0, "Topic eddy-x-changelog not found in cluster metadata"),
+        ("ERROR", 0.4, "Topic secret is not authorized for this client"),
     ]
