@@ -45,7 +45,7 @@ def _every_transaction_decided_once_or_repeated_identically(a, b, transactions):
     logs = f"{a.log_tail()}\n---\n{b.log_tail()}"
     per_tx = assert_decided_once_or_repeated_identically(decisions, transactions, logs)
     repeated = {tx for tx, n in per_tx.items() if n > 1}
-    # Zero is the target: five whole suites on 2026-11-30 repeated none in any rebalance test,
+    # Zero is the target: four whole suites on 2026-11-30 repeated none in any rebalance test,
     # but earlier versions repeated 0-2 a run and once about 150 (6 %). This bounds it loosely.
     assert len(repeated) <= 0.15 * len(transactions), f"{sorted(repeated)}\n{logs}"
     return decisions
