@@ -34,8 +34,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
   stream loop, which does not ack the events it skips during a rebalance (faust's
   pure-Python loop acks them, and their offsets were committed unprocessed).
 * ``Recovery.on_recovery_completed`` -> :func:`_on_recovery_completed_with_flow_stopped`: no
-  record is handed over while recovery seeks the stream partitions, since faust clears the
-  stream queues right after that seek.
+  record is handed over while recovery seeks the stream partitions, and the changelog events
+  already handed over are taken, since faust clears the stream and changelog queues right
+  after that seek.
 * ``RocksDBOptions.as_options`` -> :func:`_rocksdb_options_sharing_memory`: every RocksDB
   store of the worker draws on one memory budget (:func:`share_rocksdb_memory`) instead of
   a block cache and memtables of its own.
@@ -211,6 +212,13 @@ RELIED_ON: dict[str, str] = {
     ),
     "faust.app.base:App._on_partitions_revoked": (
         "d5c895bbe57dc73ae4d7f762f6fdc9fdd3abd02f9e05863ccfd8034082e5682f"
+    ),
+    # Recovery takes the changelog queue's events before the resume clears it (clear_on_resume).
+    "faust.tables.manager:TableManager.changelog_queue.fget": (
+        "9c7f4cac57ef170647f12c135f4419000d27be45c536bf07ec013d8d3d028e2e"
+    ),
+    "faust.tables.recovery:Recovery._slurp_changelogs.fun": (
+        "7825c7e50f766d5ab0fd246b63420ea0dfcd732d005f1057cc9da656ff5d3967"
     ),
     # Resuming flow control clears the stream queues: why recovery stops the flow before its seek.
     "mode.utils.queues:FlowControlEvent.resume": (
@@ -915,9 +923,35 @@ async def _on_recovery_completed_with_flow_stopped(self: Recovery, generation_id
     A batch being handed over meanwhile stops at its next record, which is fetched again
     from the committed offset.  Should the original return early (another rebalance began),
     that rebalance's recovery resumes the flow.
+
+    The same clear empties the queue of changelog events, which standby partitions have
+    been filling since recovery resumed them just before: a standby event cleared there is
+    never applied, and the standby's persisted offset moves past it with the next one, a
+    hole that stays when the standby is promoted.  So recovery first takes what is queued
+    (:func:`_changelog_events_taken`).
     """
     self.app.consumer.stop_flow()
+    await _changelog_events_taken(self.tables.changelog_queue)
     await _original_on_recovery_completed(self, generation_id)
+
+
+#: Seconds recovery may take to empty the changelog queue before faust's resume clears it.
+CHANGELOG_QUEUE_PATIENCE = 10.0
+
+
+async def _changelog_events_taken(queue: Any, patience: float = CHANGELOG_QUEUE_PATIENCE) -> None:
+    """Wait until recovery's changelog reader has taken every event in ``queue`` (none come
+    while the flow is stopped); after ``patience`` seconds, warn and go on."""
+    deadline = monotonic() + patience
+    while not queue.empty():
+        if monotonic() >= deadline:
+            logger.warning(
+                "%d changelog events still queued after %.0f s: resuming flow control clears them "
+                "(a standby table partition misses them until it is restored again)",
+                queue.qsize(), patience,
+            )  # fmt: skip
+            return
+        await asyncio.sleep(0.005)
 
 
 # --- skipped events are never acked ------------------------------------------------------------

@@ -1211,3 +1211,32 @@ async def test_faust_own_recovery_would_clear_records_handed_over_during_its_see
     )
     stream, handed_over = await recovery_completed(app, monkeypatch)
     assert handed_over == [400] and stream.channel.queue.empty()
+
+
+async def test_recovery_takes_the_queued_changelog_events_before_faust_clears_the_queue(monkeypatch):
+    # Standby partitions fill the changelog queue from just before on_recovery_completed; what
+    # the resume cleared, a standby never applied.
+    app = make_app()
+    queue = app.tables.changelog_queue
+    for offset in range(3):
+        queue.force_put_nowait(offset)
+    taken = []
+
+    async def changelog_reader():  # recovery's _slurp_changelogs, slower than the seek
+        while True:
+            taken.append(await queue.get())
+            await asyncio.sleep(0.01)
+
+    reading = asyncio.ensure_future(changelog_reader())
+    try:
+        await recovery_completed(app, monkeypatch)
+    finally:
+        reading.cancel()
+    assert taken == [0, 1, 2]
+
+
+async def test_changelog_events_left_past_the_patience_are_reported(caplog):
+    app = make_app()
+    app.tables.changelog_queue.force_put_nowait(0)
+    await faust_fixes._changelog_events_taken(app.tables.changelog_queue, patience=0.05)
+    assert "1 changelog events still queued after 0 s" in caplog.text
