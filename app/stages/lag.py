@@ -22,17 +22,27 @@ class LagSample:
         self.values.append(seconds)
 
     def quantile(self, q: float) -> float | None:
+        return self.quantiles(q)[0]
+
+    def quantiles(self, *qs: float) -> list[float | None]:
+        """The ``qs`` quantiles, from one sort (views and benchmarks poll reports often).
+
+        >>> lags = LagSample(size=4)
+        >>> for lag in (0.4, 0.1, 0.3, 0.2):
+        ...     lags.add(lag)
+        >>> lags.quantiles(0.0, 0.5, 1.0)
+        [0.1, 0.3, 0.4]
+        """
         if not self.values:
-            return None
+            return [None] * len(qs)
         ordered = sorted(self.values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        last = len(ordered) - 1
+        return [ordered[min(last, int(q * len(ordered)))] for q in qs]
 
     def report(self) -> dict[str, float | None]:
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000.0, 1)
+        p50, p99, most = self.quantiles(0.5, 0.99, 1.0)
+        return {"p50_ms": _ms(p50), "p99_ms": _ms(p99), "max_ms": _ms(most)}
 
-        return {
-            "p50_ms": ms(self.quantile(0.5)),
-            "p99_ms": ms(self.quantile(0.99)),
-            "max_ms": ms(self.quantile(1.0)),
-        }
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 1)
