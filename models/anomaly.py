@@ -109,6 +109,7 @@ class Detector:
 
     __slots__ = (
         "_ordered_residuals",
+        "_ordered_slopes",
         "_slope_rows",
         "min_scale",
         "min_threshold",
@@ -138,6 +139,7 @@ class Detector:
         # Derived from the lists above and kept along as they change, so that a reading costs the
         # slopes to one new reading and one insertion, not every pair and a sort; None: rebuild.
         self._slope_rows: list[list[float]] | None = []  # row i: slopes from reading i to each later one
+        self._ordered_slopes: list[float] | None = []  # every row's slopes, sorted (None: sort them)
         self._ordered_residuals: list[float] | None = []
 
     def to_state(self) -> list[Any]:
@@ -150,13 +152,13 @@ class Detector:
         detector = cls(**params)  # type: ignore[arg-type]
         if state:
             detector.ts, detector.values, detector.residuals, detector.threshold.value = state
-            detector._slope_rows = detector._ordered_residuals = None
+            detector._slope_rows = detector._ordered_slopes = detector._ordered_residuals = None
         return detector
 
     def reset(self) -> None:
         """Forget the series' recent shape (after a level it will not return from); keep the threshold."""
         self.ts, self.values, self.residuals = [], [], []
-        self._slope_rows, self._ordered_residuals = [], []
+        self._slope_rows, self._ordered_slopes, self._ordered_residuals = [], [], []
 
     @property
     def warm(self) -> bool:
@@ -168,8 +170,14 @@ class Detector:
         times, values = self.ts, self.values
         if len(values) < 2:
             return (values[0] if values else math.nan), 0.0
-        rows = self._slope_rows if self._slope_rows is not None else self._build_slope_rows()
-        slopes = sorted(chain.from_iterable(rows))  # in the order of the pairs (i, j > i): ties sort alike
+        slopes = self._ordered_slopes
+        if slopes is None:
+            rows = self._slope_rows if self._slope_rows is not None else self._build_slope_rows()
+            slopes = sorted(
+                chain.from_iterable(rows)
+            )  # in the order of the pairs (i, j > i): ties sort alike
+            if all(map(math.isfinite, slopes)):  # kept sorted from here on (a nan has no place in order)
+                self._ordered_slopes = slopes
         slope = _median(slopes) if slopes else 0.0
         intercept = _median(sorted([v - slope * (t - ts) for t, v in zip(times, values, strict=True)]))
         return intercept, slope
@@ -206,19 +214,29 @@ class Detector:
             self._add_residual(abs(value - expected))
         if score is not None and score.warm:
             self.threshold.update(score.z)
-        rows = self._slope_rows
+        rows, ordered = self._slope_rows, self._ordered_slopes
         if rows is not None:
             for row, t, v in zip(rows, self.ts, self.values, strict=True):
                 if t != ts:
-                    row.append((value - v) / (ts - t))
+                    slope = (value - v) / (ts - t)
+                    row.append(slope)
+                    if ordered is not None:
+                        if math.isfinite(slope):
+                            insort(ordered, slope)
+                        else:
+                            ordered = self._ordered_slopes = None
             rows.append([])
+        else:
+            ordered = self._ordered_slopes = None  # derived from the rows
         self.ts.append(ts)
         self.values.append(value)
         if len(self.values) > WINDOW:
             del self.ts[0]
             del self.values[0]
             if rows is not None:
-                del rows[0]
+                for slope in rows.pop(0):  # the oldest reading's slopes leave the median
+                    if ordered is not None:
+                        del ordered[bisect_left(ordered, slope)]
 
     def observe(self, z: float) -> None:
         """Train the threshold on a score that is not learned (an outlier)."""
