@@ -522,6 +522,7 @@ class _HandOverOrder:
         "expected",
         "fetched_again_for",
         "held_since",
+        "left_waiting",
         "seeks",
         "stalled_since",
     )
@@ -533,8 +534,10 @@ class _HandOverOrder:
         self.blocked: set[TP] = set()
         self.stalled_since: dict[TP, tuple[int, float]] = {}
         self.held_since: dict[TP, tuple[int, float]] = {}
-        # The record each partition was last fetched again for because its commit waited for it.
+        # The record each partition was last fetched again for because its commit waited for it,
+        # and the one it was left waiting for after that (reported once).
         self.fetched_again_for: dict[TP, int] = {}
+        self.left_waiting: dict[TP, int] = {}
 
     def _after_a_seek(self) -> None:
         seeks = _seeks(self.consumer)
@@ -594,12 +597,12 @@ class _HandOverOrder:
                 self.fetched_again_for[tp] = waited_for
                 why = f"the commit waited {SKIPPED_PATIENCE:.0f} s for it while later records were processed"
                 self._fetch_again(tp, waited_for, "was never processed", why)
-            elif self.held_since[tp][1] > float("-inf"):
+            elif self.left_waiting.get(tp) != waited_for:
+                self.left_waiting[tp] = waited_for
                 logger.error(
                     "%s[%d]: the commit still waits for @%s after it was fetched again; it stays there",
                     tp.topic, tp.partition, waited_for,
                 )  # fmt: skip
-                self.held_since[tp] = (waited_for, float("-inf"))  # said once
 
     def _fetch_again(self, tp: TP, skipped: int, what: str, why: str) -> None:
         consumer = self.consumer

@@ -173,9 +173,8 @@ class Detector:
         slopes = self._ordered_slopes
         if slopes is None:
             rows = self._slope_rows if self._slope_rows is not None else self._build_slope_rows()
-            slopes = sorted(
-                chain.from_iterable(rows)
-            )  # in the order of the pairs (i, j > i): ties sort alike
+            # In the order of the pairs (i, j > i): ties sort alike.
+            slopes = sorted(chain.from_iterable(rows))
             if all(map(math.isfinite, slopes)):  # kept sorted from here on (a nan has no place in order)
                 self._ordered_slopes = slopes
         slope = _median(slopes) if slopes else 0.0
@@ -234,8 +233,9 @@ class Detector:
             del self.ts[0]
             del self.values[0]
             if rows is not None:
-                for slope in rows.pop(0):  # the oldest reading's slopes leave the median
-                    if ordered is not None:
+                oldest = rows.pop(0)
+                if ordered is not None:  # the oldest reading's slopes leave the median
+                    for slope in oldest:
                         del ordered[bisect_left(ordered, slope)]
 
     def observe(self, z: float) -> None:
