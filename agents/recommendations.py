@@ -5,7 +5,7 @@ Data flows one way::
     clicks (key user_id)
       -> recommend_for_users: user history and factors, item popularity, the model
                               -> recommendations (key user_id)
-                              per item, per flush   -> reco-item-events (key item_id)
+                              per partition, flush  -> reco-item-events (items of the partition)
                               SGD steps' item half  -> reco-training (1 partition)
     reco-item-events
       -> count_item_events: item activity table; its changelog -> every worker's popularity view
@@ -51,8 +51,8 @@ from models.recommender import (
     encode_training,
 )
 from models.snapshots import ScoringModel, SnapshotSubscriber, signing_key
-from tables.item_popularity import ItemDeltas, ItemPopularity, apply_item_deltas
-from tables.recommendations import decode_item_activity, item_state, user_state
+from tables.item_popularity import ItemDeltas, ItemPopularity
+from tables.recommendations import count_item, decode_item_activity, item_state, user_state
 from tables.user_history import UserHistory
 from tables.windows import PartitionWatermarks
 
@@ -104,7 +104,7 @@ counted: Counter[str] = Counter()
 
 
 class _ItemDeltasBuffer:
-    """The flush's interactions per item, sent as one record per item per flush."""
+    """The flush's interactions per item, sent as one record per item-events partition per flush."""
 
     def __init__(self, stage: BatchedStage) -> None:
         self.stage = stage
@@ -113,8 +113,7 @@ class _ItemDeltasBuffer:
 
     def emit(self) -> None:
         deltas, self.deltas = self.deltas, ItemDeltas()
-        for item_id, per_minute in deltas.items.items():
-            self.stage.emit(ITEM_EVENTS, item_id.encode(), ItemDeltas({item_id: per_minute}).encode())
+        self.stage.emit_by_partition(ITEM_EVENTS, deltas.items, lambda items: ItemDeltas(items).encode())
 
 
 item_deltas = _ItemDeltasBuffer(user_stage)
@@ -192,24 +191,24 @@ def _recommend(message: Message) -> None:
 @app.agent(item_events_topic)
 async def count_item_events(stream):
     """Count each item's interactions; the table's changelog publishes them to every worker."""
-    await item_stage.prepare([])
+    await item_stage.prepare([], keyed_inputs=[item_events_topic])
     await item_stage.run(stream, _count_item_events)
 
 
 def _count_item_events(message: Message) -> None:
     deltas = ItemDeltas.decode(message.value)
-    partition, key = message.partition, message.key
-    applied = item_state.get(partition, key) or Applied(None)
-    if applied.is_redelivered(message.offset):
-        counted["redelivered_item_events"] += 1  # counted once already
+    if misplaced := item_stage.keys_elsewhere(message, deltas.items):
+        item_stage.dead_letter(message, misplaced)
         return
-    item_id = key.decode()
-    items = {} if applied.value is None else {item_id: applied.value}
-    apply_item_deltas(items, deltas)
-    activity = items[item_id]  # KeyError (dead-lettered) if the record is not about its key
-    item_watermarks.observe(partition, activity.newest)
-    applied.apply(activity, offset=message.offset, outputs=(), committed=0)
-    item_state.put(partition, key, applied)
+    partition, offset = message.partition, message.offset
+    for item_id, per_minute in deltas.items.items():
+        key = item_id.encode()
+        applied = count_item(item_state.get(partition, key), per_minute, offset)
+        if applied is None:
+            counted["redelivered_item_events"] += 1  # counted once already
+            continue
+        item_watermarks.observe(partition, applied.value.newest)
+        item_state.put(partition, key, applied)
 
 
 reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(

@@ -10,8 +10,8 @@ clicks: one size or a comma-separated list):
 * ``flush: users``: each user written in the flush encoded as its table value (with the
   outputs still kept for redelivery: those at or after the committed offset, which
   moves every ``COMMIT_EVERY`` clicks, as the consumer commits about once a second);
-* ``flush: records``: the flush's item-event records (one per item) and training messages;
-* ``item stage``: each item-event record decoded and counted into its item's activity,
+* ``flush: records``: the flush's item-event records (one per partition of its items) and training messages;
+* ``item stage``: each item in those records counted into its activity (``count_item``),
   and every ``ITEM_FLUSH_EVERY`` clicks (its 0.5 s flush at 1,000 clicks/s) each item
   changed encoded as its table value;
 * ``popularity view``: those changelog records decoded and put into the worker's
@@ -45,12 +45,13 @@ import orjson
 
 from app.contracts import parse_click
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
+from app.stages.outputs import key_partition
 from app.stages.redelivery import Applied
 from models.reco_replay import UserStageReplay
 from models.reco_steps import recommend, recommendations_for
 from models.recommender import Recommender, TrainingExample, encode_training
-from tables.item_popularity import ItemDeltas, ItemPopularity, apply_item_deltas
-from tables.recommendations import ITEM_STATE_CODEC, decode_item_activity, user_state
+from tables.item_popularity import ItemDeltas, ItemPopularity
+from tables.recommendations import ITEM_STATE_CODEC, count_item, decode_item_activity, user_state
 
 STREAM = ClickStreamConfig(seed=0, n_users=5_000, n_items=2_000, days=1.0)
 TOP_K = 10  # as agents.recommendations publishes
@@ -61,6 +62,7 @@ COMMIT_EVERY = 1_000
 # Clicks between the item stage's flushes (flush_interval 0.5 s at 1,000 clicks/s).
 ITEM_FLUSH_EVERY = 500
 TRAINING_PER_MESSAGE = 50  # as app.learning.TrainingLog sends them
+ITEM_EVENT_PARTITIONS = 8  # one item-events record per partition per flush, as the agent sends them
 STEPS = (
     "parse",
     "record",
@@ -100,17 +102,14 @@ class _ItemStage:
         self.offset = 0
         self.popularity = ItemPopularity()
 
-    def count(self, records: list[tuple[bytes, bytes]]) -> None:
+    def count(self, records: list[bytes]) -> None:
         """``count_item_events`` on each record."""
-        for key, value in records:
-            deltas = ItemDeltas.decode(value)
-            item_id = key.decode()
-            applied = self.items.get(item_id) or Applied(None)
-            items = {} if applied.value is None else {item_id: applied.value}
-            apply_item_deltas(items, deltas)
-            applied.apply(items[item_id], offset=self.offset, outputs=(), committed=0)
-            self.items[item_id] = applied
-            self.dirty[item_id] = None
+        for value in records:
+            for item_id, per_minute in ItemDeltas.decode(value).items.items():
+                applied = count_item(self.items.get(item_id), per_minute, self.offset)
+                if applied is not None:
+                    self.items[item_id] = applied
+                    self.dirty[item_id] = None
             self.offset += 1
 
     def flush(self) -> list[tuple[bytes, bytes]]:
@@ -178,10 +177,11 @@ def replay_user_stage(
                 encode_state(state)
             t5 = clock()
             deltas, replay.deltas = replay.deltas, ItemDeltas()
-            item_events = [
-                (item_id.encode(), ItemDeltas({item_id: per_minute}).encode())
-                for item_id, per_minute in deltas.items.items()
-            ]
+            by_partition: dict[int, dict[str, dict[int, float]]] = {}
+            for item_id, per_minute in deltas.items.items():
+                partition = key_partition(item_id.encode(), ITEM_EVENT_PARTITIONS)
+                by_partition.setdefault(partition, {})[item_id] = per_minute
+            item_events = [ItemDeltas(items).encode() for items in by_partition.values()]
             for start in range(0, len(training), TRAINING_PER_MESSAGE):
                 encode_training(training[start : start + TRAINING_PER_MESSAGE])
             t6 = clock()

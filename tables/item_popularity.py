@@ -67,6 +67,11 @@ class ItemActivity:
         for counts in self._counts.values():
             counts.add(ts, (weight,))
 
+    def add_per_minute(self, per_minute: dict[int, float]) -> None:
+        """Add weights summed per minute (an :class:`ItemDeltas` entry)."""
+        for minute, weight in per_minute.items():
+            self.add(minute * MINUTE, weight)
+
     def score(self, now: float, horizon: Horizon) -> float:
         """The weighted interactions in the ``horizon`` window ending at ``now``."""
         return self._counts[horizon].window_sums(now, WINDOWS[horizon][1])[0]
@@ -363,8 +368,7 @@ def apply_item_deltas(items: dict[str, ItemActivity], deltas: ItemDeltas) -> Ite
         activity = items.get(item_id)
         if activity is None:
             activity = items[item_id] = ItemActivity()
-        for minute, weight in per_minute.items():
-            activity.add(minute * MINUTE, weight)
+        activity.add_per_minute(per_minute)
     return deltas.items.keys()
 
 

@@ -54,3 +54,22 @@ item_state: KeyedState[Applied[ItemActivity]] = KeyedState(
 def decode_item_activity(data: bytes) -> ItemActivity | None:
     """An item's activity from its ``reco-item-activity`` changelog record."""
     return ITEM_STATE_CODEC.decode(data).value
+
+
+def count_item(
+    applied: Applied[ItemActivity] | None, per_minute: dict[int, float], offset: int
+) -> Applied[ItemActivity] | None:
+    """An item's state after counting its weights per minute from the item-events record at
+    ``offset`` (``None``: that record was counted into it already).
+
+    >>> counted = count_item(None, {1: 2.0}, offset=7)
+    >>> counted.value.score(60.0, "hour"), count_item(counted, {1: 2.0}, offset=7)
+    (2.0, None)
+    """
+    applied = applied or Applied(None)
+    if applied.is_redelivered(offset):
+        return None
+    activity = applied.value or ItemActivity()
+    activity.add_per_minute(per_minute)
+    applied.apply(activity, offset=offset, outputs=(), committed=0)
+    return applied

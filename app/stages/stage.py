@@ -26,8 +26,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from faust.types import AppT, Message, TopicT
 
@@ -40,6 +40,11 @@ from app.stages.state import KeyedState
 logger = logging.getLogger(__name__)
 
 RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Keys in one record of :meth:`BatchedStage.emit_by_partition`.  A key's value is what one
+#: flush (at most ``max_pending`` events) saw of it: a record stays far below Kafka's 1 MB.
+KEYS_PER_RECORD = 1_000
+
+V = TypeVar("V")
 
 
 class BatchedStage:
@@ -123,6 +128,41 @@ class BatchedStage:
 
     def emit_to_partition(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         self._outputs.add(topic, partition, key, value)
+
+    def emit_by_partition(
+        self,
+        topic: str,
+        values: Mapping[str, V],
+        encode: Callable[[dict[str, V]], bytes],
+        keys_per_record: int = KEYS_PER_RECORD,
+    ) -> None:
+        """Produce ``values`` to ``topic`` as one record (null key) per partition their keys go to.
+
+        A consumer of ``topic`` then gets a flush's keys of its partition in one record
+        instead of one record each (:meth:`keys_elsewhere` checks them); each record holds at
+        most ``keys_per_record`` keys, ``encode`` d together.
+        """
+        grouped: dict[int, dict[str, V]] = {}
+        for key, value in values.items():
+            grouped.setdefault(self.partition_for(topic, key.encode()), {})[key] = value
+        for partition, group in grouped.items():
+            keys = list(group)
+            for start in range(0, len(keys), keys_per_record):
+                chunk = {key: group[key] for key in keys[start : start + keys_per_record]}
+                self._outputs.add(topic, partition, None, encode(chunk))
+
+    def keys_elsewhere(self, message: Message, keys: Iterable[str]) -> str | None:
+        """Why a record of :meth:`emit_by_partition` cannot be applied here (``None``: it can):
+        a key of it whose state lives on another partition.  Its topic is a keyed input."""
+        partitions = self._partitions[message.topic]
+        for key in keys:
+            expected = key_partition(key.encode(), partitions)
+            if expected != message.partition:
+                return (
+                    f"key {key[:100]!r} in a record on partition {message.partition} of {message.topic}, "
+                    f"but its state lives on partition {expected}"
+                )
+        return None
 
     def dead_letter(self, message: Message, error: str) -> None:
         """Send ``message``'s original bytes to ``dead-letters`` with ``error`` at the next flush."""

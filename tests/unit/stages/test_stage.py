@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import orjson
 import pytest
 
@@ -130,3 +132,37 @@ async def test_a_keyed_input_record_on_another_partition_than_its_key_is_dead_le
     error = orjson.loads(letter)["error"]
     assert f"arrived on partition {(home + 1) % 4} of transactions" in error
     assert f"gives it partition {home}" in error
+
+
+async def test_values_by_key_go_out_as_one_record_per_partition_of_their_keys(faust_app, recording):
+    stage = BatchedStage(faust_app, "test", [])
+    await stage.prepare([recording.topic("item-events")], keyed_inputs=[recording.topic("item-events")])
+    values = {f"item-{n}": n for n in range(40)}
+    stage.emit_by_partition("item-events", values, orjson.dumps, keys_per_record=3)
+    await stage.flush()
+
+    sent: dict[str, int] = {}
+    for (topic, partition), records in recording.written.items():
+        assert topic == "item-events"
+        for key, value in records:
+            chunk = orjson.loads(value)
+            assert key is None and 1 <= len(chunk) <= 3
+            assert {key_partition(item.encode(), 4) for item in chunk} == {partition}
+            sent.update(chunk)
+            message = FakeMessage("item-events", partition, 0, key=None, value=value)
+            assert stage.keys_elsewhere(message, chunk) is None
+    assert sent == values
+    expected_records = sum(-(-n // 3) for n in Counter(key_partition(k.encode(), 4) for k in values).values())
+    assert sum(len(records) for records in recording.written.values()) == expected_records
+
+
+async def test_a_key_whose_state_lives_on_another_partition_is_named(faust_app, recording):
+    stage = BatchedStage(faust_app, "test", [])
+    await stage.prepare([recording.topic("item-events")], keyed_inputs=[recording.topic("item-events")])
+    home = key_partition(b"item-1", 4)
+    message = FakeMessage("item-events", (home + 1) % 4, 0, key=None, value=b"{}")
+    reason = stage.keys_elsewhere(message, ["item-1"])
+    assert reason == (
+        f"key 'item-1' in a record on partition {(home + 1) % 4} of item-events, "
+        f"but its state lives on partition {home}"
+    )
