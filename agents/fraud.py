@@ -4,7 +4,7 @@ Data flows one way::
 
     transactions (key card_id)
       -> decide_transactions: card state, merchant view, score -> fraud-decisions (key tx_id)
-                              per merchant, per flush          -> fraud-merchant-events (key merchant_id)
+                              per partition, per flush         -> fraud-merchant-events (its merchants)
                               traffic samples                  -> fraud-training (1 partition)
     fraud-merchant-events
       -> count_merchant_events: merchant activity table; its changelog -> every worker's merchant view
@@ -128,7 +128,7 @@ decided: Counter[str] = Counter()
 
 
 class _MerchantEventsBuffer:
-    """Transactions and labels per merchant, sent as one record per merchant per flush."""
+    """Transactions and labels per merchant, sent as one record per merchant-events partition per flush."""
 
     def __init__(self, stage: BatchedStage) -> None:
         self.stage = stage
@@ -143,8 +143,7 @@ class _MerchantEventsBuffer:
 
     def emit(self) -> None:
         events, self._events = self._events, defaultdict(lambda: MerchantEvents([], []))
-        for merchant_id, merchant_events in events.items():
-            self.stage.emit(MERCHANT_EVENTS, merchant_id.encode(), merchant_events.encode())
+        self.stage.emit_by_partition(MERCHANT_EVENTS, events, MerchantEvents.encode_batch)
 
 
 decided_merchant_events = _MerchantEventsBuffer(decide_stage)
@@ -228,19 +227,24 @@ def _decide(message: Message) -> None:
 @app.agent(merchant_events_topic)
 async def count_merchant_events(stream):
     """Count each merchant's transactions and labels; the table's changelog publishes them."""
-    await merchant_stage.prepare([])
+    await merchant_stage.prepare([], keyed_inputs=[merchant_events_topic])
     await merchant_stage.run(stream, _count_merchant_events)
 
 
 def _count_merchant_events(message: Message) -> None:
-    events = MerchantEvents.decode(message.value)
-    partition, key = message.partition, message.key
+    batch = MerchantEvents.decode_batch(message.key, message.value)
+    if misplaced := merchant_stage.keys_elsewhere(message, batch):
+        merchant_stage.dead_letter(message, misplaced)
+        return
+    partition = message.partition
     merchant_input_lag.add(max(0.0, time.time() - message.timestamp))
-    for ts in (*(ts for ts, _ in events.transactions), *(ts for ts, _ in events.labels)):
-        merchant_watermarks.observe(partition, ts)
-    merchant = merchant_state.get(partition, key) or MerchantActivity()
-    apply_merchant_events(merchant, events)
-    merchant_state.put(partition, key, merchant)
+    for merchant_id, events in batch.items():
+        for ts in (*(ts for ts, _ in events.transactions), *(ts for ts, _ in events.labels)):
+            merchant_watermarks.observe(partition, ts)
+        key = merchant_id.encode()
+        merchant = merchant_state.get(partition, key) or MerchantActivity()
+        apply_merchant_events(merchant, events)
+        merchant_state.put(partition, key, merchant)
 
 
 @app.agent(join_inputs)

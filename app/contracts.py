@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -251,12 +252,34 @@ class MerchantEvents:
     transactions: list[tuple[float, float]]
     labels: list[tuple[float, bool]]
 
-    def encode(self) -> bytes:
-        return orjson.dumps([self.transactions, self.labels])
+    @staticmethod
+    def encode_batch(events: Mapping[str, MerchantEvents]) -> bytes:
+        """Several merchants' events in one record: an object by ``merchant_id``.
+
+        >>> data = MerchantEvents.encode_batch({"m1": MerchantEvents([(5.0, 9.5)], [])})
+        >>> data
+        b'{"m1":[[[5.0,9.5]],[]]}'
+        >>> MerchantEvents.decode_batch(None, data)
+        {'m1': MerchantEvents(transactions=[(5.0, 9.5)], labels=[])}
+        """
+        return orjson.dumps({merchant: [e.transactions, e.labels] for merchant, e in events.items()})
 
     @classmethod
-    def decode(cls, data: bytes) -> MerchantEvents:
-        transactions, labels = orjson.loads(data)
+    def decode_batch(cls, key: bytes | None, data: bytes) -> dict[str, MerchantEvents]:
+        """The events by merchant of one ``fraud-merchant-events`` record: a batch, or one
+        merchant's (the key's) as records were before batches."""
+        payload = orjson.loads(data)
+        if isinstance(payload, list):
+            if key is None:
+                raise InvalidRecord("key: missing (a single merchant's events are keyed by merchant_id)")
+            return {key.decode(): cls._from_json(payload)}
+        if not isinstance(payload, dict):
+            raise InvalidRecord(f"value: expected a JSON object, got {type(payload).__name__}")
+        return {str(merchant): cls._from_json(events) for merchant, events in payload.items()}
+
+    @classmethod
+    def _from_json(cls, payload: Any) -> MerchantEvents:
+        transactions, labels = payload
         return cls(
             transactions=[(float(ts), float(amount)) for ts, amount in transactions],
             labels=[(float(ts), bool(is_fraud)) for ts, is_fraud in labels],

@@ -17,6 +17,7 @@ from app.contracts import (
     Click,
     FraudLabel,
     InvalidRecord,
+    MerchantEvents,
     Recommendations,
     ScoredItem,
     SensorReading,
@@ -470,3 +471,16 @@ def test_alert_encodes_the_topic_fields_in_order_and_decodes_back_equal():
 def test_alert_decode_rejects_a_payload_missing_a_field():
     with pytest.raises(KeyError):
         Alert.decode(b'{"device_id":"dev-1"}')
+
+
+def test_merchant_events_are_read_from_batches_and_from_single_merchant_records():
+    batch = {"m1": MerchantEvents([(5.0, 9.5)], []), "m2": MerchantEvents([], [(7.0, True)])}
+    assert MerchantEvents.decode_batch(None, MerchantEvents.encode_batch(batch)) == batch
+    # A record of one merchant, keyed by it, as versions before batches wrote them.
+    assert MerchantEvents.decode_batch(b"m3", b"[[[1.0,2.0]],[[3.0,false]]]") == {
+        "m3": MerchantEvents([(1.0, 2.0)], [(3.0, False)])
+    }
+    with pytest.raises(InvalidRecord, match="key: missing"):
+        MerchantEvents.decode_batch(None, b"[[],[]]")
+    with pytest.raises(InvalidRecord, match="expected a JSON object"):
+        MerchantEvents.decode_batch(None, b"3")
