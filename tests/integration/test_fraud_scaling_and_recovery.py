@@ -271,3 +271,31 @@ def test_when_the_learners_worker_dies_mid_publish_learning_goes_on_elsewhere_le
     model = _wait_for_model(survivor, lambda m: m["metrics"]["labels"] >= labels, timeout=120)
     assert model["metrics"]["labels"] == labels, model
     assert "training_offset" in survivor.get_json("/fraud/state/")[1]["learner"]
+
+
+def test_with_standby_replicas_a_killed_workers_cards_come_back_complete_from_the_standbys(worker_factory):
+    events, transactions = _stream()
+    standby = {"EDDY_STANDBY_REPLICAS": "1", "EDDY_SESSION_TIMEOUT_S": "6"}
+    a = worker_factory(extra_env=standby)
+    a.wait_ready()
+    run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
+    feed = threading.Thread(
+        target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=120),)
+    )
+    feed.start()
+    # b joins while transactions flow: each worker then mirrors the other's partitions as
+    # standbys, which start reading the changelogs as the rebalance's recovery ends, and
+    # follow them while the traffic goes on (the feed lasts about 16 s).
+    time.sleep(2.0)
+    b = worker_factory(prefix=a.prefix, extra_env=standby)
+    b.wait_ready()
+    run(wait_for_stable_group(a.bootstrap, a.group_id, members=2))
+    time.sleep(3.0)
+    assert feed.is_alive(), "the feed ended before b was killed: the standbys mirrored no traffic"
+    b.stop(signal.SIGKILL)  # a promotes its standbys of b's partitions and replays only their tail
+    feed.join()
+    _every_transaction_decided_once_or_repeated_identically(a, b, transactions)
+    # Every card, b's included, equals a recomputation from the input: no changelog event the
+    # standbys skipped, none applied twice.
+    cards = {e.value["card_id"] for e in events if e.topic == "transactions"}
+    _busiest_cards_match_a_recomputation(a, events, n=len(cards))
