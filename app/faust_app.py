@@ -49,6 +49,8 @@ logging.getLogger("aiokafka.cluster").addFilter(MissingTopicWarnings())
 
 # Every table partition's RocksDB draws on this one budget (opened once partitions are assigned).
 faust_fixes.share_rocksdb_memory(settings.rocksdb_memory_mb * 2**20)
+# Fetches wait for records to accumulate instead of carrying one or two each under steady traffic.
+faust_fixes.batch_fetches(settings.fetch_max_wait_ms)
 
 app = faust.App(
     settings.app_id,

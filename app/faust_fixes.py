@@ -40,6 +40,9 @@ The patches (each function's docstring says why it is needed and why it is safe)
 * ``RocksDBOptions.as_options`` -> :func:`_rocksdb_options_sharing_memory`: every RocksDB
   store of the worker draws on one memory budget (:func:`share_rocksdb_memory`) instead of
   a block cache and memtables of its own.
+* ``AIOKafkaConsumerThread._create_worker_consumer`` -> :func:`_worker_consumer_batching_fetches`:
+  the worker's fetches wait a little for records to accumulate (:func:`batch_fetches`) instead
+  of being answered at the first record.
 
 Deleted: ``Consumer.ack`` -> ``_ack_unless_skipped_in_rebalance``, which refused acks while
 flow control was suspended.  The Cython loop acks inline and never called it, so it guarded
@@ -126,6 +129,7 @@ _original_ack = Consumer.ack
 _original_verify_event_path = AIOKafkaConsumerThread.verify_event_path
 _original_rocksdb_as_options = RocksDBOptions.as_options
 _original_on_recovery_completed = Recovery.on_recovery_completed
+_original_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
 
 _FAUST_DIR = Path(faust.__file__).parent
 
@@ -162,6 +166,9 @@ _ORIGINALS: dict[str, Any] = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.verify_event_path": _original_verify_event_path,
     "faust.stores.rocksdb:RocksDBOptions.as_options": _original_rocksdb_as_options,
     "faust.tables.recovery:Recovery.on_recovery_completed": _original_on_recovery_completed,
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": (
+        _original_create_worker_consumer
+    ),
 }
 
 #: faust functions replaced here -> sha256 of their source in faust-streaming FAUST_VERSION.
@@ -193,6 +200,9 @@ PATCHED: dict[str, str] = {
     ),
     "faust.tables.recovery:Recovery.on_recovery_completed": (
         "6ef567acf072e46da3fccbccc6d662371f634f622c3d510972d5df81f70ae3ac"
+    ),
+    "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer": (
+        "c2701bfc3e6f6cad95c2be36d6a255a86e2c57d18d36cc1082b5fb5c482d99d7"
     ),
 }
 
@@ -250,6 +260,10 @@ RELIED_ON: dict[str, str] = {
     # The drain loop notes gaps as this does (without its sleep): _add_gap_now.
     "faust.transport.consumer:Consumer._add_gap": (
         "4df2573ded7c1c2cde04dc6bde6d4480cb5875ef565256e56966b585ae39b1c1"
+    ),
+    # The fetch settings the worker consumer is given here reach its fetcher when it starts.
+    "aiokafka.consumer.consumer:AIOKafkaConsumer.start": (
+        "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45"
     ),
 }
 
@@ -1135,6 +1149,40 @@ def _rocksdb_options_sharing_memory(self: RocksDBOptions) -> Any:
     return db_options
 
 
+# --- fetches that wait for records to accumulate -------------------------------------------------
+
+#: Bytes a fetch of the worker's consumer waits for (at most :func:`batch_fetches`' wait).
+FETCH_MIN_BYTES = 1 << 20
+_fetch_max_wait_ms = 0
+
+
+def batch_fetches(max_wait_ms: int) -> None:
+    """Let the worker's fetches wait up to ``max_wait_ms`` for :data:`FETCH_MIN_BYTES` of records
+    (``0``: faust's fetches, answered as soon as one record is there).  Set before the app starts."""
+    global _fetch_max_wait_ms
+    if max_wait_ms < 0:
+        raise ValueError(f"max_wait_ms must be at least 0, got {max_wait_ms}")
+    _fetch_max_wait_ms = max_wait_ms
+
+
+def _worker_consumer_batching_fetches(self: AIOKafkaConsumerThread, transport: Any) -> AIOKafkaConsumer:
+    """faust's worker consumer, with fetches that wait for records to accumulate (:func:`batch_fetches`).
+
+    faust leaves aiokafka's ``fetch_min_bytes`` at 1: the broker answers a fetch as soon as
+    one record is there on any of the partitions a worker reads (every pipeline's inputs and
+    internal topics, about 60).  Records arriving one by one at 1,000 a second are then fetched
+    one or two at a time, and faust and aiokafka do their per-fetch work over every partition
+    for each: a worker fed 1,000 transactions a second fell behind (p99 3.7 s), and kept up with
+    fetches waiting 50 ms (p99 0.3 s), at the price of that wait when traffic is light.
+    """
+    consumer = _original_create_worker_consumer(self, transport)
+    if _fetch_max_wait_ms > 0:
+        # Read by AIOKafkaConsumer.start, which hands them to its fetcher.
+        consumer._fetch_min_bytes = FETCH_MIN_BYTES
+        consumer._fetch_max_wait_ms = _fetch_max_wait_ms
+    return consumer
+
+
 _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerThread, "seek_to_committed", _seek_to_committed_or_beginning),
     (AIOKafkaConsumerDriver, "_to_message", _to_message_noting_fetched),
@@ -1146,6 +1194,7 @@ _PATCHES: list[tuple[type, str, Callable]] = [
     (AIOKafkaConsumerThread, "verify_event_path", _verify_event_path_once_positioned),
     (RocksDBOptions, "as_options", _rocksdb_options_sharing_memory),
     (Recovery, "on_recovery_completed", _on_recovery_completed_with_flow_stopped),
+    (AIOKafkaConsumerThread, "_create_worker_consumer", _worker_consumer_batching_fetches),
 ]
 
 

@@ -145,20 +145,27 @@ def test_two_workers_share_the_partitions_and_one_logical_model(worker_factory):
     assert b.get_json("/fraud/cards/no-such-card/")[0] == 404
 
 
-def test_a_worker_joining_while_transactions_flow_loses_nothing(worker_factory):
-    events, transactions = _stream()
-    a = worker_factory()
+def _second_worker_joining_mid_stream(worker_factory, events, rate: float, extra_env=None):
+    """Worker a fed ``events`` at ``rate`` (in a thread, returned running) and worker b, which joins
+    once a has state and commits: b restores tables from their changelogs and takes partitions
+    over mid-stream, while transactions keep coming."""
+    extra_env = extra_env or {}
+    a = worker_factory(extra_env=extra_env)
     a.wait_ready()
     run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
     feed = threading.Thread(
-        target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=400),)
+        target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=rate),)
     )
     feed.start()
-    # The second worker joins once the first has state and commits: it restores tables from
-    # their changelogs and takes partitions over mid-stream, while transactions keep coming.
     time.sleep(2.0)
-    b = worker_factory(prefix=a.prefix)
+    b = worker_factory(prefix=a.prefix, extra_env=extra_env)
     b.wait_ready()
+    return a, b, feed
+
+
+def test_a_worker_joining_while_transactions_flow_loses_nothing(worker_factory):
+    events, transactions = _stream()
+    a, b, feed = _second_worker_joining_mid_stream(worker_factory, events, rate=400)
     feed.join()
     _every_transaction_decided_once_or_repeated_identically(a, b, transactions)
 
@@ -276,19 +283,10 @@ def test_when_the_learners_worker_dies_mid_publish_learning_goes_on_elsewhere_le
 def test_with_standby_replicas_a_killed_workers_cards_come_back_complete_from_the_standbys(worker_factory):
     events, transactions = _stream()
     standby = {"EDDY_STANDBY_REPLICAS": "1", "EDDY_SESSION_TIMEOUT_S": "6"}
-    a = worker_factory(extra_env=standby)
-    a.wait_ready()
-    run(ensure_topics(a.bootstrap, [a.topic("transactions"), a.topic("fraud-labels")], 4))
-    feed = threading.Thread(
-        target=run, args=(produce_events(events, a.bootstrap, topic_prefix=a.prefix, rate=120),)
-    )
-    feed.start()
-    # b joins while transactions flow: each worker then mirrors the other's partitions as
-    # standbys, which start reading the changelogs as the rebalance's recovery ends, and
-    # follow them while the traffic goes on (the feed lasts about 16 s).
-    time.sleep(2.0)
-    b = worker_factory(prefix=a.prefix, extra_env=standby)
-    b.wait_ready()
+    # Each worker then mirrors the other's partitions as standbys, which start reading the
+    # changelogs as the rebalance's recovery ends and follow them while the traffic goes on
+    # (the feed lasts about 16 s).
+    a, b, feed = _second_worker_joining_mid_stream(worker_factory, events, rate=120, extra_env=standby)
     run(wait_for_stable_group(a.bootstrap, a.group_id, members=2))
     time.sleep(3.0)
     assert feed.is_alive(), "the feed ended before b was killed: the standbys mirrored no traffic"

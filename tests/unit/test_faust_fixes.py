@@ -22,6 +22,7 @@ import pytest
 from faust.streams import Stream
 from faust.transport._cython.conductor import ConductorHandler
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from faust.types.enums import ProcessingGuarantee
 from faust.types.tuples import ConsumerMessage
@@ -1240,3 +1241,19 @@ async def test_changelog_events_left_past_the_patience_are_reported(caplog):
     app.tables.changelog_queue.force_put_nowait(0)
     await faust_fixes._changelog_events_taken(app.tables.changelog_queue, patience=0.05)
     assert "1 changelog events still queued after 0 s" in caplog.text
+
+
+async def test_the_worker_consumer_fetches_wait_for_records_to_accumulate_when_asked(monkeypatch):
+    app = make_app()
+    thread = AIOKafkaConsumerThread(app.consumer)
+    transport = app.transport
+
+    monkeypatch.setattr(faust_fixes, "_fetch_max_wait_ms", 0)
+    faust_own = thread._create_worker_consumer(transport)
+    assert (faust_own._fetch_min_bytes, faust_own._fetch_max_wait_ms) == (1, 1500)  # faust's settings
+
+    faust_fixes.batch_fetches(50)
+    batching = thread._create_worker_consumer(transport)
+    assert (batching._fetch_min_bytes, batching._fetch_max_wait_ms) == (faust_fixes.FETCH_MIN_BYTES, 50)
+    with pytest.raises(ValueError):
+        faust_fixes.batch_fetches(-1)
