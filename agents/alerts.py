@@ -49,7 +49,8 @@ DEVICE_IDLE_SECONDS = DAY
 # --- stages ------------------------------------------------------------------------------
 
 alerts_stage = register_stage(
-    BatchedStage(app, "assess_readings", [device_state], flush_interval=0.02), [readings_topic]
+    BatchedStage(app, "assess_readings", [device_state], flush_interval=0.02, max_flush_interval=0.1),
+    [readings_topic],
 )
 device_watermarks = PartitionWatermarks()
 assessed: Counter[str] = Counter()

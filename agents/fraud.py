@@ -100,7 +100,8 @@ SNAPSHOT_INTERVAL = 5.0  # seconds: how stale the scoring model may be while lab
 # --- stages ------------------------------------------------------------------------------
 
 decide_stage = register_stage(
-    BatchedStage(app, "decide_transactions", [card_state], flush_interval=0.02), [transactions_topic]
+    BatchedStage(app, "decide_transactions", [card_state], flush_interval=0.02, max_flush_interval=0.1),
+    [transactions_topic],
 )
 join_stage = register_stage(
     BatchedStage(app, "join_labels", [label_join_state], flush_interval=0.1), [join_inputs]

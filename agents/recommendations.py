@@ -87,7 +87,8 @@ RECO_SETTINGS = RecoSettings()
 # --- stages ------------------------------------------------------------------------------
 
 user_stage = register_stage(
-    BatchedStage(app, "recommend_for_users", [user_state], flush_interval=0.02), [clicks_topic]
+    BatchedStage(app, "recommend_for_users", [user_state], flush_interval=0.02, max_flush_interval=0.1),
+    [clicks_topic],
 )
 # Item activity is published once per flush per item: staleness of trending is about this long.
 item_stage = register_stage(

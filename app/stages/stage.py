@@ -14,8 +14,9 @@ and an offset is only committed once its outputs are: a crash at any point
 replays events whose effects are either absent or already in the state (the
 pipeline's handlers recognise those and re-emit what they emitted before).
 
-Flushes happen every ``flush_interval`` seconds and whenever ``max_pending``
-events wait; a failed send is retried, in place, until it succeeds, while the
+Flushes happen every ``flush_interval`` seconds (longer, up to ``max_flush_interval``,
+while the stage's newest events are late: :func:`flush_interval_for`) and whenever
+``max_pending`` events wait; a failed send is retried, in place, until it succeeds, while the
 agent waits.  Faust's rebalance and shutdown wait for every delivered event
 to be acked, so a partition only moves once its stage has flushed.
 """
@@ -40,6 +41,8 @@ from app.stages.state import KeyedState
 logger = logging.getLogger(__name__)
 
 RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
+#: Share of its newest events' lag a stage waits between flushes (see :func:`flush_interval_for`).
+LAG_SHARE = 0.5
 #: Keys in one record of :meth:`BatchedStage.emit_by_partition`.  A key's value is what one
 #: flush (at most ``max_pending`` events) saw of it: a record stays far below Kafka's 1 MB.
 KEYS_PER_RECORD = 1_000
@@ -59,7 +62,9 @@ class BatchedStage:
     states
         The write-behind states the agent updates.
     flush_interval
-        Seconds between flushes while events are pending.
+        Seconds between flushes while events are pending and the stage keeps up.
+    max_flush_interval
+        Seconds between flushes at most while the stage is behind (default: ``flush_interval``).
     max_pending
         Events held before the agent waits for a flush.
     """
@@ -71,12 +76,16 @@ class BatchedStage:
         states: Sequence[KeyedState] = (),
         *,
         flush_interval: float = 0.05,
+        max_flush_interval: float | None = None,
         max_pending: int = 5_000,
     ) -> None:
         self.app = app
         self.name = name
         self.states = list(states)
         self.flush_interval = flush_interval
+        self.max_flush_interval = max(flush_interval, max_flush_interval or flush_interval)
+        # How late the newest event of the last flush was when its outputs were durable (s).
+        self.newest_lag = 0.0
         self.max_pending = max_pending
         self.counts: Counter[str] = Counter()
         self.last_flush_seconds = 0.0
@@ -250,9 +259,12 @@ class BatchedStage:
             for message in processed:
                 ack_processed(consumer, message)
             add_lag = self.event_to_output.add
+            newest = None
             for message in processed:
                 if message.timestamp is not None:  # the record's Kafka timestamp, in seconds
                     add_lag(durable_at - message.timestamp)
+                    newest = message.timestamp if newest is None else max(newest, message.timestamp)
+            self.newest_lag = 0.0 if newest is None else max(0.0, durable_at - newest)
             for state in self.states:
                 state.trim()
             self.counts["flushes"] += 1
@@ -286,7 +298,9 @@ class BatchedStage:
         """Flush every ``flush_interval`` seconds, forever (also while the app stops: its
         consumer waits for the last acks)."""
         while True:
-            await asyncio.sleep(self.flush_interval)
+            await asyncio.sleep(
+                flush_interval_for(self.newest_lag, self.flush_interval, self.max_flush_interval)
+            )
             try:
                 await self.flush()
             except asyncio.CancelledError:
@@ -308,8 +322,25 @@ class BatchedStage:
             "cached_keys": {state.name: len(state) for state in self.states},
             "sweep_failures": {state.name: state.sweep_failures for state in self.states},
             "last_flush_ms": round(self.last_flush_seconds * 1000.0, 2),
+            "flush_interval_ms": round(
+                flush_interval_for(self.newest_lag, self.flush_interval, self.max_flush_interval) * 1000.0, 2
+            ),
             "event_to_output": self.event_to_output.report(),
         }
 
     def _producer(self) -> Any:
         return self.app.producer._ensure_producer()
+
+
+def flush_interval_for(lag: float, base: float, maximum: float) -> float:
+    """Seconds until a stage's next flush: ``base`` while it keeps up, up to ``maximum`` while its
+    newest events were already ``lag`` seconds late, :data:`LAG_SHARE` of that lag.
+
+    A flush costs about the same for a few events as for many (a batch per topic partition, a
+    wait for the broker): a stage that is behind spends less per event on flushes this way,
+    and the wait is small next to how late its events are.
+
+    >>> [flush_interval_for(lag, base=0.02, maximum=0.1) for lag in (0.01, 0.1, 5.0)]
+    [0.02, 0.05, 0.1]
+    """
+    return min(maximum, max(base, lag * LAG_SHARE))

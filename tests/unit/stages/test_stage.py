@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import orjson
 import pytest
 
 from app.stages.outputs import PartitionedRecords, key_partition
-from app.stages.stage import BatchedStage
+from app.stages.stage import LAG_SHARE, BatchedStage
 from tests.unit.stages.conftest import FakeMessage, RecordingProducer
 
 
@@ -166,3 +167,24 @@ async def test_a_key_whose_state_lives_on_another_partition_is_named(faust_app, 
         f"key 'item-1' in a record on partition {(home + 1) % 4} of item-events, "
         f"but its state lives on partition {home}"
     )
+
+
+async def test_a_stage_whose_newest_events_are_late_flushes_less_often_up_to_a_maximum(faust_app, recording):
+    stage = BatchedStage(faust_app, "test", [], flush_interval=0.02, max_flush_interval=0.1)
+    await stage.prepare([recording.topic("decisions")])
+    now = time.time()
+    for offset, age in enumerate([30.0, 0.08, 0.09]):  # the newest of them counts
+        stage.processed(FakeMessage("tx", 0, offset, timestamp=now - age))
+    await stage.flush()
+    assert 0.08 <= stage.newest_lag < 0.08 + 1.0  # the flush itself took under a second
+    interval = stage.report()["flush_interval_ms"]
+    assert interval == pytest.approx(1000 * min(0.1, max(0.02, LAG_SHARE * stage.newest_lag)), abs=0.01)
+
+    stage.processed(FakeMessage("tx", 0, 3, timestamp=now - 60.0))  # far behind: the maximum
+    await stage.flush()
+    assert stage.report()["flush_interval_ms"] == 100.0
+    stage.processed(FakeMessage("tx", 0, 4, timestamp=time.time()))  # caught up: back towards the base
+    await stage.flush()
+    assert stage.newest_lag < 1.0
+    expected = 1000 * min(0.1, max(0.02, LAG_SHARE * stage.newest_lag))
+    assert stage.report()["flush_interval_ms"] == pytest.approx(expected, abs=0.01)
