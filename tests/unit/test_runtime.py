@@ -40,7 +40,8 @@ def test_the_heap_report_follows_python_objects_and_mallocs_memory():
     blob = bytearray(64 * 2**20)  # above malloc's mmap threshold: mapped, not in its heap
     after = heap_report()
     assert after["python_allocated_blocks"] - before["python_allocated_blocks"] >= 100_000
-    assert after["malloc_mmapped_mb"] - before["malloc_mmapped_mb"] >= 64.0
+    # Each figure is rounded to 0.1 MB: 86.6 - 22.6 is 63.99999... in floating point.
+    assert after["malloc_mmapped_mb"] - before["malloc_mmapped_mb"] >= 64.0 - 0.2
     assert after["malloc_in_use_mb"] >= 0.0 and after["malloc_free_mb"] >= 0.0
     del objects, blob
 
