@@ -45,7 +45,7 @@ import orjson
 
 from app.contracts import parse_click
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
-from app.stages.outputs import key_partition
+from app.stages.outputs import records_by_partition
 from app.stages.redelivery import Applied
 from models.reco_replay import UserStageReplay
 from models.reco_steps import recommend, recommendations_for
@@ -177,11 +177,12 @@ def replay_user_stage(
                 encode_state(state)
             t5 = clock()
             deltas, replay.deltas = replay.deltas, ItemDeltas()
-            by_partition: dict[int, dict[str, dict[int, float]]] = {}
-            for item_id, per_minute in deltas.items.items():
-                partition = key_partition(item_id.encode(), ITEM_EVENT_PARTITIONS)
-                by_partition.setdefault(partition, {})[item_id] = per_minute
-            item_events = [ItemDeltas(items).encode() for items in by_partition.values()]
+            item_events = [
+                record
+                for _, record in records_by_partition(
+                    deltas.items, ITEM_EVENT_PARTITIONS, lambda items: ItemDeltas(items).encode()
+                )
+            ]
             for start in range(0, len(training), TRAINING_PER_MESSAGE):
                 encode_training(training[start : start + TRAINING_PER_MESSAGE])
             t6 = clock()

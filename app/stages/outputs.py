@@ -9,13 +9,19 @@ last record written to each partition.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 Record = tuple[bytes | None, bytes | None]
+V = TypeVar("V")
+
+#: Keys in one record of :func:`records_by_partition`.  A key's value is what one flush (at
+#: most a stage's ``max_pending`` events) saw of it: a record stays far below Kafka's 1 MB.
+KEYS_PER_RECORD = 1_000
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -25,6 +31,31 @@ def key_partition(key: bytes, partitions: int) -> int:
     (7, True)
     """
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def records_by_partition(
+    values: Mapping[str, V],
+    partitions: int,
+    encode: Callable[[dict[str, V]], bytes],
+    keys_per_record: int = KEYS_PER_RECORD,
+) -> list[tuple[int, bytes]]:
+    """``values`` by key as ``(partition, record)``: each record the ``encode`` d values of at
+    most ``keys_per_record`` keys, all of which Kafka's default partitioner gives that partition.
+
+    >>> records_by_partition({"card-1": 1, "m-7": 2, "card-2": 3}, 8, lambda group: str(group).encode())
+    [(7, b"{'card-1': 1}"), (6, b"{'m-7': 2}"), (0, b"{'card-2': 3}")]
+    """
+    grouped: dict[int, dict[str, V]] = {}
+    for key, value in values.items():
+        grouped.setdefault(key_partition(key.encode(), partitions), {})[key] = value
+    records = []
+    for partition, group in grouped.items():
+        keys = list(group)
+        for start in range(0, len(keys), keys_per_record):
+            records.append(
+                (partition, encode({key: group[key] for key in keys[start : start + keys_per_record]}))
+            )
+    return records
 
 
 @dataclass

@@ -35,7 +35,7 @@ from faust.types import AppT, Message, TopicT
 from app.dead_letters import dead_letter_record, dead_letters_topic
 from app.faust_fixes import ack_processed
 from app.stages.lag import LagSample
-from app.stages.outputs import PartitionedRecords, key_partition
+from app.stages.outputs import KEYS_PER_RECORD, PartitionedRecords, key_partition, records_by_partition
 from app.stages.state import KeyedState
 
 logger = logging.getLogger(__name__)
@@ -43,10 +43,6 @@ logger = logging.getLogger(__name__)
 RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Share of its newest events' lag a stage waits between flushes (see :func:`flush_interval_for`).
 LAG_SHARE = 0.5
-#: Keys in one record of :meth:`BatchedStage.emit_by_partition`.  A key's value is what one
-#: flush (at most ``max_pending`` events) saw of it: a record stays far below Kafka's 1 MB.
-KEYS_PER_RECORD = 1_000
-
 V = TypeVar("V")
 
 
@@ -149,16 +145,12 @@ class BatchedStage:
 
         A consumer of ``topic`` then gets a flush's keys of its partition in one record
         instead of one record each (:meth:`keys_elsewhere` checks them); each record holds at
-        most ``keys_per_record`` keys, ``encode`` d together.
+        most ``keys_per_record`` keys, ``encode`` d together (:func:`records_by_partition`).
         """
-        grouped: dict[int, dict[str, V]] = {}
-        for key, value in values.items():
-            grouped.setdefault(self.partition_for(topic, key.encode()), {})[key] = value
-        for partition, group in grouped.items():
-            keys = list(group)
-            for start in range(0, len(keys), keys_per_record):
-                chunk = {key: group[key] for key in keys[start : start + keys_per_record]}
-                self._outputs.add(topic, partition, None, encode(chunk))
+        for partition, record in records_by_partition(
+            values, self._partitions[topic], encode, keys_per_record
+        ):
+            self._outputs.add(topic, partition, None, record)
 
     def keys_elsewhere(self, message: Message, keys: Iterable[str]) -> str | None:
         """Why a record of :meth:`emit_by_partition` cannot be applied here (``None``: it can):
