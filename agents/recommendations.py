@@ -80,8 +80,6 @@ TRAINING = training_topic.get_topic_name()
 TOP_K = 10
 #: Largest ``k`` the web view serves.
 MAX_K = 100
-#: Training messages (of up to 50 examples) between model snapshots.
-SNAPSHOT_EVERY = 100
 RECO_SETTINGS = RecoSettings()
 
 # --- stages ------------------------------------------------------------------------------
@@ -221,7 +219,7 @@ reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(
     fresh=lambda: RecoLearner(Recommender()),
     restore=RecoLearner.from_snapshot,
     decode=decode_training,
-    snapshot_every=SNAPSHOT_EVERY,
+    snapshot_every=settings.reco_snapshot_every,
 )
 
 

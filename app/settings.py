@@ -37,6 +37,7 @@ class Settings:
     fraud_label_ttl_days: float = 35.0
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
+    reco_snapshot_every: int = 500
     sweep_interval_s: float = 300.0
     gc_young_threshold: int = 10_000
     gc_freeze_survivors: bool = False
@@ -76,6 +77,7 @@ class Settings:
             fraud_legit_sample_rate=float(
                 get("EDDY_FRAUD_LEGIT_SAMPLE_RATE", defaults.fraud_legit_sample_rate)
             ),
+            reco_snapshot_every=int(get("EDDY_RECO_SNAPSHOT_EVERY", defaults.reco_snapshot_every)),
             # EDDY_FRAUD_SWEEP_INTERVAL_S: its name before the sweep served every pipeline.
             sweep_interval_s=float(
                 get("EDDY_SWEEP_INTERVAL_S", get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.sweep_interval_s))

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.contracts import parse_click
+from app.settings import settings
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
 from app.stages.outputs import records_by_partition
 from app.stages.redelivery import Applied
@@ -136,7 +137,11 @@ def replay_user_stage(
 
     ``profile``, when given, is enabled around the timed steps only.
     """
-    replay = UserStageReplay(Recommender(), flush_every=flush_every)
+    replay = UserStageReplay(
+        Recommender(),
+        flush_every=flush_every,
+        snapshot_every=settings.reco_snapshot_every * TRAINING_PER_MESSAGE,  # the deployed cadence
+    )
     items = _ItemStage()
     popularity = items.popularity
     encode_state = user_state.codec.encode

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.contracts import Click, Recommendations, ScoredItem
-from models.recommender import NEGATIVE_TARGET, TARGETS, Recommender, TrainingExample
+from models.recommender import NEGATIVE_TARGET, TARGETS, ItemFactors, Recommender, TrainingExample
 from tables.item_popularity import ItemDeltas, ItemPopularity
 from tables.user_history import UserHistory
 from tables.windows import HOUR
@@ -70,11 +69,9 @@ def record_interaction(
     the same ones.
     """
     factors = user.factors if user.factors is not None else model.new_user(click.user_id)
-    examples = [model.training_example(factors, click.item_id, TARGETS[click.action])]
-    factors = model.learn_user(factors, click.item_id, TARGETS[click.action])
-    for item_id in _negatives(user, click, model, settings.negatives):
-        examples.append(model.training_example(factors, item_id, NEGATIVE_TARGET))
-        factors = model.learn_user(factors, item_id, NEGATIVE_TARGET)
+    steps = [(click.item_id, TARGETS[click.action])]
+    steps += [(item_id, NEGATIVE_TARGET) for item_id in _negatives(user, click, model, settings.negatives)]
+    examples, factors = model.learn_user_steps(factors, steps)
     user.factors = factors
     user.add(click)
     if deltas is not None:
@@ -86,13 +83,22 @@ def _negatives(user: UserHistory, click: Click, model: Recommender, n: int) -> l
     ids = model.item_factors().ids
     if n < 1 or not ids:
         return []
-    rng = random.Random(zlib.crc32(f"{click.user_id}\x00{click.item_id}\x00{click.ts!r}".encode()))
-    touched = set(user.recent.column("item"))
-    touched.add(click.item_id)
+    # A linear congruential generator seeded with the click (Knuth's MMIX constants): seeding
+    # random.Random costs more than the rest of the draw, and sampling needs no better.
+    state = zlib.crc32(f"{click.user_id}\x00{click.item_id}\x00{click.ts!r}".encode())
+    count = len(ids)
+    recent = user.recent.column("item")
+    purchased = user.purchased
     picked: list[str] = []
     for _ in range(4 * n):  # a few tries: the user may have touched most of a small catalogue
-        item_id = ids[rng.randrange(len(ids))]
-        if item_id not in touched and not user.has_purchased(item_id) and item_id not in picked:
+        state = (state * 6364136223846793005 + 1442695040888963407) & 0xFFFF_FFFF_FFFF_FFFF
+        item_id = ids[((state >> 32) * count) >> 32]  # the high bits, scaled to the catalogue
+        if (
+            item_id != click.item_id
+            and item_id not in purchased
+            and item_id not in picked
+            and item_id not in recent
+        ):
             picked.append(item_id)
             if len(picked) == n:
                 break
@@ -107,15 +113,24 @@ def recommend(
     now: float,
     settings: RecoSettings = DEFAULT_SETTINGS,
 ) -> list[ScoredItem]:
-    """The user's top ``k`` at ``now``, best first (ties: smaller item id).
+    """The user's top ``k`` of :func:`candidate_items` at ``now``, best first (ties: smaller item id).
 
     Scores are the model's predicted affinity; a user without interactions or factors
     gets :func:`recommend_trending` instead.
     """
     if user.factors is None or not len(user.recent.ts):
         return recommend_trending(user, popularity, k, now, settings)
-    candidates = candidate_items(user, popularity, model, now, settings)
-    return top_scored(candidates, model.item_factors().scores(user.factors, candidates), k)
+    factors = model.item_factors()
+    rows, unknown = _candidate_rows(user, popularity, factors, now, settings)
+    scores = factors.row_scores(user.factors, rows)
+    best = _contenders(scores, k)
+    ids = factors.ids
+    scored = list(zip([ids[row] for row in rows[best].tolist()], scores[best].tolist(), strict=True))
+    if unknown:  # items the model has not learned: one score, factors and bias zero
+        unknown_score = float(factors.row_scores(user.factors, np.array([len(ids)]))[0])
+        if len(scored) < k or unknown_score >= min(score for _, score in scored):
+            scored += [(item, unknown_score) for item in heapq.nsmallest(k, unknown)]  # ties: smaller id
+    return _top(scored, k)
 
 
 def candidate_items(
@@ -124,24 +139,45 @@ def candidate_items(
     model: Recommender,
     now: float,
     settings: RecoSettings = DEFAULT_SETTINGS,
-) -> list[str]:
-    """Trending (hour, then day), near the recent items, and the recent items; none bought.
+) -> set[str]:
+    """Trending (hour and day), near the recent items, and the recent items; none bought.
+
+    Near: the items most similar to each of the ``history_seeds`` most recent items
+    the model knows (:meth:`~models.recommender.ItemFactors.similar_rows`).
 
     >>> from models.recommender import Recommender
     >>> user = UserHistory(); user.add(Click("u1", "bought", "purchase", 0.0))
     >>> user.add(Click("u1", "seen", "view", 1.0))
     >>> candidate_items(user, ItemPopularity(), Recommender(), now=1.0)
-    ['seen']
+    {'seen'}
     """
-    n = settings.trending_candidates
-    recent = user.recent_items()
-    at = popularity.trending_time(now)
-    found = [item for item, _ in popularity.trending(at, n, "hour")]
-    found += [item for item, _ in popularity.trending(at, n, "day")]
-    found += model.item_factors().similar(recent[: settings.history_seeds], settings.similar_candidates)
-    found += recent
+    factors = model.item_factors()
+    rows, unknown = _candidate_rows(user, popularity, factors, now, settings)
+    return {factors.ids[row] for row in rows.tolist()} | set(unknown)
+
+
+def _candidate_rows(
+    user: UserHistory,
+    popularity: ItemPopularity,
+    factors: ItemFactors,
+    now: float,
+    settings: RecoSettings,
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`candidate_items` as the rows of the items the model knows, and the ids of those it does not."""
+    trending_rows, trending_unknown = factors.rows(
+        popularity.trending_items(popularity.trending_time(now), settings.trending_candidates)
+    )
+    recent_rows, recent_unknown = factors.rows(user.recent_items())
+    seeds = recent_rows[: settings.history_seeds].tolist()
+    chosen = np.zeros(len(factors) + 1, dtype=bool)
+    chosen[trending_rows] = True
+    chosen[recent_rows] = True
+    chosen[factors.similar_rows(seeds, settings.similar_candidates)] = True
     purchased = user.purchased
-    return [item for item in dict.fromkeys(found) if item not in purchased]
+    if purchased:
+        chosen[factors.rows(list(purchased))[0]] = False
+    unknown = [item for item in dict.fromkeys(trending_unknown + recent_unknown) if item not in purchased]
+    return np.flatnonzero(chosen), unknown
 
 
 def recommend_trending(
@@ -160,13 +196,10 @@ def recommend_trending(
     >>> recommend_trending(UserHistory(), popularity, k=2, now=86_400.0)
     [ScoredItem(item_id='new', score=2.0833333333333335), ScoredItem(item_id='old', score=2.0)]
     """
-    n = max(k, settings.trending_candidates)
     at = popularity.trending_time(now)
-    found = [item for item, _ in popularity.trending(at, n, "hour")]
-    found += [item for item, _ in popularity.trending(at, n, "day")]
     scored = (
         (item, popularity.score(item, at, "hour") + popularity.score(item, at, "day") / 24.0)
-        for item in dict.fromkeys(found)
+        for item in popularity.trending_items(at, max(k, settings.trending_candidates))
         if not user.has_purchased(item)
     )
     return _top(scored, k)
@@ -205,18 +238,20 @@ def recommendations_for(
 def top_scored(item_ids: Sequence[str], scores: np.ndarray, k: int) -> list[ScoredItem]:
     """The ``k`` best of ``item_ids`` by ``scores``, best first (ties: smaller item id).
 
-    Only the items scored at least the ``k``-th best score are sorted (all of them when tied).
-
     >>> top_scored(["c", "b", "a"], np.array([1.0, 2.0, 2.0]), k=2)
     [ScoredItem(item_id='a', score=2.0), ScoredItem(item_id='b', score=2.0)]
     """
-    n = len(item_ids)
+    best = _contenders(scores, k)
+    return _top(zip([item_ids[row] for row in best.tolist()], scores[best].tolist(), strict=True), k)
+
+
+def _contenders(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the scores at least the ``k``-th best (all of them when tied): only those are sorted."""
+    n = len(scores)
     if n > k > 0:
         kth_best = np.partition(scores, n - k)[n - k]
-        rows = np.flatnonzero(scores >= kth_best)
-    else:
-        rows = np.arange(n)
-    return _top(zip([item_ids[row] for row in rows.tolist()], scores[rows].tolist(), strict=True), k)
+        return np.flatnonzero(scores >= kth_best)
+    return np.arange(n)
 
 
 def _top(scored: Iterable[tuple[str, float]], k: int) -> list[ScoredItem]:

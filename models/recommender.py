@@ -32,6 +32,7 @@ reaches a worker before it has been learned.
 
 from __future__ import annotations
 
+import operator
 import pickle
 import zlib
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from river import optim, reco, utils
+from river import optim, reco
 
 from models.learner import Learner
 from models.snapshots import Snapshot
@@ -86,12 +87,14 @@ class ItemFactors:
 
     Rows follow ``ids``; ``unit_t`` holds the rows scaled to unit length (zero rows stay
     zero), transposed: one item per column, so that a few items' similarities to all are
-    one contiguous product.
+    one contiguous product.  Row ``len(ids)`` is an unknown item's: factors and bias zero.
     """
 
     __slots__ = (
+        "_nearest",
         "_padded_biases",
         "_padded_matrix",
+        "_rows_memo",
         "biases",
         "global_mean",
         "ids",
@@ -111,35 +114,80 @@ class ItemFactors:
         self.global_mean = global_mean
         norms = np.linalg.norm(matrix, axis=1, keepdims=True) if len(ids) else np.zeros((0, 1))
         self.unit_t = np.ascontiguousarray((matrix / np.where(norms > 0.0, norms, 1.0)).T)
+        # row -> its nearest rows, best first; at most one entry per item, for this model's life.
+        self._nearest: dict[int, np.ndarray] = {}
+        self._rows_memo: tuple[tuple[str, ...], tuple[np.ndarray, list[str]]] | None = None
+
+    def rows(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """The rows of the known ``item_ids``, in their order, and the unknown ids.
+
+        The answer for the last tuple asked is kept (a tuple cannot change): trending items
+        are the same tuple for many clicks in a row.
+
+        >>> factors = ItemFactors(["a", "b"], np.eye(2), np.zeros(2), 0.0)
+        >>> factors.rows(["b", "zz", "a"])
+        (array([1, 0]), ['zz'])
+        """
+        memo = self._rows_memo
+        if memo is not None and memo[0] is item_ids:
+            return memo[1]
+        index = self.index
+        known = [row for row in map(index.get, item_ids) if row is not None]
+        unknown = [item for item in item_ids if item not in index] if len(known) < len(item_ids) else []
+        found = np.array(known, dtype=np.intp), unknown
+        if type(item_ids) is tuple:
+            self._rows_memo = (item_ids, found)
+        return found
+
+    def row_scores(self, user: UserFactors, rows: np.ndarray) -> np.ndarray:
+        """Predicted affinity of ``user`` for the items at ``rows`` (``len(ids)``: an unknown item)."""
+        return (self.global_mean + user.bias) + (
+            self._padded_biases[rows] + self._padded_matrix[rows] @ user.latent
+        )
 
     def scores(self, user: UserFactors, item_ids: Sequence[str]) -> np.ndarray:
         """Predicted affinity of ``user`` for each of ``item_ids`` (unknown items: factors zero)."""
         unknown = len(self.ids)
         index = self.index
-        rows = np.array([index.get(item, unknown) for item in item_ids], dtype=np.intp)
-        return (self.global_mean + user.bias) + (
-            self._padded_biases[rows] + self._padded_matrix[rows] @ user.latent
-        )
+        return self.row_scores(user, np.array([index.get(item, unknown) for item in item_ids], dtype=np.intp))
 
-    def similar(self, item_ids: Sequence[str], k: int) -> list[str]:
-        """The ``k`` known items most similar (cosine) to any of ``item_ids``, best first, not those.
+    def similar_rows(self, seeds: Sequence[int], k: int) -> np.ndarray:
+        """The ``ceil(k / len(seeds))`` items most similar (cosine) to each of the ``seeds`` rows,
+        each seed's best first (ties: smaller row), never the seed itself; rows may repeat.
+
+        A seed's ``k`` nearest are computed once for this model's life (items' factors
+        change only with the next snapshot), so each click pays a lookup for its seeds.
 
         >>> factors = ItemFactors(["a", "b", "c"], np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]),
         ...                       np.zeros(3), 0.0)
-        >>> factors.similar(["a"], k=1), factors.similar(["a", "zz"], k=5)
-        (['b'], ['b', 'c'])
+        >>> factors.similar_rows([0], k=1).tolist(), factors.similar_rows([0, 2], k=3).tolist()
+        ([1], [1, 2, 1, 0])
         """
-        rows = [self.index[item] for item in item_ids if item in self.index]
-        if not rows or k < 1:
-            return []
-        similarity = (self.unit_t[:, rows].T @ self.unit_t).max(axis=0)
-        similarity[rows] = -np.inf
-        count = min(k, len(self.ids) - len(set(rows)))
-        if count <= 0:
-            return []
-        top = np.argpartition(-similarity, count - 1)[:count]
-        top = top[np.lexsort((top, -similarity[top]))]  # best first, ties by row
-        return [self.ids[row] for row in top.tolist()]
+        if not len(seeds) or k < 1:
+            return np.zeros(0, dtype=np.intp)
+        nearest = self._nearest
+        depth = min(k, len(self.ids) - 1)
+        missing = [row for row in dict.fromkeys(seeds) if row not in nearest or len(nearest[row]) < depth]
+        if missing:
+            self._find_nearest(missing, depth)
+        per_seed = -(-k // len(seeds))
+        return np.concatenate([nearest[row][:per_seed] for row in seeds])
+
+    def _find_nearest(self, rows: list[int], count: int) -> None:
+        if count < 1:
+            for row in rows:
+                self._nearest[row] = np.zeros(0, dtype=np.intp)
+            return
+        similarity = self.unit_t[:, rows].T @ self.unit_t
+        similarity[np.arange(len(rows)), rows] = -np.inf
+        # Each row's count-th best similarity; every item at least that good is a contender,
+        # so that ties at the boundary go to the smaller row, as everywhere else.
+        kth = len(self.ids) - count
+        thresholds = np.partition(similarity, kth, axis=1)[:, kth]
+        for row, similarities, threshold in zip(rows, similarity, thresholds.tolist(), strict=True):
+            contenders = np.flatnonzero(similarities >= threshold)
+            best = contenders[np.lexsort((contenders, -similarities[contenders]))]
+            self._nearest[row] = best[:count]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -245,20 +293,38 @@ class Recommender:
 
         The item's factors are the newest this model has (zero for an item it does not know).
         """
+        return self.learn_user_steps(user, [(item_id, target)])[1]
+
+    def learn_user_steps(
+        self, user: UserFactors, steps: Sequence[tuple[str, float]]
+    ) -> tuple[list[TrainingExample], UserFactors]:
+        """:meth:`learn_user` for each ``(item_id, target)`` in turn: each step's
+        :meth:`training_example` (the factors before it), and the factors after the last.
+
+        In floats rather than arrays: a step is ten multiply-adds, less than numpy's
+        overhead per operation.
+        """
         factors = self.item_factors()
-        row = factors.index.get(item_id)
-        if row is None:
-            item_latent, item_bias = np.zeros(self.n_factors), 0.0
-        else:
-            item_latent, item_bias = factors.matrix[row], float(factors.biases[row])
-        prediction = factors.global_mean + user.bias + item_bias + float(user.latent @ item_latent)
-        clip = self.mf.clip_gradient
-        gradient = utils.math.clamp(self.mf.loss.gradient(target, prediction), minimum=-clip, maximum=clip)
+        index, matrix, biases = factors.index, factors.matrix, factors.biases
+        base = factors.global_mean
+        mf = self.mf
+        gradient_of, clip = mf.loss.gradient, mf.clip_gradient
         lr, l2 = self.learning_rate, self.l2
-        return UserFactors(
-            latent=user.latent - lr * (gradient * item_latent + l2 * user.latent),
-            bias=user.bias - lr * (gradient + l2 * user.bias),
-        )
+        latent, bias = user.latent.tolist(), user.bias
+        zeros = [0.0] * len(latent)
+        examples = []
+        for item_id, target in steps:
+            examples.append(TrainingExample(item_id, tuple(latent), bias, target))
+            row = index.get(item_id)
+            if row is None:
+                item_latent, item_bias = zeros, 0.0
+            else:
+                item_latent, item_bias = matrix[row].tolist(), float(biases[row])
+            prediction = base + bias + item_bias + sum(map(operator.mul, latent, item_latent))
+            gradient = max(min(gradient_of(target, prediction), clip), -clip)  # river.utils.math.clamp
+            latent = [u - lr * (gradient * v + l2 * u) for u, v in zip(latent, item_latent, strict=True)]
+            bias = bias - lr * (gradient + l2 * bias)
+        return examples, UserFactors(np.array(latent), bias)
 
     # --- snapshots -------------------------------------------------------------------------
 

@@ -154,6 +154,8 @@ class ItemPopularity:
         # are re-scored when the window is next asked for.
         self._tops: dict[str, dict[int, _Ranked]] = {horizon: {} for horizon in WINDOWS}
         self._active = {horizon: _ActiveItems(_INDEXED_SPANS[horizon]) for horizon in WINDOWS}
+        # The last trending_items answer: (its arguments, the answer); dropped at any change.
+        self._trending_items: tuple[tuple[float, int], tuple[str, ...]] | None = None
 
     def apply(self, deltas: ItemDeltas) -> None:
         """Count a flush's interactions (:func:`apply_item_deltas`), then keep at most ``max_items``."""
@@ -243,7 +245,30 @@ class ItemPopularity:
             self._refresh(top, horizon, bucket)
         return top.items[:k]
 
+    def trending_items(self, now: float, k: int) -> tuple[str, ...]:
+        """The ``k`` trending over the hour, then those of the ``k`` over the day not among them.
+
+        The same tuple is returned until an item changes or another ``now`` or ``k`` is
+        asked for, so that callers may key their own memos on it.
+
+        >>> popularity = ItemPopularity()
+        >>> popularity.apply(ItemDeltas({"a": {0: 1.0}, "b": {0: 3.0}, "c": {-90: 9.0}}))
+        >>> popularity.trending_items(60.0, k=2)
+        ('b', 'a', 'c')
+        >>> popularity.trending_items(60.0, k=2) is popularity.trending_items(60.0, k=2)
+        True
+        """
+        memo = self._trending_items
+        if memo is not None and memo[0] == (now, k):
+            return memo[1]
+        found = [item for item, _ in self.trending(now, k, "hour")]
+        found += [item for item, _ in self.trending(now, k, "day")]
+        items = tuple(dict.fromkeys(found))
+        self._trending_items = ((now, k), items)
+        return items
+
     def _changed(self, item_id: str) -> None:
+        self._trending_items = None
         for tops in self._tops.values():
             for top in tops.values():
                 top.pending.add(item_id)

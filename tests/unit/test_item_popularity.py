@@ -167,6 +167,9 @@ def test_trending_equals_a_fresh_ranking_after_every_change_of_a_view(monkeypatc
                 if (score := activity.score(now, horizon)) > 0:
                     fresh.append((item, score))
             assert view.trending(now, k, horizon) == sorted(fresh, key=lambda s: (-s[1], s[0]))[:k]
+            # The memo of both horizons' items is dropped at every change.
+            both = [item for horizon in ("hour", "day") for item, _ in view.trending(now, k, horizon)]
+            assert view.trending_items(now, k) == tuple(dict.fromkeys(both))
 
 
 flushes_and_queries = st.lists(

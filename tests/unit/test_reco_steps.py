@@ -125,7 +125,7 @@ def test_candidates_include_the_nearest_items_to_the_recent_ones_in_factor_space
     user = UserHistory()
     user.add(Click("u1", "seen", "view", 0.0))
     found = candidate_items(user, ItemPopularity(), model, 0.0, RecoSettings(similar_candidates=1))
-    assert found == ["near", "seen"]
+    assert found == {"near", "seen"}
 
 
 def test_the_history_baseline_halves_weights_every_half_life():
@@ -218,3 +218,37 @@ def reference_encoding(user: UserHistory) -> bytes:
     )
     raw_ids = [item_id.encode() for item_id in ids]
     return packed + b"".join(struct.pack("<H", len(raw)) + raw for raw in raw_ids)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from([f"i{n}" for n in range(40)]), min_size=1, max_size=30, unique=True),
+    st.lists(
+        st.tuples(st.sampled_from([f"i{n}" for n in range(50)]), st.sampled_from(CLICK_ACTIONS)),
+        min_size=1,
+        max_size=25,
+    ),
+    st.dictionaries(st.sampled_from([f"i{n}" for n in range(50)]), st.floats(0.5, 9.0), max_size=30),
+    st.integers(1, 15),
+)
+def test_recommend_is_the_top_k_of_every_candidate_by_the_models_score(learned, clicks, weights, k):
+    # Items the model never learned (i40 and up) and purchases among the clicks and the trending.
+    model = trained_model(learned)
+    popularity = popular(weights)
+    user = UserHistory()
+    for n, (item, action) in enumerate(clicks):
+        record_interaction(user, Click("u1", item, action, float(n)), model)
+    now = float(len(clicks))
+    factors = model.item_factors()
+    at = popularity.trending_time(now)
+    found = {item for horizon in ("hour", "day") for item, _ in popularity.trending(at, 50, horizon)}
+    found |= set(user.recent_items())
+    seeds = [factors.index[item] for item in user.recent_items() if item in factors.index][:5]
+    found |= {factors.ids[row] for row in factors.similar_rows(seeds, 6).tolist()}
+    candidates = sorted(found - set(user.purchased))
+    reco_settings = RecoSettings(similar_candidates=6)
+    assert set(candidates) == candidate_items(user, popularity, model, now, reco_settings)
+    scores = model.item_factors().scores(user.factors, candidates).tolist()
+    expected = sorted(zip(candidates, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:k]
+    ranking = recommend(user, popularity, model, k, now, reco_settings)
+    assert [(s.item_id, s.score) for s in ranking] == expected

@@ -7,9 +7,11 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from river import optim, reco
 
-from models.recommender import Recommender, TrainingExample, snapshot_bytes
+from models.recommender import ItemFactors, Recommender, TrainingExample, snapshot_bytes
 from models.snapshots import MAX_SNAPSHOT_BYTES, Snapshot
 from tables.user_history import UserFactors
 
@@ -134,3 +136,74 @@ def test_a_user_is_initialised_from_the_id_alone():
 def test_training_examples_survive_their_encoding_exactly():
     example = TrainingExample("item-1", (0.1, -1e-300, 3.141592653589793), -0.0, 5.0)
     assert TrainingExample.decode(example.encode()) == example
+
+
+def cosine(matrix: np.ndarray, a: int, b: int) -> float:
+    norms = np.linalg.norm(matrix[a]) * np.linalg.norm(matrix[b])
+    return float(matrix[a] @ matrix[b] / norms) if norms > 0.0 else 0.0
+
+
+def assert_nearest(matrix: np.ndarray, seed: int, found: list[int], count: int) -> None:
+    """``found`` are ``count`` other rows whose similarities to ``seed`` are a full sort's best,
+    in order (rows whose similarity differs only in the last bits may come in either order)."""
+    others = sorted(
+        (row for row in range(len(matrix)) if row != seed), key=lambda row: -cosine(matrix, seed, row)
+    )
+    expected = [cosine(matrix, seed, row) for row in others[:count]]
+    assert len(found) == len(set(found)) == len(expected) and seed not in found
+    assert [cosine(matrix, seed, row) for row in found] == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    # Few distinct coordinates: many ties of similarity.
+    st.lists(
+        st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1.0]), min_size=3, max_size=3), min_size=1, max_size=25
+    ),
+    st.lists(st.integers(0, 24), min_size=1, max_size=5),
+    st.integers(1, 30),
+)
+def test_similar_rows_are_each_seeds_nearest_by_cosine_as_a_full_sort_finds_them(latents, seeds, k):
+    matrix = np.array(latents)
+    seeds = [seed % len(matrix) for seed in seeds]
+    factors = ItemFactors([f"i{n}" for n in range(len(matrix))], matrix, np.zeros(len(matrix)), 0.0)
+    per_seed = min(-(-k // len(seeds)), len(matrix) - 1)
+    found = factors.similar_rows(seeds, k).tolist()
+    assert len(found) == per_seed * len(seeds)
+    for n, seed in enumerate(seeds):
+        assert_nearest(matrix, seed, found[n * per_seed : (n + 1) * per_seed], per_seed)
+    # Asked again, from the kept neighbours: the same; and fewer, the first of them.
+    assert factors.similar_rows(seeds, k).tolist() == found
+    assert factors.similar_rows(seeds[:1], 1).tolist() == found[: min(1, per_seed)]
+
+
+def test_ties_of_similarity_go_to_the_smaller_row():
+    matrix = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    factors = ItemFactors([f"i{n}" for n in range(5)], matrix, np.zeros(5), 0.0)
+    assert factors.similar_rows([0], k=4).tolist() == [2, 4, 1, 3]
+
+
+def test_rows_keeps_the_answer_for_a_tuple_and_looks_a_list_up_afresh():
+    factors = ItemFactors(["a", "b"], np.eye(2), np.zeros(2), 0.0)
+    trending = ("b", "new", "a")
+    rows, unknown = factors.rows(trending)
+    assert rows.tolist() == [1, 0] and unknown == ["new"]
+    assert factors.rows(trending)[0] is rows
+    items = ["a"]
+    assert factors.rows(items)[0].tolist() == [0]
+    items.append("b")
+    assert factors.rows(items)[0].tolist() == [0, 1]
+
+
+def test_several_user_steps_at_once_equal_single_steps_and_carry_the_factors_before_each():
+    model = Recommender(n_factors=4, seed=2)
+    for item in ("a", "b"):
+        model.learn(TrainingExample(item, (0.3, -0.1, 0.2, 0.5), 0.1, 3.0))
+    start = model.new_user("u1")
+    steps = [("a", 5.0), ("never-seen", 0.0), ("b", 0.0)]
+    examples, after = model.learn_user_steps(start, steps)
+    factors = start
+    for example, (item, target) in zip(examples, steps, strict=True):
+        assert example == TrainingExample(item, tuple(factors.latent.tolist()), factors.bias, target)
+        factors = model.learn_user(factors, item, target)
+    assert after == factors
