@@ -79,7 +79,7 @@ class TrainingExample:
     @classmethod
     def decode(cls, data: bytes) -> TrainingExample:
         item_id, latent, bias, target = orjson.loads(data)
-        return cls(str(item_id), tuple(float(x) for x in latent), float(bias), float(target))
+        return cls(str(item_id), tuple(map(float, latent)), float(bias), float(target))
 
 
 class ItemFactors:
@@ -406,6 +406,6 @@ def decode_training(data: bytes | None) -> list[TrainingExample]:
     if not isinstance(rows, list):
         raise TypeError(f"expected a list of training examples, got {type(rows).__name__}")
     return [
-        TrainingExample(str(item), tuple(float(x) for x in latent), float(bias), float(target))
+        TrainingExample(str(item), tuple(map(float, latent)), float(bias), float(target))
         for item, latent, bias, target in rows
     ]
