@@ -40,9 +40,13 @@ class RecoSettings:
     model knows for every interaction and learned with target 0: without them implicit
     feedback is all positive and every item drifts up alike.  Measured by
     ``python -m models.reco_quality`` (1,000 users, 500 items, 14 days, seed 0; hit@10 /
-    NDCG@10 over the tail's views): 0 negatives 0.044 / 0.018, 2 negatives 0.243 / 0.135,
-    4 negatives 0.257 / 0.152 (trending alone 0.213 / 0.138).  2 is kept as the default:
-    each negative is one more training example for the single learner to apply.
+    NDCG@10 over the tail's views): 0 negatives 0.043 / 0.018, 1 negative 0.203 / 0.109,
+    2 negatives 0.243 / 0.136, 4 negatives 0.258 / 0.153 (trending alone 0.213 / 0.138).
+    2 is kept as the default: each negative is one more training example for the single
+    learner to apply.
+
+    ``similar_candidates`` are shared among the ``history_seeds`` most recent items the
+    model knows: each brings its ``ceil(similar_candidates / seeds)`` nearest.
     """
 
     negatives: int = 2
