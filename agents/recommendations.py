@@ -81,9 +81,6 @@ TOP_K = 10
 #: Largest ``k`` the web view serves.
 MAX_K = 100
 RECO_SETTINGS = RecoSettings()
-#: Seconds after which the learner publishes what it learned (if less than
-#: ``EDDY_RECO_SNAPSHOT_EVERY`` messages came): the item factors the workers serve are this fresh.
-SNAPSHOT_INTERVAL_S = 2.0
 
 # --- stages ------------------------------------------------------------------------------
 
@@ -223,7 +220,6 @@ reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(
     restore=RecoLearner.from_snapshot,
     decode=decode_training,
     snapshot_every=settings.reco_snapshot_every,
-    snapshot_interval=SNAPSHOT_INTERVAL_S,
 )
 
 
