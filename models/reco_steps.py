@@ -201,12 +201,19 @@ def recommend_trending(
     [ScoredItem(item_id='new', score=2.0833333333333335), ScoredItem(item_id='old', score=2.0)]
     """
     at = popularity.trending_time(now)
-    scored = (
+    n = max(k, settings.trending_candidates)
+    # The same for every user until the view changes: ranked once, each user's purchases skipped.
+    ranked = popularity.derived(("recommend_trending", at, n), lambda: _trending_ranked(popularity, at, n))
+    purchased = user.purchased
+    return [scored for scored in ranked if scored.item_id not in purchased][:k]
+
+
+def _trending_ranked(popularity: ItemPopularity, at: float, n: int) -> tuple[ScoredItem, ...]:
+    scored = [
         (item, popularity.score(item, at, "hour") + popularity.score(item, at, "day") / 24.0)
-        for item in popularity.trending_items(at, max(k, settings.trending_candidates))
-        if not user.has_purchased(item)
-    )
-    return _top(scored, k)
+        for item in popularity.trending_items(at, n)
+    ]
+    return tuple(_top(scored, len(scored)))
 
 
 def recommend_from_history(

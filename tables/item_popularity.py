@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 
 import orjson
 
@@ -40,6 +40,9 @@ WINDOWS: dict[str, tuple[float, int, int]] = {"hour": (MINUTE, 60, 120), "day": 
 _CACHED_WINDOWS = 8
 # horizon -> buckets behind the newest whose active items are known (twice the buckets kept).
 _INDEXED_SPANS: dict[str, int] = {horizon: 2 * keep for horizon, (_, _, keep) in WINDOWS.items()}
+# Values kept by ItemPopularity.derived between two changes.
+_DERIVED_KEYS = 16
+T = TypeVar("T")
 
 
 class ItemActivity:
@@ -154,8 +157,8 @@ class ItemPopularity:
         # are re-scored when the window is next asked for.
         self._tops: dict[str, dict[int, _Ranked]] = {horizon: {} for horizon in WINDOWS}
         self._active = {horizon: _ActiveItems(_INDEXED_SPANS[horizon]) for horizon in WINDOWS}
-        # The last trending_items answer: (its arguments, the answer); dropped at any change.
-        self._trending_items: tuple[tuple[float, int], tuple[str, ...]] | None = None
+        # Values derived from the items (see derived), dropped at any change.
+        self._derived: dict[Hashable, Any] = {}
 
     def apply(self, deltas: ItemDeltas) -> None:
         """Count a flush's interactions (:func:`apply_item_deltas`), then keep at most ``max_items``."""
@@ -258,17 +261,34 @@ class ItemPopularity:
         >>> popularity.trending_items(60.0, k=2) is popularity.trending_items(60.0, k=2)
         True
         """
-        memo = self._trending_items
-        if memo is not None and memo[0] == (now, k):
-            return memo[1]
+        return self.derived(("trending_items", now, k), lambda: self._trending_items(now, k))
+
+    def _trending_items(self, now: float, k: int) -> tuple[str, ...]:
         found = [item for item, _ in self.trending(now, k, "hour")]
         found += [item for item, _ in self.trending(now, k, "day")]
-        items = tuple(dict.fromkeys(found))
-        self._trending_items = ((now, k), items)
-        return items
+        return tuple(dict.fromkeys(found))
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, kept under ``key`` until an item changes: for what every click between
+        two flushes of the popularity view would compute alike (at most 16 keys are kept).
+
+        >>> popularity = ItemPopularity()
+        >>> popularity.derived("size", lambda: len(popularity))
+        0
+        >>> popularity.apply(ItemDeltas({"a": {0: 1.0}})); popularity.derived("size", lambda: len(popularity))
+        1
+        """
+        derived = self._derived
+        try:
+            return derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            if len(derived) >= _DERIVED_KEYS:
+                derived.clear()
+            value = derived[key] = compute()
+            return value
 
     def _changed(self, item_id: str) -> None:
-        self._trending_items = None
+        self._derived.clear()
         for tops in self._tops.values():
             for top in tops.values():
                 top.pending.add(item_id)

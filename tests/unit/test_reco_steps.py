@@ -252,3 +252,17 @@ def test_recommend_is_the_top_k_of_every_candidate_by_the_models_score(learned, 
     expected = sorted(zip(candidates, scores, strict=True), key=lambda pair: (-pair[1], pair[0]))[:k]
     ranking = recommend(user, popularity, model, k, now, reco_settings)
     assert [(s.item_id, s.score) for s in ranking] == expected
+
+
+def test_the_trending_ranking_kept_between_clicks_follows_every_change_of_the_view():
+    popularity = popular({"a": 3.0, "b": 2.0})
+    buyer = UserHistory()
+    buyer.add(Click("u2", "a", "purchase", 0.0))
+    assert [s.item_id for s in recommend_trending(UserHistory(), popularity, 2, 60.0)] == ["a", "b"]
+    assert [s.item_id for s in recommend_trending(buyer, popularity, 2, 60.0)] == ["b"]
+    popularity.apply(ItemDeltas({"b": {0: 5.0}, "c": {0: 4.0}}))
+    assert recommend_trending(UserHistory(), popularity, 2, 60.0) == [
+        ScoredItem("b", 7.0 + 7.0 / 24),
+        ScoredItem("c", 4.0 + 4.0 / 24),
+    ]
+    assert [s.item_id for s in recommend_trending(buyer, popularity, 3, 60.0)] == ["b", "c"]
