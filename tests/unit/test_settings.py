@@ -19,3 +19,12 @@ def test_table_stores_open_with_bounded_memtables(tmp_path):
 
 def test_a_memory_store_takes_no_rocksdb_options():
     assert Settings(store="memory://").table_options == {}
+
+
+def test_snapshot_cadences_come_from_the_environment_or_their_defaults():
+    assert (Settings.from_env({}).reco_snapshot_every, Settings.from_env({}).fraud_snapshot_every) == (
+        500,
+        2_000,
+    )
+    chosen = Settings.from_env({"EDDY_RECO_SNAPSHOT_EVERY": "50", "EDDY_FRAUD_SNAPSHOT_EVERY": "7"})
+    assert (chosen.reco_snapshot_every, chosen.fraud_snapshot_every) == (50, 7)
