@@ -140,7 +140,8 @@ def replay_user_stage(
     replay = UserStageReplay(
         Recommender(),
         flush_every=flush_every,
-        snapshot_every=settings.reco_snapshot_every * TRAINING_PER_MESSAGE,  # the deployed cadence
+        # As deployed on a backlog (full messages); the 5 s floor of slower traffic is not modelled.
+        snapshot_every=settings.reco_snapshot_every * TRAINING_PER_MESSAGE,
     )
     items = _ItemStage()
     popularity = items.popularity

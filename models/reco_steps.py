@@ -122,19 +122,16 @@ def recommend(
     Scores are the model's predicted affinity; a user without interactions or factors
     gets :func:`recommend_trending` instead.
     """
+    if k < 1:
+        return []
     if user.factors is None or not len(user.recent.ts):
         return recommend_trending(user, popularity, k, now, settings)
     factors = model.item_factors()
     rows, unknown = _candidate_rows(user, popularity, factors, now, settings)
-    scores = factors.row_scores(user.factors, rows)
-    best = _contenders(scores, k)
-    ids = factors.ids
-    scored = list(zip([ids[row] for row in rows[best].tolist()], scores[best].tolist(), strict=True))
-    if unknown:  # items the model has not learned: one score, factors and bias zero
-        unknown_score = float(factors.row_scores(user.factors, np.array([len(ids)]))[0])
-        if len(scored) < k or unknown_score >= min(score for _, score in scored):
-            scored += [(item, unknown_score) for item in heapq.nsmallest(k, unknown)]  # ties: smaller id
-    return _top(scored, k)
+    # Items the model has not learned score alike (factors and bias zero): the first ids suffice.
+    unknown_score = (factors.global_mean + user.factors.bias) + 0.0  # as row_scores adds a zero row
+    also = [(item, unknown_score) for item in heapq.nsmallest(k, unknown)]
+    return top_scored(factors.ids, factors.row_scores(user.factors, rows), k, rows=rows, also=also)
 
 
 def candidate_items(
@@ -173,7 +170,7 @@ def _candidate_rows(
     )
     recent_rows, recent_unknown = factors.rows(user.recent_items())
     seeds = recent_rows[: settings.history_seeds].tolist()
-    chosen = np.zeros(len(factors) + 1, dtype=bool)
+    chosen = np.zeros(len(factors), dtype=bool)
     chosen[trending_rows] = True
     chosen[recent_rows] = True
     chosen[factors.similar_rows(seeds, settings.similar_candidates)] = True
@@ -246,14 +243,26 @@ def recommendations_for(
     return Recommendations(user_id=user_id, items=tuple(items), model_version=model_version, ts=ts)
 
 
-def top_scored(item_ids: Sequence[str], scores: np.ndarray, k: int) -> list[ScoredItem]:
-    """The ``k`` best of ``item_ids`` by ``scores``, best first (ties: smaller item id).
+def top_scored(
+    item_ids: Sequence[str],
+    scores: np.ndarray,
+    k: int,
+    *,
+    rows: np.ndarray | None = None,
+    also: Iterable[tuple[str, float]] = (),
+) -> list[ScoredItem]:
+    """The ``k`` best, best first (ties: smaller item id), of the items scored ``scores`` -
+    ``item_ids`` or, given ``rows``, ``item_ids[rows]`` - and of ``also``'s ``(item, score)``.
 
     >>> top_scored(["c", "b", "a"], np.array([1.0, 2.0, 2.0]), k=2)
     [ScoredItem(item_id='a', score=2.0), ScoredItem(item_id='b', score=2.0)]
+    >>> top_scored(["c", "b", "a"], np.array([0.5]), k=2, rows=np.array([2]), also=[("d", 0.7)])
+    [ScoredItem(item_id='d', score=0.7), ScoredItem(item_id='a', score=0.5)]
     """
     best = _contenders(scores, k)
-    return _top(zip([item_ids[row] for row in best.tolist()], scores[best].tolist(), strict=True), k)
+    picked = best if rows is None else rows[best]
+    scored = [*zip([item_ids[row] for row in picked.tolist()], scores[best].tolist(), strict=True), *also]
+    return _top(scored, k)
 
 
 def _contenders(scores: np.ndarray, k: int) -> np.ndarray:

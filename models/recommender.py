@@ -10,7 +10,7 @@ Where each half of the parameters lives, so that the published snapshot is bound
 
 * **User factors** ``(v_u, b_u)`` live in the user's own state
   (:class:`~tables.user_history.UserFactors`), owned by the worker that owns the user.
-  That worker takes the user's half of each SGD step (:meth:`Recommender.learn_user`)
+  That worker takes the user's half of each SGD step (:meth:`Recommender.learn_user_steps`)
   with the item factors of the newest snapshot it has.
 * **Item factors** ``(v_i, b_i)`` and the global mean live in the one learner's
   :class:`Recommender`.  The user stage sends it a :class:`TrainingExample` per step:
@@ -83,7 +83,10 @@ class TrainingExample:
 
 
 class ItemFactors:
-    """The item half of a model as one matrix, for scoring and neighbours (read only).
+    """The item half of a model as one matrix, for scoring and neighbours.
+
+    The factors are read only; what is derived from them (each item's nearest, the rows of
+    the last trending items) is kept for the life of the model.
 
     Rows follow ``ids``; ``unit_t`` holds the rows scaled to unit length (zero rows stay
     zero), transposed: one item per column, so that a few items' similarities to all are
@@ -118,23 +121,25 @@ class ItemFactors:
         self._nearest: dict[int, np.ndarray] = {}
         self._rows_memo: tuple[tuple[str, ...], tuple[np.ndarray, list[str]]] | None = None
 
-    def rows(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """The rows of the known ``item_ids``, in their order, and the unknown ids.
+    def rows(self, item_ids: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The rows of the known ``item_ids``, in their order (read only), and the unknown ids.
 
         The answer for the last tuple asked is kept (a tuple cannot change): trending items
         are the same tuple for many clicks in a row.
 
         >>> factors = ItemFactors(["a", "b"], np.eye(2), np.zeros(2), 0.0)
         >>> factors.rows(["b", "zz", "a"])
-        (array([1, 0]), ['zz'])
+        (array([1, 0]), ('zz',))
         """
         memo = self._rows_memo
         if memo is not None and memo[0] is item_ids:
             return memo[1]
         index = self.index
         known = [row for row in map(index.get, item_ids) if row is not None]
-        unknown = [item for item in item_ids if item not in index] if len(known) < len(item_ids) else []
-        found = np.array(known, dtype=np.intp), unknown
+        unknown = tuple(item for item in item_ids if item not in index) if len(known) < len(item_ids) else ()
+        rows = np.array(known, dtype=np.intp)
+        rows.flags.writeable = False  # shared by every caller of a kept answer
+        found = rows, unknown
         if type(item_ids) is tuple:
             self._rows_memo = (item_ids, found)
         return found
@@ -152,8 +157,9 @@ class ItemFactors:
         return self.row_scores(user, np.array([index.get(item, unknown) for item in item_ids], dtype=np.intp))
 
     def similar_rows(self, seeds: Sequence[int], k: int) -> np.ndarray:
-        """The ``ceil(k / len(seeds))`` items most similar (cosine) to each of the ``seeds`` rows,
-        each seed's best first (ties: smaller row), never the seed itself; rows may repeat.
+        """The ``ceil(k / len(seeds))`` items most similar (cosine) to each of the ``seeds`` rows
+        (all others if fewer), each seed's best first (ties: smaller row), never the seed itself;
+        rows may repeat.
 
         A seed's ``k`` nearest are computed once for this model's life (items' factors
         change only with the next snapshot), so each click pays a lookup for its seeds.
@@ -187,7 +193,7 @@ class ItemFactors:
         for row, similarities, threshold in zip(rows, similarity, thresholds.tolist(), strict=True):
             contenders = np.flatnonzero(similarities >= threshold)
             best = contenders[np.lexsort((contenders, -similarities[contenders]))]
-            self._nearest[row] = best[:count]
+            self._nearest[row] = best[:count].copy()  # not a view keeping every tied contender
 
     def __len__(self) -> int:
         return len(self.ids)

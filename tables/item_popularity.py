@@ -251,8 +251,8 @@ class ItemPopularity:
     def trending_items(self, now: float, k: int) -> tuple[str, ...]:
         """The ``k`` trending over the hour, then those of the ``k`` over the day not among them.
 
-        The same tuple is returned until an item changes or another ``now`` or ``k`` is
-        asked for, so that callers may key their own memos on it.
+        The same tuple is returned until an item changes (it is kept by :meth:`derived`), so
+        that callers may key their own memos on it.
 
         >>> popularity = ItemPopularity()
         >>> popularity.apply(ItemDeltas({"a": {0: 1.0}, "b": {0: 3.0}, "c": {-90: 9.0}}))

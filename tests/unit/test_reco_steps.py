@@ -262,7 +262,8 @@ def test_recommend_is_the_top_k_of_every_candidate_by_the_models_score(learned, 
     at = popularity.trending_time(now)
     found = {item for horizon in ("hour", "day") for item, _ in popularity.trending(at, 50, horizon)}
     found |= set(user.recent_items())
-    seeds = [factors.index[item] for item in user.recent_items() if item in factors.index][:5]
+    seeds = [factors.index[item] for item in user.recent_items() if item in factors.index]
+    seeds = seeds[: RecoSettings().history_seeds]
     found |= {factors.ids[row] for row in factors.similar_rows(seeds, 6).tolist()}
     candidates = sorted(found - set(user.purchased))
     reco_settings = RecoSettings(similar_candidates=6)
@@ -283,3 +284,12 @@ def test_the_trending_ranking_kept_between_clicks_follows_every_change_of_the_vi
         ScoredItem("c", 4.0 + 4.0 / 24),
     ]
     assert [s.item_id for s in recommend_trending(buyer, popularity, 3, 60.0)] == ["b", "c"]
+
+
+def test_asking_for_no_items_gets_none_whatever_the_model_knows():
+    popularity = popular({"a": 2.0, "b": 1.0})
+    user = UserHistory()
+    record_interaction(user, Click("u1", "new", "view", 0.0), Recommender())  # the model knows no item
+    assert recommend(user, popularity, Recommender(), 0, 60.0) == []
+    assert recommend(UserHistory(), popularity, Recommender(), 0, 60.0) == []
+    assert [s.item_id for s in recommend(user, popularity, Recommender(), 2, 60.0)] == ["a", "b"]

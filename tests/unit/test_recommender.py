@@ -36,7 +36,7 @@ def test_a_split_step_equals_rivers_own_learn_one_on_both_halves():
         twin.u_latents[name] = user.latent.copy()
         twin.u_biases[name] = user.bias
     # A constant target keeps the global mean where the user stage's snapshot has it, so
-    # that River's prediction inside learn_one is the user stage's to the last bit.  The items
+    # that River's prediction inside learn_one is the user stage's within rounding.  The items
     # are learned once first: for an item new to the learner, the user stage steps against
     # zero factors where River would use the random ones the learner is about to draw.
     for item in ("a", "b", "c"):
@@ -187,7 +187,7 @@ def test_rows_keeps_the_answer_for_a_tuple_and_looks_a_list_up_afresh():
     factors = ItemFactors(["a", "b"], np.eye(2), np.zeros(2), 0.0)
     trending = ("b", "new", "a")
     rows, unknown = factors.rows(trending)
-    assert rows.tolist() == [1, 0] and unknown == ["new"]
+    assert rows.tolist() == [1, 0] and unknown == ("new",)
     assert factors.rows(trending)[0] is rows
     items = ["a"]
     assert factors.rows(items)[0].tolist() == [0]
@@ -195,15 +195,28 @@ def test_rows_keeps_the_answer_for_a_tuple_and_looks_a_list_up_afresh():
     assert factors.rows(items)[0].tolist() == [0, 1]
 
 
-def test_several_user_steps_at_once_equal_single_steps_and_carry_the_factors_before_each():
+def test_several_user_steps_at_once_are_rivers_sgd_steps_in_turn_each_sent_with_the_factors_before_it():
     model = Recommender(n_factors=4, seed=2)
     for item in ("a", "b"):
         model.learn(TrainingExample(item, (0.3, -0.1, 0.2, 0.5), 0.1, 3.0))
+    factors = model.item_factors()
     start = model.new_user("u1")
     steps = [("a", 5.0), ("never-seen", 0.0), ("b", 0.0)]
     examples, after = model.learn_user_steps(start, steps)
-    factors = start
+    latent, bias = start.latent.copy(), start.bias
     for example, (item, target) in zip(examples, steps, strict=True):
-        assert example == TrainingExample(item, tuple(factors.latent.tolist()), factors.bias, target)
-        factors = model.learn_user(factors, item, target)
-    assert after == factors
+        assert example.item_id == item and example.target == target
+        assert example.user_latent == pytest.approx(tuple(latent.tolist()), abs=1e-15)
+        assert example.user_bias == pytest.approx(bias, abs=1e-15)
+        # BiasedMF.learn_one's user half, in arrays: squared loss gradient, clamped, L2 on the user.
+        row = factors.index.get(item)
+        item_latent = np.zeros(4) if row is None else factors.matrix[row]
+        item_bias = 0.0 if row is None else factors.biases[row]
+        prediction = factors.global_mean + bias + item_bias + latent @ item_latent
+        gradient = np.clip(2.0 * (prediction - target), -model.mf.clip_gradient, model.mf.clip_gradient)
+        latent, bias = (
+            latent - 0.02 * (gradient * item_latent + 0.01 * latent),
+            bias - 0.02 * (gradient + 0.01 * bias),
+        )
+    assert after.latent.tolist() == pytest.approx(latent.tolist(), abs=1e-12)
+    assert after.bias == pytest.approx(bias, abs=1e-12)
