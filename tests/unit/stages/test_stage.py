@@ -8,7 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from app.stages.outputs import PartitionedRecords, key_partition
+from app.stages.outputs import HASHES_KEPT, PartitionedRecords, key_partition
 from app.stages.stage import LAG_SHARE, BatchedStage
 from tests.unit.stages.conftest import FakeMessage, RecordingProducer
 
@@ -106,6 +106,14 @@ def test_key_partition_matches_kafkas_default_partitioner(key: bytes) -> None:
     from aiokafka.partitioner import DefaultPartitioner
 
     assert key_partition(key, 8) == DefaultPartitioner()(key, list(range(8)), list(range(8)))
+
+
+def test_key_partition_stays_kafkas_beyond_the_hashes_it_keeps() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    keys = [f"user-{n}".encode() for n in range(HASHES_KEPT + 500)]
+    for key in [*keys, *keys[:1_000], *reversed(keys)]:  # first asked, kept, and forgotten again
+        assert key_partition(key, 12) == DefaultPartitioner()(key, list(range(12)), list(range(12)))
 
 
 async def test_a_keyed_input_record_on_another_partition_than_its_key_is_dead_lettered(
