@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import orjson
 from river import optim, reco
+from river.utils.math import clamp
 
 from models.learner import Learner
 from models.snapshots import Snapshot
@@ -327,7 +328,7 @@ class Recommender:
             else:
                 item_latent, item_bias = matrix[row].tolist(), float(biases[row])
             prediction = base + bias + item_bias + sum(map(operator.mul, latent, item_latent))
-            gradient = max(min(gradient_of(target, prediction), clip), -clip)  # river.utils.math.clamp
+            gradient = clamp(gradient_of(target, prediction), minimum=-clip, maximum=clip)
             latent = [u - lr * (gradient * v + l2 * u) for u, v in zip(latent, item_latent, strict=True)]
             bias = bias - lr * (gradient + l2 * bias)
         return examples, UserFactors(np.array(latent), bias)

@@ -23,11 +23,12 @@ V = TypeVar("V")
 #: Keys in one record of :func:`records_by_partition`.  A key's value is what one flush (at
 #: most a stage's ``max_pending`` events) saw of it: a record stays far below Kafka's 1 MB.
 KEYS_PER_RECORD = 1_000
-
-
 #: Keys whose murmur2 hash is kept: an event's key is hashed to check its partition, again for
 #: its output and again for its state's changelog record at the flush.
 HASHES_KEPT = 8_192
+
+# aiokafka's murmur2 is Python, 2.5 us a key; the least recently hashed are forgotten.
+_murmur2 = functools.lru_cache(maxsize=HASHES_KEPT)(murmur2)
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -37,10 +38,6 @@ def key_partition(key: bytes, partitions: int) -> int:
     (7, True)
     """
     return (_murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-# aiokafka's murmur2 is Python, 2.5 us a key; the least recently hashed are forgotten.
-_murmur2 = functools.lru_cache(maxsize=HASHES_KEPT)(murmur2)
 
 
 def records_by_partition(
