@@ -82,6 +82,12 @@ app = faust.App(
     # Workers that join before their topics exist get no partitions; fresher metadata lets the
     # group see the topics appear and rebalance within seconds, not faust's default 5 minutes.
     consumer_metadata_max_age_ms=10_000,
+    # faust hands every record of one fetch to the agents before it reads the next fetch.  With
+    # 1 MiB per partition (faust's default) a worker starting on a backlog of 60,000 clicks took
+    # all of them in its first fetch, and the learner's training partition, fetched after it,
+    # waited until they were handled: the model stayed empty for 40,000 clicks.  Smaller
+    # fetches per partition take turns between a worker's inputs (BENCHMARKS.md, 2026-11-30).
+    consumer_max_fetch_size=settings.fetch_partition_bytes,
     # Standby replicas keep a copy of other workers' tables warm: a failover then replays
     # only the changelog's tail instead of all of it (BENCHMARKS.md, recovery and failover).
     table_standby_replicas=settings.standby_replicas,

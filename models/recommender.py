@@ -15,8 +15,8 @@ Where each half of the parameters lives, so that the published snapshot is bound
 * **Item factors** ``(v_i, b_i)`` and the global mean live in the one learner's
   :class:`Recommender`.  The user stage sends it a :class:`TrainingExample` per step:
   the item, the target and the user's factors *as they were before the step*.  The
-  learner lends those factors to River under a reserved user key, lets
-  ``BiasedMF.learn_one`` take the step, keeps the item's half and drops the user's.
+  learner takes the item's half of ``BiasedMF.learn_one`` with those factors
+  (:meth:`Recommender.learn`) and no user enters its model.
   Both halves of a step are then computed from the same pre-step user factors, as
   in River's own ``learn_one``; the item factors the user stage used may be one
   snapshot old (bounded staleness, as everywhere else in eddy).
@@ -52,9 +52,6 @@ N_FACTORS = 10
 MAX_ITEMS = 5_000
 TARGETS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0}
 NEGATIVE_TARGET = 0.0
-# The key under which a user's factors are lent to River for one step: no real user has it,
-# since River's user dicts never hold a real user here.
-_LENT = "\x00lent-user"
 _INIT_SIGMA = 0.1
 
 
@@ -201,7 +198,7 @@ class ItemFactors:
 
 
 class Recommender:
-    """River's ``BiasedMF`` holding item factors only; users' factors are lent for each step.
+    """River's ``BiasedMF`` holding item factors only; each step's user factors come with its example.
 
     >>> model = Recommender(n_factors=2, seed=1)
     >>> user = model.new_user("u1")
@@ -250,14 +247,34 @@ class Recommender:
     # --- the learner's side ----------------------------------------------------------------
 
     def learn(self, example: TrainingExample) -> None:
-        """Take the item's half of one SGD step, then forget the least recently learned items over the cap."""
+        """Take the item's half of one SGD step, then forget the least recently learned items over the cap.
+
+        This is ``BiasedMF.learn_one`` with the example's user factors, minus the user's half:
+        River's global mean, item dictionaries (a new item's factors drawn by River's
+        initializer), optimizers' learning rates and iteration counts, and its loss, each used
+        as ``learn_one`` uses them.  In floats rather than River's per-step dictionaries and
+        arrays: the one learner takes three of these per click for the whole cluster.
+        """
         mf = self.mf
-        mf.u_latents[_LENT] = np.array(example.user_latent, dtype=np.float64)  # a copy: SGD works in place
-        mf.u_biases[_LENT] = example.user_bias
-        try:
-            mf.learn_one(_LENT, example.item_id, example.target)
-        finally:
-            del mf.u_latents[_LENT], mf.u_biases[_LENT]
+        mf.global_mean.update(example.target)
+        item_id = example.item_id
+        item_latent = mf.i_latents[item_id]  # a new item's: drawn by River's initializer, as learn_one does
+        item_bias = mf.i_biases[item_id]
+        latent = item_latent.tolist()
+        user_latent = example.user_latent
+        prediction = (
+            mf.global_mean.get() + example.user_bias + item_bias + sum(map(operator.mul, user_latent, latent))
+        )
+        gradient = clamp(mf.loss.gradient(example.target, prediction), -mf.clip_gradient, mf.clip_gradient)
+        bias_optimizer, latent_optimizer = mf.i_bias_optimizer, mf.i_latent_optimizer
+        mf.i_biases[item_id] = item_bias - bias_optimizer.learning_rate * (gradient + mf.l2_bias * item_bias)
+        rate, l2 = latent_optimizer.learning_rate, mf.l2_latent
+        item_latent[:] = [
+            v - rate * (gradient * u + l2 * v) for u, v in zip(user_latent, latent, strict=True)
+        ]
+        # learn_one steps all four optimizers; the users' two only count (their half is dropped).
+        for optimizer in (mf.u_bias_optimizer, bias_optimizer, mf.u_latent_optimizer, latent_optimizer):
+            optimizer.n_iterations += 1
         recent = self._recent
         recent.pop(example.item_id, None)
         recent[example.item_id] = None

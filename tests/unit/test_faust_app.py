@@ -53,3 +53,16 @@ def test_a_topic_missing_from_metadata_is_a_warning_once_a_minute_and_other_clie
         ("WARNING", 60.0, "Topic eddy-x-changelog not found in cluster metadata"),
         ("ERROR", 0.4, "Topic secret is not authorized for this client"),
     ]
+
+
+async def test_the_worker_consumer_fetches_at_most_the_configured_bytes_per_partition():
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from app.faust_app import app
+    from app.settings import Settings, settings
+
+    consumer = AIOKafkaConsumerThread(app.consumer)._create_worker_consumer(app.transport)
+    assert consumer._max_partition_fetch_bytes == settings.fetch_partition_bytes
+    # Below faust's 1 MiB: a backlog's first fetch must not hold every input's turn for ever.
+    assert Settings().fetch_partition_bytes == 256 * 1024 < 1024**2
+    assert Settings.from_env({"EDDY_FETCH_PARTITION_BYTES": "65536"}).fetch_partition_bytes == 65536

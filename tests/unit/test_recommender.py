@@ -220,3 +220,32 @@ def test_several_user_steps_at_once_are_rivers_sgd_steps_in_turn_each_sent_with_
         )
     assert after.latent.tolist() == pytest.approx(latent.tolist(), abs=1e-12)
     assert after.bias == pytest.approx(bias, abs=1e-12)
+
+
+@given(
+    targets=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 40.0]), min_size=1, max_size=40),
+    items=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=40, max_size=40),
+    clip=st.sampled_from([1e12, 0.5]),
+)
+@settings(max_examples=50, deadline=None)
+def test_the_learners_step_leaves_rivers_model_as_learn_one_with_the_lent_user_would(targets, items, clip):
+    model = Recommender(n_factors=4, learning_rate=0.05, l2=0.02, seed=7)
+    model.mf.clip_gradient = clip
+    twin = river_twin(model)
+    twin.clip_gradient = clip
+    user = model.new_user("u1")
+    for target, item in zip(targets, items, strict=False):
+        example = model.training_example(user, item, target)
+        model.learn(example)
+        twin.u_latents["lent"] = np.array(example.user_latent)
+        twin.u_biases["lent"] = example.user_bias
+        twin.learn_one("lent", item, target)
+        user = model.learn_user(user, item, target)
+    mf = model.mf
+    assert mf.global_mean.get() == twin.global_mean.get() and mf.global_mean.n == twin.global_mean.n
+    assert sorted(mf.i_latents) == sorted(twin.i_latents) and not mf.u_latents and not mf.u_biases
+    for item in twin.i_latents:  # new items drawn by the same initializer in the same order
+        np.testing.assert_allclose(mf.i_latents[item], twin.i_latents[item], rtol=0, atol=1e-12)
+        assert mf.i_biases[item] == pytest.approx(twin.i_biases[item], abs=1e-12)
+    for name in ("u_bias_optimizer", "i_bias_optimizer", "u_latent_optimizer", "i_latent_optimizer"):
+        assert getattr(mf, name).n_iterations == getattr(twin, name).n_iterations == len(targets)
