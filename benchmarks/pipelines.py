@@ -5,7 +5,10 @@ broker (started if needed) and appends the results to BENCHMARKS.md.
 
 1. Throughput: a backlog of simulated events is produced first; one worker process
    then works through it.  events/s = events / (time the stage had handled them all -
-   time it handled the first), from its ``/…/state/`` counts polled every 0.1 s.
+   time it handled the first), from its ``/…/state/`` counts polled every 0.25 s.  For a
+   pipeline with a learner, how far behind its training log the learner was when the last
+   event was handled (a learner left behind would flatter the figure: an empty model
+   ranks nothing).
 2. Latency: a warm worker gets events at a fixed offered load; latency is, for every
    event, the time from its Kafka timestamp to its stage's outputs being acknowledged by
    the broker (the stage's ``event_to_output`` sample, the last 10,000 events).
@@ -18,6 +21,7 @@ import asyncio
 import sys
 import tempfile
 import time
+import timeit
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,6 +51,7 @@ class Pipeline:
     state_path: str
     stage: str
     events: Callable[[int], Iterator[SimulatedEvent]]
+    has_learner: bool = False
 
 
 def _clicks(seed: int) -> Iterator[SimulatedEvent]:
@@ -58,19 +63,30 @@ def _readings(seed: int) -> Iterator[SimulatedEvent]:
 
 
 PIPELINES = {
-    "recommendations": Pipeline("recommendations", "clicks", "/reco/state/", "recommend_for_users", _clicks),
+    "recommendations": Pipeline(
+        "recommendations", "clicks", "/reco/state/", "recommend_for_users", _clicks, has_learner=True
+    ),
     "alerts": Pipeline("alerts", "sensor-readings", "/alerts/state/", "assess_readings", _readings),
 }
 
 
-def _stage_report(port: int, pipeline: Pipeline) -> dict[str, Any] | None:
+def _state(port: int, pipeline: Pipeline) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{pipeline.state_path}", timeout=2) as response:
-            state = orjson.loads(response.read())
+            return orjson.loads(response.read())
     except OSError:
+        return None
+
+
+def _stage_of(state: dict[str, Any] | None, pipeline: Pipeline) -> dict[str, Any] | None:
+    if state is None:
         return None
     stages = state.get("stages") or {pipeline.stage: state.get("stage")}
     return stages[pipeline.stage]
+
+
+def _stage_report(port: int, pipeline: Pipeline) -> dict[str, Any] | None:
+    return _stage_of(_state(port, pipeline), pipeline)
 
 
 def _handled(report: dict[str, Any] | None) -> int:
@@ -88,16 +104,19 @@ def throughput(bootstrap: str, workdir: Path, pipeline: Pipeline, n: int) -> dic
     worker = start_worker(workdir / f"throughput-{pipeline.name}", web_port=port, env=env)
     first = last = None
     handled_at_first = 0
+    learner: dict[str, Any] = {}
     try:
         deadline = time.monotonic() + 1_800
         while time.monotonic() < deadline:
-            handled = _handled(_stage_report(port, pipeline))
+            state = _state(port, pipeline)
+            handled = _handled(_stage_of(state, pipeline))
             if handled and first is None:
                 first, handled_at_first = time.monotonic(), handled
             if handled >= len(events):
                 last = time.monotonic()
+                learner = (state or {}).get("learner", {})
                 break
-            time.sleep(0.1)
+            time.sleep(0.25)  # a poll costs the worker a little (its reports): not too often
     finally:
         stop_worker(worker)
     if first is None or last is None or last <= first:
@@ -108,6 +127,7 @@ def throughput(bootstrap: str, workdir: Path, pipeline: Pipeline, n: int) -> dic
         "events": len(events),
         "seconds": seconds,
         "events_per_second": (len(events) - handled_at_first) / seconds,
+        **({"learner_behind": learner.get("messages_behind")} if pipeline.has_learner else {}),
     }
 
 
@@ -147,26 +167,36 @@ def _wait_handled(port: int, pipeline: Pipeline, n: int, timeout: float = 600) -
     return report
 
 
-def _markdown(results: dict[str, dict[str, Any]], command: str) -> str:
+def _markdown(results: dict[str, dict[str, Any]], command: str, cpu_ms: tuple[float, float]) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"\n## Recommendations and alerts — {stamp}, commit {commit_of_checkout()}\n",
-        f"Command: `{command}`. One worker, {PARTITIONS} partitions, local broker on this machine.\n",
-        "| pipeline | backlog events | events/s | offered/s | p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|",
+        f"Command: `{command}`. One worker, {PARTITIONS} partitions, local broker on this machine "
+        f"(its speed this sitting: `sum(range(10**6))` in {cpu_ms[0]:.1f} ms before the runs, "
+        f"{cpu_ms[1]:.1f} ms after).\n",
+        "| pipeline | backlog events | events/s | learner behind | offered/s | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         t, lat = result["throughput"], result["latency"]
+        behind = t.get("learner_behind", "-")
         lines.append(
-            f"| {name} | {t['events']:,} | {t['events_per_second']:,.0f} | {lat['offered_per_second']:,.0f} "
-            f"| {lat.get('p50_ms')} | {lat.get('p99_ms')} | {lat.get('max_ms')} |"
+            f"| {name} | {t['events']:,} | {t['events_per_second']:,.0f} | {behind} "
+            f"| {lat['offered_per_second']:,.0f} | {lat.get('p50_ms')} | {lat.get('p99_ms')} "
+            f"| {lat.get('max_ms')} |"
         )
     lines.append(
-        "\nevents/s: the input stage's handled events over the time it took (polled every 0.1 s). "
-        "Latency: from each event's Kafka timestamp to its stage's outputs being acknowledged "
-        "(the last 10,000 events of the paced run).\n"
+        "\nevents/s: the input stage's handled events over the time it took (polled every 0.25 s). "
+        "Learner behind: training messages the learner had not applied when the last event was "
+        "handled. Latency: from each event's Kafka timestamp to its stage's outputs being "
+        "acknowledged (the last 10,000 events of the paced run).\n"
     )
     return "\n".join(lines)
+
+
+def cpu_reference_ms() -> float:
+    """This machine's speed now, for comparing sittings: the best of 5 ``sum(range(10**6))`` (ms)."""
+    return 1000.0 * min(timeit.repeat("sum(range(10**6))", number=1, repeat=5))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
+    cpu_before = cpu_reference_ms()
     with local_kafka() as bootstrap, tempfile.TemporaryDirectory(prefix="eddy-bench-") as tmp:
         for name, pipeline in PIPELINES.items():
             results[name] = {
@@ -186,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             print(name, orjson.dumps(results[name]).decode(), flush=True)
     command = "python -m benchmarks.pipelines" + (f" {' '.join(argv)}" if argv else "")
-    report(_markdown(results, command), record=not args.no_record)
+    report(_markdown(results, command, (cpu_before, cpu_reference_ms())), record=not args.no_record)
     return 0
 
 
