@@ -4,7 +4,7 @@ Data flows one way::
 
     clicks (key user_id)
       -> recommend_for_users: user history and factors, item popularity, the model
-                              -> recommendations (key user_id)
+                              per flush, ranked together -> recommendations (key user_id)
                               per partition, flush  -> reco-item-events (items of the partition)
                               SGD steps' item half  -> reco-training (1 partition)
     reco-item-events
@@ -30,7 +30,7 @@ from aiokafka import ConsumerRecord
 from faust.types import Message
 from faust.web import Request, Response, View
 
-from app.contracts import parse_click
+from app.contracts import Click, ScoredItem, parse_click
 from app.faust_app import app, declared_at_startup
 from app.learning import LearnerLoop, TrainingLog
 from app.pipeline import PARTITIONS, never_stops_the_worker, pipeline_topic, register_stage
@@ -41,7 +41,15 @@ from app.stages.redelivery import Applied
 from app.stages.stage import BatchedStage
 from app.stages.state import sweep_idle
 from app.views import json_response, routed_to_key_owner
-from models.reco_steps import RecoSettings, recommend, recommendations_for, record_interaction
+from models.reco_steps import (
+    RankingRequest,
+    RecoSettings,
+    rank,
+    ranking_request,
+    recommend,
+    recommendations_for,
+    record_interaction,
+)
 from models.recommender import (
     MODEL_NAME,
     RecoLearner,
@@ -115,7 +123,60 @@ class _ItemDeltasBuffer:
         self.stage.emit_by_partition(ITEM_EVENTS, deltas.items, lambda items: ItemDeltas(items).encode())
 
 
+# A click waiting for its recommendations: its record, its user's state, the click, the model
+# version it was ranked with and what ranking needs.
+_WaitingClick = tuple[Message, Applied[UserHistory], Click, int, RankingRequest]
+
+
+class _PendingRecommendations:
+    """The flush's clicks waiting for their recommendations, ranked together as the flush starts
+    (:func:`~models.reco_steps.rank`): each click's ranking request holds its user as that
+    click left it, and its recommendations are kept in the user's state for redelivery."""
+
+    def __init__(self, stage: BatchedStage) -> None:
+        self.stage = stage
+        self.clicks: list[_WaitingClick] = []
+        stage.before_flush.append(self.emit)
+
+    def add(
+        self,
+        message: Message,
+        applied: Applied[UserHistory],
+        click: Click,
+        version: int,
+        request: RankingRequest,
+    ) -> None:
+        """Rank ``request`` (taken with model ``version`` for ``click``) at the next flush."""
+        self.clicks.append((message, applied, click, version, request))
+
+    def emit(self) -> None:
+        clicks, self.clicks = self.clicks, []
+        for (message, applied, click, version, _), items in zip(clicks, self._rankings(clicks), strict=True):
+            if isinstance(items, Exception):
+                self.stage.dead_letter(message, f"ranking failed: {items!r}")
+                continue
+            encoded = recommendations_for(click.user_id, items, version, click.ts).encode()
+            applied.add_outputs(message.offset, [encoded])
+            self.stage.emit(RECOMMENDATIONS, message.key, encoded)
+
+    @staticmethod
+    def _rankings(clicks: list[_WaitingClick]) -> list[list[ScoredItem] | Exception]:
+        requests = [request for *_, request in clicks]
+        try:
+            return list(rank(requests, RECO_SETTINGS))
+        except Exception:  # one bad request must not cost the flush's others: each alone
+            logger.exception("ranking %d clicks together failed; ranking each alone", len(requests))
+        rankings: list[list[ScoredItem] | Exception] = []
+        for request in requests:
+            try:
+                rankings.append(rank([request], RECO_SETTINGS)[0])
+            except Exception as exc:
+                rankings.append(exc)
+        return rankings
+
+
 item_deltas = _ItemDeltasBuffer(user_stage)
+pending = _PendingRecommendations(user_stage)
 training: TrainingLog[TrainingExample] = TrainingLog(
     user_stage, TRAINING, MODEL_NAME.encode(), encode_training
 )
@@ -174,14 +235,12 @@ def _recommend(message: Message) -> None:
     user = applied.value or UserHistory()
     model = scoring.current()
     examples = record_interaction(user, click, model, item_deltas.deltas, RECO_SETTINGS)
-    items = recommend(user, popularity, model, TOP_K, click.ts, RECO_SETTINGS)
-    encoded = recommendations_for(click.user_id, items, scoring.version, click.ts).encode()
-    applied.apply(
-        user, offset=message.offset, outputs=[encoded], committed=user_stage.committed_offset(message)
-    )
+    request = ranking_request(user, popularity, model, TOP_K, click.ts, RECO_SETTINGS)
+    # The recommendations follow at the flush, ranked with the flush's other clicks.
+    applied.apply(user, offset=message.offset, outputs=(), committed=user_stage.committed_offset(message))
     user_state.put(partition, key, applied)
+    pending.add(message, applied, click, scoring.version, request)
     user_watermarks.observe(partition, click.ts)
-    user_stage.emit(RECOMMENDATIONS, key, encoded)
     for example in examples:
         training.add(example)
     counted["clicks"] += 1

@@ -3,9 +3,9 @@
 ``python -m benchmarks.reco_in_process`` replays the benchmark's click stream (5,000
 users, 2,000 items, as ``benchmarks.pipelines`` sends; ``--days`` of it) in event-time
 order through the steps ``agents.recommendations`` calls per click - ``parse_click``,
-``record_interaction``, ``recommend``, ``recommendations_for(...).encode()`` and
-``Applied.apply`` - and what the worker does per flush of the user stage (``--batch``
-clicks: one size or a comma-separated list):
+``record_interaction``, ``ranking_request``, ``Applied.apply``, and at each flush ``rank``
+of the flush's clicks and ``recommendations_for(...).encode()`` - and what the worker
+does per flush of the user stage (``--batch`` clicks: one size or a comma-separated list):
 
 * ``flush: users``: each user written in the flush encoded as its table value (with the
   outputs still kept for redelivery: those at or after the committed offset, which
@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.contracts import parse_click
+from app.contracts import Click, parse_click
 from app.settings import settings
 from app.simulation.clicks import ClickStreamConfig, generate_click_stream
 from app.stages.outputs import records_by_partition
 from app.stages.redelivery import Applied
 from models.reco_replay import UserStageReplay
-from models.reco_steps import recommend, recommendations_for
+from models.reco_steps import RankingRequest, rank, ranking_request, recommendations_for
 from models.recommender import Recommender, TrainingExample, encode_training
 from tables.item_popularity import ItemDeltas, ItemPopularity
 from tables.recommendations import ITEM_STATE_CODEC, count_item, decode_item_activity, user_state
@@ -152,6 +152,7 @@ def replay_user_stage(
     applied_of: dict[str, Applied] = {}  # each user's table value
     written: dict[str, Applied] = {}  # the flush's users, as the table's write-behind holds them
     training: list[TrainingExample] = []
+    waiting: list[tuple[Click, Applied, int, int, RankingRequest]] = []  # clicks to rank at the flush
     committed = 0
     clock = time.process_time
     for offset, (key, value) in enumerate(records):
@@ -163,22 +164,34 @@ def replay_user_stage(
         user = replay.user(click.user_id)
         examples = replay.record(user, click)
         t2 = clock()
-        recommended = recommend(user, popularity, replay.served, TOP_K, click.ts, replay.settings)
+        request = ranking_request(user, popularity, replay.served, TOP_K, click.ts, replay.settings)
         t3 = clock()
-        encoded = recommendations_for(click.user_id, recommended, replay.snapshots, click.ts).encode()
         applied = applied_of.get(click.user_id)
         if applied is None:
             applied = applied_of[click.user_id] = Applied(None)
-        applied.apply(user, offset=offset, outputs=[encoded], committed=committed)
+        applied.apply(user, offset=offset, outputs=(), committed=committed)
         written[click.user_id] = applied
+        waiting.append((click, applied, offset, replay.snapshots, request))
         training.extend(examples)
         t4 = clock()
         seconds["parse"] += t1 - t0
         seconds["record"] += t2 - t1
         seconds["recommend"] += t3 - t2
         seconds["encode"] += t4 - t3
-        digest.update(encoded)
         if replay.flush_due():
+            # As the agent's flush starts: the flush's clicks ranked together, then encoded.
+            t4 = clock()
+            rankings = rank([request for *_, request in waiting], replay.settings)
+            t4a = clock()
+            for (waited, applied, at, version, _), recommended in zip(waiting, rankings, strict=True):
+                encoded = recommendations_for(waited.user_id, recommended, version, waited.ts).encode()
+                applied.add_outputs(at, [encoded])
+                digest.update(encoded)
+            waiting.clear()
+            t4b = clock()
+            seconds["recommend"] += t4a - t4
+            seconds["encode"] += t4b - t4a
+            t4 = t4b
             for state in written.values():
                 encode_state(state)
             t5 = clock()

@@ -28,7 +28,7 @@ import numpy as np
 from app.contracts import Click, Recommendations, ScoredItem
 from models.recommender import NEGATIVE_TARGET, TARGETS, ItemFactors, Recommender, TrainingExample
 from tables.item_popularity import ItemDeltas, ItemPopularity
-from tables.user_history import UserHistory
+from tables.user_history import UserFactors, UserHistory
 from tables.windows import HOUR
 
 
@@ -120,18 +120,175 @@ def recommend(
     """The user's top ``k`` of :func:`candidate_items` at ``now``, best first (ties: smaller item id).
 
     Scores are the model's predicted affinity; a user without interactions or factors
-    gets :func:`recommend_trending` instead.
+    gets :func:`recommend_trending` instead.  :func:`rank` of one :func:`ranking_request`.
     """
+    return rank([ranking_request(user, popularity, model, k, now, settings)], settings)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RankingRequest:
+    """What ranking one user needs, taken at one moment: the user's later clicks do not change it.
+
+    ``ranked`` is the answer already when no model ranks it (the user's first click:
+    :func:`recommend_trending`).
+    """
+
+    k: int
+    ranked: list[ScoredItem] | None = None
+    factors: ItemFactors | None = None
+    user: UserFactors | None = None
+    trending: tuple[str, ...] = ()
+    recent: tuple[str, ...] = ()
+    purchased: frozenset[str] = frozenset()
+
+
+def ranking_request(
+    user: UserHistory,
+    popularity: ItemPopularity,
+    model: Recommender,
+    k: int,
+    now: float,
+    settings: RecoSettings = DEFAULT_SETTINGS,
+) -> RankingRequest:
+    """What :func:`rank` needs for ``user``'s top ``k`` at ``now`` with ``model`` (:func:`recommend`)."""
     if k < 1:
-        return []
+        return RankingRequest(k, ranked=[])
     if user.factors is None or not len(user.recent.ts):
-        return recommend_trending(user, popularity, k, now, settings)
-    factors = model.item_factors()
-    rows, unknown = _candidate_rows(user, popularity, factors, now, settings)
-    # Items the model has not learned score alike (factors and bias zero): the first ids suffice.
-    unknown_score = (factors.global_mean + user.factors.bias) + 0.0  # as row_scores adds a zero row
-    also = [(item, unknown_score) for item in heapq.nsmallest(k, unknown)]
-    return top_scored(factors.ids, factors.row_scores(user.factors, rows), k, rows=rows, also=also)
+        return RankingRequest(k, ranked=recommend_trending(user, popularity, k, now, settings))
+    return _model_request(user, popularity, model, k, now, settings)
+
+
+def _model_request(
+    user: UserHistory,
+    popularity: ItemPopularity,
+    model: Recommender,
+    k: int,
+    now: float,
+    settings: RecoSettings,
+) -> RankingRequest:
+    return RankingRequest(
+        k,
+        factors=model.item_factors(),
+        user=user.factors,  # replaced, never changed in place, by the user's next step
+        trending=popularity.trending_items(popularity.trending_time(now), settings.trending_candidates),
+        recent=tuple(user.recent_items()),
+        purchased=frozenset(user.purchased) if user.purchased else _NONE_PURCHASED,
+    )
+
+
+_NONE_PURCHASED: frozenset[str] = frozenset()
+
+
+def rank(
+    requests: Sequence[RankingRequest], settings: RecoSettings = DEFAULT_SETTINGS
+) -> list[list[ScoredItem]]:
+    """Each request's top ``k`` (:func:`recommend`), ranked together: a few array operations per
+    model for all the requests instead of a few dozen per request."""
+    ranked: list[list[ScoredItem] | None] = [request.ranked for request in requests]
+    by_model: dict[int, list[int]] = {}
+    for position, request in enumerate(requests):
+        if request.ranked is None:
+            by_model.setdefault(id(request.factors), []).append(position)
+    for positions in by_model.values():
+        group = [requests[position] for position in positions]
+        for position, items in zip(positions, _rank_with_one_model(group, settings), strict=True):
+            ranked[position] = items
+    return ranked  # type: ignore[return-value]  # every request ranked above
+
+
+def _rank_with_one_model(requests: list[RankingRequest], settings: RecoSettings) -> list[list[ScoredItem]]:
+    factors = requests[0].factors
+    assert factors is not None
+    width = len(factors) + 1  # the last column: an unknown item's row, never a candidate
+    chosen = np.zeros((len(requests), width), dtype=bool)
+    by_trending, candidates, bought, unknowns = _candidates(requests, factors, settings)
+    for trending, positions in by_trending.items():  # most requests of a flush share one
+        chosen[np.ix_(positions, factors.rows(trending)[0])] = True
+    chosen[candidates] = True
+    chosen[bought] = False
+    owner, rows = np.nonzero(chosen)  # by request, then by row
+    latents = np.array([request.user.latent for request in requests])  # type: ignore[union-attr]
+    offsets = factors.global_mean + np.array([request.user.bias for request in requests])  # type: ignore[union-attr]
+    scores = factors.pair_scores(latents, offsets, owner, rows)
+    best = _contenders_by_owner(scores, owner, [request.k for request in requests], len(requests))
+    contenders: list[list[tuple[str, float]]] = [[] for _ in requests]
+    ids = factors.ids
+    for who, row, score in zip(owner[best].tolist(), rows[best].tolist(), scores[best].tolist(), strict=True):
+        contenders[who].append((ids[row], score))
+    ranked = []
+    for request, offset, mine, unknown in zip(requests, offsets.tolist(), contenders, unknowns, strict=True):
+        # Items the model has not learned score alike (factors and bias zero): the first ids suffice.
+        also = [(item, offset + 0.0) for item in heapq.nsmallest(request.k, unknown)]
+        ranked.append(_top(mine + also, request.k))
+    return ranked
+
+
+def _candidates(
+    requests: list[RankingRequest], factors: ItemFactors, settings: RecoSettings
+) -> tuple[
+    dict[tuple[str, ...], list[int]],
+    tuple[np.ndarray, np.ndarray],
+    tuple[np.ndarray, np.ndarray],
+    list[list[str]],
+]:
+    """The requests' candidates (:func:`candidate_items`) as array indices: the requests of
+    each trending tuple, each request's other candidate rows and bought rows as (request,
+    row) pairs; and each request's unknown candidates' ids."""
+    by_trending: dict[tuple[str, ...], list[int]] = {}
+    candidate_rows: list[int] = []
+    candidate_counts: list[int] = []
+    bought_rows: list[int] = []
+    bought_counts: list[int] = []
+    unknowns: list[list[str]] = []
+    index = factors.index
+    for position, request in enumerate(requests):
+        by_trending.setdefault(request.trending, []).append(position)
+        recent_rows = [row for row in map(index.get, request.recent) if row is not None]
+        similar = factors.similar_rows(recent_rows[: settings.history_seeds], settings.similar_candidates)
+        candidate_rows += recent_rows
+        candidate_rows += similar
+        candidate_counts.append(len(recent_rows) + len(similar))
+        purchased = request.purchased
+        if purchased:
+            bought = [row for row in map(index.get, purchased) if row is not None]
+            bought_rows += bought
+            bought_counts.append(len(bought))
+        else:
+            bought_counts.append(0)
+        trending_unknown = factors.rows(request.trending)[1]
+        if trending_unknown or len(recent_rows) < len(request.recent):
+            recent_unknown = [item for item in request.recent if item not in index]
+            unknown = dict.fromkeys([*trending_unknown, *recent_unknown])
+            unknowns.append([item for item in unknown if item not in purchased])
+        else:
+            unknowns.append([])
+    owners = np.arange(len(requests))
+    return (
+        by_trending,
+        (np.repeat(owners, candidate_counts), np.array(candidate_rows, dtype=np.intp)),
+        (np.repeat(owners, bought_counts), np.array(bought_rows, dtype=np.intp)),
+        unknowns,
+    )
+
+
+def _contenders_by_owner(scores: np.ndarray, owner: np.ndarray, ks: list[int], owners: int) -> np.ndarray:
+    """Indices of the scores at least their owner's ``k``-th best (all of an owner's when
+    tied or fewer), so that ties at the ``k``-th place all reach the final sort (``owner`` sorted)."""
+    counts = np.bincount(owner, minlength=owners)
+    width = int(counts.max()) if len(counts) else 0
+    if width == 0:
+        return np.zeros(0, dtype=np.intp)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    padded = np.full((owners, width), -np.inf)
+    padded[owner, np.arange(len(owner)) - starts[owner]] = scores
+    thresholds = np.full(owners, -np.inf)  # an owner with at most k scores: all are contenders
+    ks_array = np.array(ks)
+    for k in set(ks):
+        ranked = np.flatnonzero((ks_array == k) & (counts > k))
+        if len(ranked) and k > 0:
+            # Padding is -inf, below every score: an owner's k-th best is at column width - k.
+            thresholds[ranked] = np.partition(padded[ranked], width - k, axis=1)[:, width - k]
+    return np.flatnonzero(scores >= thresholds[owner])
 
 
 def candidate_items(
@@ -152,33 +309,12 @@ def candidate_items(
     >>> candidate_items(user, ItemPopularity(), Recommender(), now=1.0)
     {'seen'}
     """
-    factors = model.item_factors()
-    rows, unknown = _candidate_rows(user, popularity, factors, now, settings)
-    return {factors.ids[row] for row in rows.tolist()} | set(unknown)
-
-
-def _candidate_rows(
-    user: UserHistory,
-    popularity: ItemPopularity,
-    factors: ItemFactors,
-    now: float,
-    settings: RecoSettings,
-) -> tuple[np.ndarray, list[str]]:
-    """:func:`candidate_items` as the rows of the items the model knows, and the ids of those it does not."""
-    trending_rows, trending_unknown = factors.rows(
-        popularity.trending_items(popularity.trending_time(now), settings.trending_candidates)
-    )
-    recent_rows, recent_unknown = factors.rows(user.recent_items())
-    seeds = recent_rows[: settings.history_seeds].tolist()
-    chosen = np.zeros(len(factors), dtype=bool)
-    chosen[trending_rows] = True
-    chosen[recent_rows] = True
-    chosen[factors.similar_rows(seeds, settings.similar_candidates)] = True
-    purchased = user.purchased
-    if purchased:
-        chosen[factors.rows(list(purchased))[0]] = False
-    unknown = [item for item in dict.fromkeys(trending_unknown + recent_unknown) if item not in purchased]
-    return np.flatnonzero(chosen), unknown
+    request = _model_request(user, popularity, model, 1, now, settings)
+    factors = request.factors
+    assert factors is not None
+    _, (_, rows), (_, bought), unknowns = _candidates([request], factors, settings)
+    chosen = (set(factors.rows(request.trending)[0]) | set(rows.tolist())) - set(bought.tolist())
+    return {factors.ids[row] for row in chosen} | set(unknowns[0])
 
 
 def recommend_trending(
@@ -243,38 +379,8 @@ def recommendations_for(
     return Recommendations(user_id=user_id, items=tuple(items), model_version=model_version, ts=ts)
 
 
-def top_scored(
-    item_ids: Sequence[str],
-    scores: np.ndarray,
-    k: int,
-    *,
-    rows: np.ndarray | None = None,
-    also: Iterable[tuple[str, float]] = (),
-) -> list[ScoredItem]:
-    """The ``k`` best, best first (ties: smaller item id), of the items scored ``scores`` -
-    ``item_ids`` or, given ``rows``, ``item_ids[rows]`` - and of ``also``'s ``(item, score)``.
-
-    >>> top_scored(["c", "b", "a"], np.array([1.0, 2.0, 2.0]), k=2)
-    [ScoredItem(item_id='a', score=2.0), ScoredItem(item_id='b', score=2.0)]
-    >>> top_scored(["c", "b", "a"], np.array([0.5]), k=2, rows=np.array([2]), also=[("d", 0.7)])
-    [ScoredItem(item_id='d', score=0.7), ScoredItem(item_id='a', score=0.5)]
-    """
-    best = _contenders(scores, k)
-    picked = best if rows is None else rows[best]
-    scored = [*zip([item_ids[row] for row in picked.tolist()], scores[best].tolist(), strict=True), *also]
-    return _top(scored, k)
-
-
-def _contenders(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the scores at least the ``k``-th best (all of them when tied): only those are sorted."""
-    n = len(scores)
-    if n > k > 0:
-        kth_best = np.partition(scores, n - k)[n - k]
-        return np.flatnonzero(scores >= kth_best)
-    return np.arange(n)
-
-
 def _top(scored: Iterable[tuple[str, float]], k: int) -> list[ScoredItem]:
     # (-score, item) tuples compare in C, best first; negating a float twice gives it back exactly.
-    best = heapq.nsmallest(k, [(-score, item) for item, score in scored])
+    pairs = [(-score, item) for item, score in scored]
+    best = sorted(pairs)[:k] if len(pairs) <= 4 * k else heapq.nsmallest(k, pairs)
     return [ScoredItem(item, float(-negated)) for negated, item in best]

@@ -116,28 +116,26 @@ class ItemFactors:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True) if len(ids) else np.zeros((0, 1))
         self.unit_t = np.ascontiguousarray((matrix / np.where(norms > 0.0, norms, 1.0)).T)
         # row -> its nearest rows, best first; at most one entry per item, for this model's life.
-        self._nearest: dict[int, np.ndarray] = {}
-        self._rows_memo: tuple[tuple[str, ...], tuple[np.ndarray, list[str]]] | None = None
+        self._nearest: dict[int, list[int]] = {}
+        self._rows_memo: tuple[tuple[str, ...], tuple[tuple[int, ...], tuple[str, ...]]] | None = None
 
-    def rows(self, item_ids: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
-        """The rows of the known ``item_ids``, in their order (read only), and the unknown ids.
+    def rows(self, item_ids: Sequence[str]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        """The rows of the known ``item_ids``, in their order, and the unknown ids.
 
         The answer for the last tuple asked is kept (a tuple cannot change): trending items
         are the same tuple for many clicks in a row.
 
         >>> factors = ItemFactors(["a", "b"], np.eye(2), np.zeros(2), 0.0)
         >>> factors.rows(["b", "zz", "a"])
-        (array([1, 0]), ('zz',))
+        ((1, 0), ('zz',))
         """
         memo = self._rows_memo
         if memo is not None and memo[0] is item_ids:
             return memo[1]
         index = self.index
-        known = [row for row in map(index.get, item_ids) if row is not None]
+        known = tuple(row for row in map(index.get, item_ids) if row is not None)
         unknown = tuple(item for item in item_ids if item not in index) if len(known) < len(item_ids) else ()
-        rows = np.array(known, dtype=np.intp)
-        rows.flags.writeable = False  # shared by every caller of a kept answer
-        found = rows, unknown
+        found = known, unknown
         if type(item_ids) is tuple:
             self._rows_memo = (item_ids, found)
         return found
@@ -148,13 +146,21 @@ class ItemFactors:
             self._padded_biases[rows] + self._padded_matrix[rows] @ user.latent
         )
 
+    def pair_scores(
+        self, latents: np.ndarray, offsets: np.ndarray, owners: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """Predicted affinity of user ``owners[j]`` for the item at ``rows[j]``, for every ``j``:
+        users are given by their ``latents`` (one row each) and ``offsets`` (global mean plus bias)."""
+        products = np.einsum("ij,ij->i", self._padded_matrix[rows], latents[owners])
+        return offsets[owners] + (self._padded_biases[rows] + products)
+
     def scores(self, user: UserFactors, item_ids: Sequence[str]) -> np.ndarray:
         """Predicted affinity of ``user`` for each of ``item_ids`` (unknown items: factors zero)."""
         unknown = len(self.ids)
         index = self.index
         return self.row_scores(user, np.array([index.get(item, unknown) for item in item_ids], dtype=np.intp))
 
-    def similar_rows(self, seeds: Sequence[int], k: int) -> np.ndarray:
+    def similar_rows(self, seeds: Sequence[int], k: int) -> list[int]:
         """The ``ceil(k / len(seeds))`` items most similar (cosine) to each of the ``seeds`` rows
         (all others if fewer), each seed's best first (ties: smaller row), never the seed itself;
         rows may repeat.
@@ -164,23 +170,26 @@ class ItemFactors:
 
         >>> factors = ItemFactors(["a", "b", "c"], np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]),
         ...                       np.zeros(3), 0.0)
-        >>> factors.similar_rows([0], k=1).tolist(), factors.similar_rows([0, 2], k=3).tolist()
+        >>> factors.similar_rows([0], k=1), factors.similar_rows([0, 2], k=3)
         ([1], [1, 2, 1, 0])
         """
         if not len(seeds) or k < 1:
-            return np.zeros(0, dtype=np.intp)
+            return []
         nearest = self._nearest
         depth = min(k, len(self.ids) - 1)
         missing = [row for row in dict.fromkeys(seeds) if row not in nearest or len(nearest[row]) < depth]
         if missing:
             self._find_nearest(missing, depth)
         per_seed = -(-k // len(seeds))
-        return np.concatenate([nearest[row][:per_seed] for row in seeds])
+        found: list[int] = []
+        for row in seeds:
+            found += nearest[row][:per_seed]
+        return found
 
     def _find_nearest(self, rows: list[int], count: int) -> None:
         if count < 1:
             for row in rows:
-                self._nearest[row] = np.zeros(0, dtype=np.intp)
+                self._nearest[row] = []
             return
         similarity = self.unit_t[:, rows].T @ self.unit_t
         similarity[np.arange(len(rows)), rows] = -np.inf
@@ -191,7 +200,7 @@ class ItemFactors:
         for row, similarities, threshold in zip(rows, similarity, thresholds.tolist(), strict=True):
             contenders = np.flatnonzero(similarities >= threshold)
             best = contenders[np.lexsort((contenders, -similarities[contenders]))]
-            self._nearest[row] = best[:count].copy()  # not a view keeping every tied contender
+            self._nearest[row] = best[:count].tolist()
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -16,13 +16,15 @@ from hypothesis import strategies as st
 from app.contracts import CLICK_ACTIONS, Click, ScoredItem
 from models.reco_steps import (
     RecoSettings,
+    _contenders_by_owner,
     candidate_items,
+    rank,
+    ranking_request,
     recommend,
     recommend_from_history,
     recommend_trending,
     recommendations_for,
     record_interaction,
-    top_scored,
 )
 from models.recommender import TARGETS, Recommender, TrainingExample
 from tables.item_popularity import ItemDeltas, ItemPopularity
@@ -183,17 +185,23 @@ def test_a_users_state_with_factors_survives_its_encoding_between_steps():
     assert pickle.loads(pickle.dumps(model)).item_factors().ids == model.item_factors().ids
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    # Few distinct scores: many ties, broken by item id.
-    st.dictionaries(st.sampled_from([f"i{n}" for n in range(30)]), st.sampled_from([-1.0, 0.0, 0.5, 2.0])),
-    st.integers(0, 35),
+    # Few distinct scores: many ties at the k-th place.
+    st.lists(st.tuples(st.integers(0, 5), st.sampled_from([-1.0, 0.0, 0.5, 2.0])), max_size=60),
+    st.lists(st.integers(0, 8), min_size=6, max_size=6),
 )
-def test_the_top_k_of_scored_items_equals_a_full_sort_whatever_the_ties(scored, k):
-    item_ids = list(scored)
-    expected = sorted(scored.items(), key=lambda pair: (-pair[1], pair[0]))[:k]
-    top = top_scored(item_ids, np.array([scored[item] for item in item_ids]), k)
-    assert [(s.item_id, s.score) for s in top] == expected
+def test_each_owners_contenders_are_every_score_at_least_its_kth_best(pairs, ks):
+    pairs.sort(key=lambda pair: pair[0])
+    owner = np.array([who for who, _ in pairs], dtype=np.intp)
+    scores = np.array([score for _, score in pairs])
+    found = _contenders_by_owner(scores, owner, ks, 6).tolist()
+    expected = []
+    for j, (who, score) in enumerate(pairs):
+        mine = sorted((s for w, s in pairs if w == who), reverse=True)
+        if len(mine) <= ks[who] or score >= mine[ks[who] - 1]:
+            expected.append(j)
+    assert found == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -264,7 +272,7 @@ def test_recommend_is_the_top_k_of_every_candidate_by_the_models_score(learned, 
     found |= set(user.recent_items())
     seeds = [factors.index[item] for item in user.recent_items() if item in factors.index]
     seeds = seeds[: RecoSettings().history_seeds]
-    found |= {factors.ids[row] for row in factors.similar_rows(seeds, 6).tolist()}
+    found |= {factors.ids[row] for row in factors.similar_rows(seeds, 6)}
     candidates = sorted(found - set(user.purchased))
     reco_settings = RecoSettings(similar_candidates=6)
     assert set(candidates) == candidate_items(user, popularity, model, now, reco_settings)
@@ -293,3 +301,39 @@ def test_asking_for_no_items_gets_none_whatever_the_model_knows():
     assert recommend(user, popularity, Recommender(), 0, 60.0) == []
     assert recommend(UserHistory(), popularity, Recommender(), 0, 60.0) == []
     assert [s.item_id for s in recommend(user, popularity, Recommender(), 2, 60.0)] == ["a", "b"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "u2", "u3", "u4"]),
+            st.sampled_from([f"i{n}" for n in range(45)]),
+            st.sampled_from(CLICK_ACTIONS),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 12),
+    st.booleans(),
+)
+def test_ranking_a_flushs_requests_together_equals_ranking_each_alone(clicks, k, new_model_midway):
+    # Several users, some clicking more than once (each request is the user's state at that
+    # click), purchases, items the model never learned (i40 and up), and a model replaced
+    # midway: requests of two models ranked in one call.
+    model = trained_model([f"i{n}" for n in range(40)])
+    popularity = popular({f"i{n}": float(n % 7) for n in range(0, 45, 2)})
+    users: dict[str, UserHistory] = {}
+    requests, alone = [], []
+    for n, (user_id, item, action) in enumerate(clicks):
+        if new_model_midway and n == len(clicks) // 2:
+            model = trained_model([f"i{n}" for n in range(5, 42)])
+        user = users.setdefault(user_id, UserHistory())
+        record_interaction(user, Click(user_id, item, action, float(n)), model)
+        requests.append(ranking_request(user, popularity, model, k, float(n)))
+        alone.append(recommend(user, popularity, model, k, float(n)))
+    together = rank(requests)
+    assert len(together) == len(alone)
+    for batch, single in zip(together, alone, strict=True):
+        assert [s.item_id for s in batch] == [s.item_id for s in single]
+        assert [s.score for s in batch] == pytest.approx([s.score for s in single], abs=1e-12)
