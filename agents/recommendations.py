@@ -25,16 +25,18 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Sequence
 
 from aiokafka import ConsumerRecord
 from faust.types import Message
 from faust.web import Request, Response, View
 
-from app.contracts import Click, ScoredItem, parse_click
+from app.contracts import Click, parse_click
 from app.faust_app import app, declared_at_startup
 from app.learning import LearnerLoop, TrainingLog
 from app.pipeline import PARTITIONS, never_stops_the_worker, pipeline_topic, register_stage
 from app.settings import settings
+from app.stages.flushed import FlushedOutputs
 from app.stages.follower import TopicFollower
 from app.stages.outputs import key_partition
 from app.stages.redelivery import Applied
@@ -123,60 +125,20 @@ class _ItemDeltasBuffer:
         self.stage.emit_by_partition(ITEM_EVENTS, deltas.items, lambda items: ItemDeltas(items).encode())
 
 
-# A click waiting for its recommendations: its record, its user's state, the click, the model
-# version it was ranked with and what ranking needs.
-_WaitingClick = tuple[Message, Applied[UserHistory], Click, int, RankingRequest]
-
-
-class _PendingRecommendations:
-    """The flush's clicks waiting for their recommendations, ranked together as the flush starts
-    (:func:`~models.reco_steps.rank`): each click's ranking request holds its user as that
-    click left it, and its recommendations are kept in the user's state for redelivery."""
-
-    def __init__(self, stage: BatchedStage) -> None:
-        self.stage = stage
-        self.clicks: list[_WaitingClick] = []
-        stage.before_flush.append(self.emit)
-
-    def add(
-        self,
-        message: Message,
-        applied: Applied[UserHistory],
-        click: Click,
-        version: int,
-        request: RankingRequest,
-    ) -> None:
-        """Rank ``request`` (taken with model ``version`` for ``click``) at the next flush."""
-        self.clicks.append((message, applied, click, version, request))
-
-    def emit(self) -> None:
-        clicks, self.clicks = self.clicks, []
-        for (message, applied, click, version, _), items in zip(clicks, self._rankings(clicks), strict=True):
-            if isinstance(items, Exception):
-                self.stage.dead_letter(message, f"ranking failed: {items!r}")
-                continue
-            encoded = recommendations_for(click.user_id, items, version, click.ts).encode()
-            applied.add_outputs(message.offset, [encoded])
-            self.stage.emit(RECOMMENDATIONS, message.key, encoded)
-
-    @staticmethod
-    def _rankings(clicks: list[_WaitingClick]) -> list[list[ScoredItem] | Exception]:
-        requests = [request for *_, request in clicks]
-        try:
-            return list(rank(requests, RECO_SETTINGS))
-        except Exception:  # one bad request must not cost the flush's others: each alone
-            logger.exception("ranking %d clicks together failed; ranking each alone", len(requests))
-        rankings: list[list[ScoredItem] | Exception] = []
-        for request in requests:
-            try:
-                rankings.append(rank([request], RECO_SETTINGS)[0])
-            except Exception as exc:
-                rankings.append(exc)
-        return rankings
+def _encoded_recommendations(waiting: Sequence[tuple[Click, int, RankingRequest]]) -> list[bytes]:
+    """The ``recommendations`` records of a flush's clicks (each with its model version), ranked together."""
+    rankings = rank([request for _, _, request in waiting], RECO_SETTINGS)
+    return [
+        recommendations_for(click.user_id, items, version, click.ts).encode()
+        for (click, version, _), items in zip(waiting, rankings, strict=True)
+    ]
 
 
 item_deltas = _ItemDeltasBuffer(user_stage)
-pending = _PendingRecommendations(user_stage)
+# Each click's recommendations, ranked with the flush's other clicks as the flush starts.
+pending: FlushedOutputs[tuple[Click, int, RankingRequest]] = FlushedOutputs(
+    user_stage, RECOMMENDATIONS, _encoded_recommendations
+)
 training: TrainingLog[TrainingExample] = TrainingLog(
     user_stage, TRAINING, MODEL_NAME.encode(), encode_training
 )
@@ -239,7 +201,7 @@ def _recommend(message: Message) -> None:
     # The recommendations follow at the flush, ranked with the flush's other clicks.
     applied.apply(user, offset=message.offset, outputs=(), committed=user_stage.committed_offset(message))
     user_state.put(partition, key, applied)
-    pending.add(message, applied, click, scoring.version, request)
+    pending.add(message, applied, (click, scoring.version, request))
     user_watermarks.observe(partition, click.ts)
     for example in examples:
         training.add(example)

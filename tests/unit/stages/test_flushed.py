@@ -1,0 +1,84 @@
+"""FlushedOutputs: outputs computed together at the flush, kept for redelivery, failures dead-lettered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from app.stages.flushed import FlushedOutputs
+from app.stages.outputs import key_partition
+from app.stages.redelivery import Applied
+from app.stages.stage import BatchedStage
+from tests.unit.stages.conftest import FakeMessage
+
+
+async def _stage_with_outputs(faust_app, recording, compute) -> tuple[BatchedStage, FlushedOutputs[int]]:
+    stage = BatchedStage(faust_app, "test", [])
+    outputs: FlushedOutputs[int] = FlushedOutputs(stage, "squares", compute)
+    await stage.prepare([recording.topic("squares")])
+    return stage, outputs
+
+
+def _sent(recording, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    written = sorted(recording.written.items())
+    return [record for (name, _), records in written if name == topic for record in records]
+
+
+async def test_a_flushs_requests_are_computed_in_one_call_sent_keyed_and_kept_for_redelivery(
+    faust_app, recording
+):
+    calls: list[list[int]] = []
+
+    def squares(requests: Sequence[int]) -> list[bytes]:
+        calls.append(list(requests))
+        return [orjson.dumps({"square": n * n}) for n in requests]
+
+    stage, outputs = await _stage_with_outputs(faust_app, recording, squares)
+    applied = {key: Applied(None) for key in (b"a", b"b")}
+    for offset, (key, n) in enumerate([(b"a", 2), (b"b", 3), (b"a", 4)]):
+        message = FakeMessage("numbers", 0, offset, key=key)
+        applied[key].apply(n, offset=offset, outputs=(), committed=0)
+        outputs.add(message, applied[key], n)
+        stage.processed(message)
+    assert len(outputs) == 3 and not recording.written  # nothing before the flush
+    await stage.flush()
+
+    assert calls == [[2, 3, 4]] and len(outputs) == 0
+    for key, expected in ((b"a", [b'{"square":4}', b'{"square":16}']), (b"b", [b'{"square":9}'])):
+        on_its_partition = recording.written[("squares", key_partition(key, 4))]
+        assert [value for sent_key, value in on_its_partition if sent_key == key] == expected
+    # A redelivered record finds its output in the key's state, byte for byte.
+    assert applied[b"a"].outputs_of(0) == [b'{"square":4}']
+    assert applied[b"a"].outputs_of(2) == [b'{"square":16}']
+    assert applied[b"b"].outputs_of(1) == [b'{"square":9}']
+    await stage.flush()
+    assert calls == [[2, 3, 4]]  # nothing waiting: not called again
+
+
+async def test_a_request_that_cannot_be_computed_is_dead_lettered_and_costs_no_other(faust_app, recording):
+    def inverses(requests: Sequence[int]) -> list[bytes]:
+        return [orjson.dumps(1 / n) for n in requests]
+
+    stage, outputs = await _stage_with_outputs(faust_app, recording, inverses)
+    for offset, n in enumerate([4, 0, 2]):
+        message = FakeMessage("numbers", 0, offset, key=b"k", value=str(n).encode())
+        outputs.add(message, Applied(n, offset=offset), n)
+        stage.processed(message)
+    await stage.flush()
+
+    assert [value for _, value in _sent(recording, "squares")] == [b"0.25", b"0.5"]
+    letters = [orjson.loads(value) for _, value in _sent(recording, "dead-letters")]
+    assert len(letters) == 1 and "ZeroDivisionError" in letters[0]["error"], letters
+    assert stage.counts["dead_letters"] == 1 and recording.log[-1] == ("acked", 2)
+
+
+async def test_a_computation_giving_too_few_outputs_is_redone_one_request_at_a_time(faust_app, recording):
+    def first_only(requests: Sequence[int]) -> list[bytes]:
+        return [str(requests[0]).encode()]
+
+    stage, outputs = await _stage_with_outputs(faust_app, recording, first_only)
+    for offset, n in enumerate([7, 8]):
+        outputs.add(FakeMessage("numbers", 0, offset, key=b"k"), Applied(n, offset=offset), n)
+    await stage.flush()
+    assert [value for _, value in _sent(recording, "squares")] == [b"7", b"8"]
