@@ -136,7 +136,7 @@ def _encoded_recommendations(waiting: Sequence[tuple[Click, int, RankingRequest]
 
 item_deltas = _ItemDeltasBuffer(user_stage)
 # Each click's recommendations, ranked with the flush's other clicks as the flush starts.
-pending: FlushedOutputs[tuple[Click, int, RankingRequest]] = FlushedOutputs(
+flushed_recommendations: FlushedOutputs[tuple[Click, int, RankingRequest]] = FlushedOutputs(
     user_stage, RECOMMENDATIONS, _encoded_recommendations
 )
 training: TrainingLog[TrainingExample] = TrainingLog(
@@ -201,7 +201,7 @@ def _recommend(message: Message) -> None:
     # The recommendations follow at the flush, ranked with the flush's other clicks.
     applied.apply(user, offset=message.offset, outputs=(), committed=user_stage.committed_offset(message))
     user_state.put(partition, key, applied)
-    pending.add(message, applied, (click, scoring.version, request))
+    flushed_recommendations.add(message, applied, (click, scoring.version, request))
     user_watermarks.observe(partition, click.ts)
     for example in examples:
         training.add(example)

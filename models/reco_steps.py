@@ -125,6 +125,9 @@ def recommend(
     return rank([ranking_request(user, popularity, model, k, now, settings)], settings)[0]
 
 
+_NONE_PURCHASED: frozenset[str] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class RankingRequest:
     """What ranking one user needs, taken at one moment: the user's later clicks do not change it.
@@ -139,7 +142,7 @@ class RankingRequest:
     user: UserFactors | None = None
     trending: tuple[str, ...] = ()
     recent: tuple[str, ...] = ()
-    purchased: frozenset[str] = frozenset()
+    purchased: frozenset[str] = _NONE_PURCHASED
 
 
 def ranking_request(
@@ -174,9 +177,6 @@ def _model_request(
         recent=tuple(user.recent_items()),
         purchased=frozenset(user.purchased) if user.purchased else _NONE_PURCHASED,
     )
-
-
-_NONE_PURCHASED: frozenset[str] = frozenset()
 
 
 def rank(
