@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from faust.types import TP, TopicT
 
+from app import faust_fixes
 from app.faust_app import app
 from app.pipeline import never_stops_the_worker
 from app.settings import settings
@@ -142,6 +143,8 @@ class LearnerLoop(Generic[L]):
         # Held while a snapshot is sent: one at a time, so they reach the topic in version order.
         self._publishing = asyncio.Lock()
         app.on_partitions_revoked.connect(self._hand_over)
+        # Its records outweigh the events that made them: a backlog's fetches must not starve it.
+        faust_fixes.fetch_more_from(self.training, settings.training_fetch_bytes)
         never_stops_the_worker(snapshot_interval)(self._publish_pending)
 
     async def run(self, stream: Any) -> None:

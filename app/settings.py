@@ -33,6 +33,7 @@ class Settings:
     standby_replicas: int = 0
     fetch_max_wait_ms: int = 50
     fetch_partition_bytes: int = 256 * 1024
+    training_fetch_bytes: int = 16 * 2**20
     fraud_review_threshold: float = 0.5
     fraud_block_threshold: float = 0.85
     fraud_label_ttl_days: float = 35.0
@@ -72,6 +73,7 @@ class Settings:
             standby_replicas=int(get("EDDY_STANDBY_REPLICAS", defaults.standby_replicas)),
             fetch_max_wait_ms=int(get("EDDY_FETCH_MAX_WAIT_MS", defaults.fetch_max_wait_ms)),
             fetch_partition_bytes=int(get("EDDY_FETCH_PARTITION_BYTES", defaults.fetch_partition_bytes)),
+            training_fetch_bytes=int(get("EDDY_TRAINING_FETCH_BYTES", defaults.training_fetch_bytes)),
             fraud_review_threshold=float(get("EDDY_FRAUD_REVIEW_THRESHOLD", defaults.fraud_review_threshold)),
             fraud_block_threshold=float(get("EDDY_FRAUD_BLOCK_THRESHOLD", defaults.fraud_block_threshold)),
             fraud_label_ttl_days=float(get("EDDY_FRAUD_LABEL_TTL_DAYS", defaults.fraud_label_ttl_days)),

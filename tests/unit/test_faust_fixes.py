@@ -1257,3 +1257,36 @@ async def test_the_worker_consumer_fetches_wait_for_records_to_accumulate_when_a
     assert (batching._fetch_min_bytes, batching._fetch_max_wait_ms) == (faust_fixes.FETCH_MIN_BYTES, 50)
     with pytest.raises(ValueError):
         faust_fixes.batch_fetches(-1)
+
+
+def test_a_topic_asked_to_fetch_more_gets_its_size_in_every_fetch_request_and_others_keep_theirs(monkeypatch):
+    from aiokafka.protocol.fetch import FetchRequest
+
+    def aiokafkas_requests(self, assignment):
+        topics = [("clicks", [(0, 10, 262144), (1, 12, 262144)]), ("reco-training", [(0, 5, 262144)])]
+        return [(1, FetchRequest(50, 1, 52428800, 0, topics))], {}, 0.1, False, []
+
+    monkeypatch.setattr(faust_fixes, "_original_get_actions_per_node", aiokafkas_requests)
+    monkeypatch.setattr(faust_fixes, "_larger_fetches", {})
+    faust_fixes.fetch_more_from("reco-training", 16 * 2**20)
+    requests, *rest = faust_fixes._actions_per_node_fetching_more(object(), None)
+    assert requests[0][1].topics == [
+        ("clicks", [(0, 10, 262144), (1, 12, 262144)]),
+        ("reco-training", [(0, 5, 16 * 2**20)]),
+    ]
+    assert rest == [{}, 0.1, False, []]
+    faust_fixes.fetch_more_from("clicks", 1024)  # never less than the consumer's own size
+    requests = faust_fixes._actions_per_node_fetching_more(object(), None)[0]
+    assert requests[0][1].topics[0] == ("clicks", [(0, 10, 262144), (1, 12, 262144)])
+    with pytest.raises(ValueError):
+        faust_fixes.fetch_more_from("clicks", 0)
+
+
+def test_every_learners_training_topic_is_fetched_in_larger_pieces():
+    from app import app  # builds every pipeline: the learners register their topics as they are built
+    from app.settings import settings
+
+    assert app is not None
+
+    for topic in ("fraud-training", "reco-training"):
+        assert faust_fixes._larger_fetches[settings.topic_name(topic)] == settings.training_fetch_bytes
