@@ -266,7 +266,11 @@ RELIED_ON: dict[str, str] = {
     "faust.transport.consumer:Consumer._add_gap": (
         "4df2573ded7c1c2cde04dc6bde6d4480cb5875ef565256e56966b585ae39b1c1"
     ),
-    # A fetch request keeps each partition's (partition, offset, max bytes) as given: larger_fetches.
+    # A fetch request keeps each partition's (partition, offset, max bytes) as given and sends them
+    # as they are when built: _actions_per_node_fetching_more.
+    "aiokafka.protocol.fetch:FetchRequest.build": (
+        "952ef0f41192efc3b4b72468fa86ef1ff5c7a148e7ed775cadeb1afdf199b040"
+    ),
     "aiokafka.protocol.fetch:FetchRequest.__init__": (
         "f31b6b74cc94dae4a4b6a83f202518b80ae24ef00393885d92f85a56451fbf3f"
     ),

@@ -40,6 +40,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -49,7 +50,7 @@ from app.simulation.clicks import ClickStreamConfig, generate_click_stream
 from app.stages.outputs import records_by_partition
 from app.stages.redelivery import Applied
 from models.reco_replay import UserStageReplay
-from models.reco_steps import RankingRequest, rank, ranking_request, recommendations_for
+from models.reco_steps import RankingRequest, RecoSettings, rank, ranking_request, recommendations_for
 from models.recommender import Recommender, TrainingExample, encode_training
 from tables.item_popularity import ItemDeltas, ItemPopularity
 from tables.recommendations import ITEM_STATE_CODEC, count_item, decode_item_activity, user_state
@@ -179,19 +180,7 @@ def replay_user_stage(
         seconds["recommend"] += t3 - t2
         seconds["encode"] += t4 - t3
         if replay.flush_due():
-            # As the agent's flush starts: the flush's clicks ranked together, then encoded.
-            t4 = clock()
-            rankings = rank([request for *_, request in waiting], replay.settings)
-            t4a = clock()
-            for (waited, applied, at, version, _), recommended in zip(waiting, rankings, strict=True):
-                encoded = recommendations_for(waited.user_id, recommended, version, waited.ts).encode()
-                applied.add_outputs(at, [encoded])
-                digest.update(encoded)
-            waiting.clear()
-            t4b = clock()
-            seconds["recommend"] += t4a - t4
-            seconds["encode"] += t4b - t4a
-            t4 = t4b
+            t4 = _ranked_at_flush(waiting, replay.settings, committed, digest, seconds)
             for state in written.values():
                 encode_state(state)
             t5 = clock()
@@ -225,8 +214,32 @@ def replay_user_stage(
         if profile is not None:
             profile.disable()
         replay.learn(examples)
+    _ranked_at_flush(waiting, replay.settings, committed, digest, seconds)  # the last, partial flush
     cost.digest = digest.hexdigest()
     return cost
+
+
+def _ranked_at_flush(
+    waiting: list[tuple[Click, Applied, int, int, RankingRequest]],
+    reco_settings: RecoSettings,
+    committed: int,
+    digest: Any,
+    seconds: dict[str, float],
+) -> float:
+    """As the agent's flush starts: the flush's clicks ranked together, then encoded (the clock after)."""
+    clock = time.process_time
+    started = clock()
+    rankings = rank([request for *_, request in waiting], reco_settings)
+    ranked = clock()
+    for (click, applied, offset, version, _), recommended in zip(waiting, rankings, strict=True):
+        encoded = recommendations_for(click.user_id, recommended, version, click.ts).encode()
+        applied.add_outputs(offset, [encoded], committed=committed)
+        digest.update(encoded)
+    waiting.clear()
+    encoded_at = clock()
+    seconds["recommend"] += ranked - started
+    seconds["encode"] += encoded_at - ranked
+    return encoded_at
 
 
 def _batch_sizes(text: str) -> list[int]:

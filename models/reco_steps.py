@@ -200,6 +200,7 @@ def _rank_with_one_model(requests: list[RankingRequest], settings: RecoSettings)
     factors = requests[0].factors
     assert factors is not None
     width = len(factors) + 1  # the last column: an unknown item's row, never a candidate
+    # requests x items booleans: 25 MB for a backlog's flush of 5,000 clicks over 5,000 items.
     chosen = np.zeros((len(requests), width), dtype=bool)
     by_trending, candidates, bought, unknowns = _candidates(requests, factors, settings)
     for trending, positions in by_trending.items():  # most requests of a flush share one

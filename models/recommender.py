@@ -261,8 +261,10 @@ class Recommender:
         This is ``BiasedMF.learn_one`` with the example's user factors, minus the user's half:
         River's global mean, item dictionaries (a new item's factors drawn by River's
         initializer), optimizers' learning rates and iteration counts, and its loss, each used
-        as ``learn_one`` uses them.  In floats rather than River's per-step dictionaries and
-        arrays: the one learner takes three of these per click for the whole cluster.
+        as ``learn_one`` uses them.  The same to rounding: the dot product is summed in order
+        where River calls ``np.dot`` (bit for bit at 10 factors, within 1e-15 at 16 or 32). In floats
+        rather than River's per-step dictionaries and arrays: the one learner takes three of these per
+        click for the whole cluster.
         """
         mf = self.mf
         mf.global_mean.update(example.target)

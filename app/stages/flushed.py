@@ -63,12 +63,17 @@ class FlushedOutputs(Generic[R]):
         if not waiting:
             return
         outputs = self._outputs([request for _, _, request in waiting])
+        stage = self.stage
         for (message, applied, _), output in zip(waiting, outputs, strict=True):
             if isinstance(output, Exception):
-                self.stage.dead_letter(message, f"{self.stage.name}: computing its output failed: {output!r}")
+                stage.dead_letter(message, f"{stage.name}: computing its output failed: {output!r}")
                 continue
-            applied.add_outputs(message.offset, [output])
-            self.stage.emit(self.topic, message.key, output)
+            try:
+                applied.add_outputs(message.offset, [output], committed=stage.committed_offset(message))
+                stage.emit(self.topic, message.key, output)
+            except Exception as exc:  # each record's own: the others' outputs still go out
+                logger.exception("%s: keeping or sending an output failed", stage.name)
+                stage.dead_letter(message, f"{stage.name}: sending its output failed: {exc!r}")
 
     def _outputs(self, requests: list[R]) -> list[bytes | Exception]:
         try:

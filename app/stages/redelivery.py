@@ -67,23 +67,25 @@ class Applied(Generic[V]):
         [3, 4]
         """
         self.value, self.offset = value, offset
+        self.add_outputs(offset, outputs, committed=committed, max_kept=max_kept)
+
+    def add_outputs(
+        self, offset: int, outputs: Sequence[bytes], *, committed: int, max_kept: int = MAX_KEPT
+    ) -> None:
+        """Keep ``outputs`` as what the record at ``offset``, applied already, emitted (for outputs
+        computed after their record was applied: at the flush, with other records'), under the
+        same bounds as :meth:`apply`.
+
+        >>> applied = Applied(value=None)
+        >>> applied.apply("state after 5", offset=5, outputs=(), committed=0)
+        >>> applied.add_outputs(5, [b'{"items":[]}'], committed=0); applied.outputs_of(5)
+        [b'{"items":[]}']
+        """
         kept = self.outputs
         if outputs:
             kept[offset] = list(outputs)
         if kept and (next(iter(kept)) < committed or len(kept) > max_kept):
             self.outputs = dict([(o, out) for o, out in kept.items() if o >= committed][-max_kept:])
-
-    def add_outputs(self, offset: int, outputs: Sequence[bytes]) -> None:
-        """Keep ``outputs`` as what the record at ``offset``, applied already, emitted: for
-        outputs computed after the record was applied (at the flush, with other records').
-
-        >>> applied = Applied(value=None)
-        >>> applied.apply("state after 5", offset=5, outputs=(), committed=0)
-        >>> applied.add_outputs(5, [b'{"items":[]}']); applied.outputs_of(5)
-        [b'{"items":[]}']
-        """
-        if outputs:
-            self.outputs[offset] = list(outputs)
 
 
 def applied_codec(inner: StateCodec[V]) -> StateCodec[Applied[V]]:

@@ -8,13 +8,14 @@ import orjson
 
 from app.stages.flushed import FlushedOutputs
 from app.stages.outputs import key_partition
-from app.stages.redelivery import Applied
+from app.stages.redelivery import MAX_KEPT, Applied
 from app.stages.stage import BatchedStage
 from tests.unit.stages.conftest import FakeMessage
 
 
 async def _stage_with_outputs(faust_app, recording, compute) -> tuple[BatchedStage, FlushedOutputs[int]]:
     stage = BatchedStage(faust_app, "test", [])
+    stage.committed_offset = lambda message: 0  # type: ignore[method-assign]  # no consumer here
     outputs: FlushedOutputs[int] = FlushedOutputs(stage, "squares", compute)
     await stage.prepare([recording.topic("squares")])
     return stage, outputs
@@ -82,3 +83,36 @@ async def test_a_computation_giving_too_few_outputs_is_redone_one_request_at_a_t
         outputs.add(FakeMessage("numbers", 0, offset, key=b"k"), Applied(n, offset=offset), n)
     await stage.flush()
     assert [value for _, value in _sent(recording, "squares")] == [b"7", b"8"]
+
+
+async def test_outputs_kept_for_redelivery_stay_within_the_bound_however_many_records_a_key_has(
+    faust_app, recording
+):
+    stage, outputs = await _stage_with_outputs(faust_app, recording, lambda requests: [b"1"] * len(requests))
+    applied = Applied(None)
+    for offset in range(1_000):  # one key's records in one flush, a backlog's worth
+        applied.apply(offset, offset=offset, outputs=(), committed=0)
+        outputs.add(FakeMessage("numbers", 0, offset, key=b"k"), applied, offset)
+    await stage.flush()
+    assert sorted(applied.outputs) == list(range(1_000 - MAX_KEPT, 1_000))
+    stage.committed_offset = lambda message: 990  # type: ignore[method-assign]
+    applied.apply(1_000, offset=1_000, outputs=(), committed=990)
+    outputs.add(FakeMessage("numbers", 0, 1_000, key=b"k"), applied, 1_000)
+    await stage.flush()
+    assert sorted(applied.outputs) == list(range(990, 1_001))  # committed ones are never redelivered
+
+
+async def test_an_output_that_cannot_be_kept_is_dead_lettered_and_the_others_still_go_out(
+    faust_app, recording
+):
+    stage, outputs = await _stage_with_outputs(faust_app, recording, lambda requests: [b"1"] * len(requests))
+
+    class Unkeepable(Applied):
+        def add_outputs(self, *args, **kwargs):
+            raise MemoryError("no room")
+
+    outputs.add(FakeMessage("numbers", 0, 0, key=b"a"), Unkeepable(None), 0)
+    outputs.add(FakeMessage("numbers", 0, 1, key=b"b"), Applied(None), 1)
+    await stage.flush()
+    assert [key for key, _ in _sent(recording, "squares")] == [b"b"]
+    assert "no room" in orjson.loads(_sent(recording, "dead-letters")[0][1])["error"]
