@@ -223,13 +223,13 @@ def test_several_user_steps_at_once_are_rivers_sgd_steps_in_turn_each_sent_with_
 
 
 @given(
-    targets=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0, 40.0]), min_size=1, max_size=40),
+    targets=st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, 5.0]), min_size=1, max_size=40),
     items=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=40, max_size=40),
-    clip=st.sampled_from([1e12, 0.5]),
+    clip=st.sampled_from([1e12, 0.5]),  # River's default (no clipping) and a clipping one
 )
 @settings(max_examples=50, deadline=None)
 def test_the_learners_step_leaves_rivers_model_as_learn_one_with_the_lent_user_would(targets, items, clip):
-    model = Recommender(learning_rate=0.05, l2=0.02, seed=7)  # eddy's 10 factors
+    model = Recommender(seed=7)  # eddy's 10 factors, learning rate and L2
     model.mf.clip_gradient = clip
     twin = river_twin(model)
     twin.clip_gradient = clip
