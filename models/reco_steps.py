@@ -203,8 +203,8 @@ def _rank_with_one_model(requests: list[RankingRequest], settings: RecoSettings)
     # requests x items booleans: 25 MB for a backlog's flush of 5,000 clicks over 5,000 items.
     chosen = np.zeros((len(requests), width), dtype=bool)
     by_trending, candidates, bought, unknowns = _candidates(requests, factors, settings)
-    for trending, positions in by_trending.items():  # most requests of a flush share one
-        chosen[np.ix_(positions, factors.rows(trending)[0])] = True
+    for trending_rows, _, positions in by_trending.values():  # most requests of a flush share one
+        chosen[np.ix_(positions, trending_rows)] = True
     chosen[candidates] = True
     chosen[bought] = False
     owner, rows = np.nonzero(chosen)  # by request, then by row
@@ -224,18 +224,22 @@ def _rank_with_one_model(requests: list[RankingRequest], settings: RecoSettings)
     return ranked
 
 
+# A trending tuple's rows and unknown ids (looked up once per flush), and the requests that have it.
+_Trending = tuple[tuple[int, ...], tuple[str, ...], list[int]]
+
+
 def _candidates(
     requests: list[RankingRequest], factors: ItemFactors, settings: RecoSettings
 ) -> tuple[
-    dict[tuple[str, ...], list[int]],
+    dict[tuple[str, ...], _Trending],
     tuple[np.ndarray, np.ndarray],
     tuple[np.ndarray, np.ndarray],
     list[list[str]],
 ]:
-    """The requests' candidates (:func:`candidate_items`) as array indices: the requests of
-    each trending tuple, each request's other candidate rows and bought rows as (request,
+    """The requests' candidates (:func:`candidate_items`) as array indices: each trending
+    tuple's rows and requests, each request's other candidate rows and bought rows as (request,
     row) pairs; and each request's unknown candidates' ids."""
-    by_trending: dict[tuple[str, ...], list[int]] = {}
+    by_trending: dict[tuple[str, ...], _Trending] = {}
     candidate_rows: list[int] = []
     candidate_counts: list[int] = []
     bought_rows: list[int] = []
@@ -243,7 +247,10 @@ def _candidates(
     unknowns: list[list[str]] = []
     index = factors.index
     for position, request in enumerate(requests):
-        by_trending.setdefault(request.trending, []).append(position)
+        trending = by_trending.get(request.trending)
+        if trending is None:
+            trending = by_trending[request.trending] = (*factors.rows(request.trending), [])
+        trending[2].append(position)
         recent_rows = [row for row in map(index.get, request.recent) if row is not None]
         similar = factors.similar_rows(recent_rows[: settings.history_seeds], settings.similar_candidates)
         candidate_rows += recent_rows
@@ -256,7 +263,7 @@ def _candidates(
             bought_counts.append(len(bought))
         else:
             bought_counts.append(0)
-        trending_unknown = factors.rows(request.trending)[1]
+        trending_unknown = trending[1]
         if trending_unknown or len(recent_rows) < len(request.recent):
             recent_unknown = [item for item in request.recent if item not in index]
             unknown = dict.fromkeys([*trending_unknown, *recent_unknown])
