@@ -22,6 +22,7 @@ the worker that owns the user, from any worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import Counter
@@ -31,22 +32,22 @@ from aiokafka import ConsumerRecord
 from faust.types import Message
 from faust.web import Request, Response, View
 
-from app.contracts import Click, parse_click
+from app.contracts import parse_click
 from app.faust_app import app, declared_at_startup
 from app.learning import LearnerLoop, TrainingLog
 from app.pipeline import PARTITIONS, never_stops_the_worker, pipeline_topic, register_stage
 from app.settings import settings
-from app.stages.flushed import FlushedOutputs
+from app.stages.flushed import FlushedOutputs, Offloaded
 from app.stages.follower import TopicFollower
+from app.stages.helper import HelperProcess
 from app.stages.outputs import key_partition
 from app.stages.redelivery import Applied
 from app.stages.stage import BatchedStage
 from app.stages.state import sweep_idle
 from app.views import json_response, routed_to_key_owner
+from models.reco_ranking import RankingEntry, encoded_recommendations, ranking_context, wire_entry
 from models.reco_steps import (
-    RankingRequest,
     RecoSettings,
-    rank,
     ranking_request,
     recommend,
     recommendations_for,
@@ -125,19 +126,22 @@ class _ItemDeltasBuffer:
         self.stage.emit_by_partition(ITEM_EVENTS, deltas.items, lambda items: ItemDeltas(items).encode())
 
 
-def _encoded_recommendations(waiting: Sequence[tuple[Click, int, RankingRequest]]) -> list[bytes]:
-    """The ``recommendations`` records of a flush's clicks (each with its model version), ranked together."""
-    rankings = rank([request for _, _, request in waiting], RECO_SETTINGS)
-    return [
-        recommendations_for(click.user_id, items, version, click.ts).encode()
-        for (click, version, _), items in zip(waiting, rankings, strict=True)
-    ]
+def _encoded_recommendations(entries: Sequence[RankingEntry]) -> list[bytes]:
+    return encoded_recommendations(entries, RECO_SETTINGS)
 
 
 item_deltas = _ItemDeltasBuffer(user_stage)
+# Ranking is most of a click's work: a child process on another core ranks the clicks in
+# chunks while this one goes on with the next (the worker ranks a chunk the child loses).
+ranking_helper = HelperProcess("models.reco_ranking:encoded_in_helper")
 # Each click's recommendations, ranked with the flush's other clicks as the flush starts.
-flushed_recommendations: FlushedOutputs[tuple[Click, int, RankingRequest]] = FlushedOutputs(
-    user_stage, RECOMMENDATIONS, _encoded_recommendations
+flushed_recommendations: FlushedOutputs[RankingEntry] = FlushedOutputs(
+    user_stage,
+    RECOMMENDATIONS,
+    _encoded_recommendations,
+    Offloaded(ranking_helper, functools.partial(ranking_context, settings=RECO_SETTINGS), wire_entry)
+    if settings.reco_ranking_helper
+    else None,
 )
 training: TrainingLog[TrainingExample] = TrainingLog(
     user_stage, TRAINING, MODEL_NAME.encode(), encode_training
@@ -201,7 +205,9 @@ def _recommend(message: Message) -> None:
     # The recommendations follow at the flush, ranked with the flush's other clicks.
     applied.apply(user, offset=message.offset, outputs=(), committed=user_stage.committed_offset(message))
     user_state.put(partition, key, applied)
-    flushed_recommendations.add(message, applied, (click, scoring.version, request))
+    flushed_recommendations.add(
+        message, applied, RankingEntry(click.user_id, scoring.version, click.ts, request)
+    )
     user_watermarks.observe(partition, click.ts)
     for example in examples:
         training.add(example)
@@ -303,5 +309,6 @@ async def reco_state_view(web: View, request: Request) -> Response:
             "items_in_popularity_view": len(popularity),
             "model_version": scoring.version,
             "learner": reco_learner.report(),
+            "ranking_helper": ranking_helper.report(),
         },
     )

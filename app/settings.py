@@ -40,6 +40,7 @@ class Settings:
     fraud_snapshot_every: int = 2_000
     fraud_legit_sample_rate: float = 0.25
     reco_snapshot_every: int = 500
+    reco_ranking_helper: bool = True
     sweep_interval_s: float = 300.0
     gc_young_threshold: int = 10_000
     gc_freeze_survivors: bool = False
@@ -82,6 +83,7 @@ class Settings:
                 get("EDDY_FRAUD_LEGIT_SAMPLE_RATE", defaults.fraud_legit_sample_rate)
             ),
             reco_snapshot_every=int(get("EDDY_RECO_SNAPSHOT_EVERY", defaults.reco_snapshot_every)),
+            reco_ranking_helper=get("EDDY_RECO_RANKING_HELPER", "1").lower() in ("1", "true", "yes"),
             # EDDY_FRAUD_SWEEP_INTERVAL_S: its name before the sweep served every pipeline.
             sweep_interval_s=float(
                 get("EDDY_SWEEP_INTERVAL_S", get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.sweep_interval_s))

@@ -205,6 +205,10 @@ class ItemFactors:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __reduce__(self) -> tuple[type, tuple[list[str], np.ndarray, np.ndarray, float]]:
+        """Pickled as the factors alone: what is derived is derived again where it is unpickled."""
+        return ItemFactors, (self.ids, self.matrix, self.biases, self.global_mean)
+
 
 class Recommender:
     """River's ``BiasedMF`` holding item factors only; each step's user factors come with its example.

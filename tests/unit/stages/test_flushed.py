@@ -6,10 +6,12 @@ from collections.abc import Sequence
 
 import orjson
 
-from app.stages.flushed import FlushedOutputs
+from app.stages.flushed import FlushedOutputs, Offloaded
+from app.stages.helper import HelperProcess
 from app.stages.outputs import key_partition
 from app.stages.redelivery import MAX_KEPT, Applied
 from app.stages.stage import BatchedStage
+from tests.unit.stages import helper_computations
 from tests.unit.stages.conftest import FakeMessage
 
 
@@ -116,3 +118,53 @@ async def test_an_output_that_cannot_be_kept_is_dead_lettered_and_the_others_sti
     await stage.flush()
     assert [key for key, _ in _sent(recording, "squares")] == [b"b"]
     assert "no room" in orjson.loads(_sent(recording, "dead-letters")[0][1])["error"]
+
+
+async def test_outputs_computed_by_a_helper_process_are_those_the_worker_computes(faust_app, recording):
+    helper = HelperProcess("tests.unit.stages.helper_computations:scaled_unless_own", restart_interval=0.0)
+    # A request names its context ("any": it needs none and brings its own factor, 1).
+    contexts = {"double": 2, "triple": 3}
+    offloaded: Offloaded[tuple[str, int]] = Offloaded(
+        helper,
+        context_of=lambda request: (
+            None if request[0] == "any" else (request[0], lambda: contexts[request[0]])
+        ),
+        wire=lambda request: (1 if request[0] == "any" else None, request[1]),
+        chunk=3,
+    )
+
+    def in_worker(requests):
+        return [
+            helper_computations.scaled_unless_own(contexts.get(name), [offloaded.wire((name, n))])[0]
+            for name, n in requests
+        ]
+
+    stage = BatchedStage(faust_app, "test", [])
+    stage.committed_offset = lambda message: 0  # type: ignore[method-assign]
+    outputs = FlushedOutputs(stage, "scaled", in_worker, offloaded)
+    await stage.prepare([recording.topic("scaled")])
+    requests = [
+        ("double", 1),
+        ("any", 5),
+        ("double", 2),
+        ("triple", 3),
+        ("triple", 4),
+        ("double", 6),
+        ("any", 7),
+    ]
+    try:
+        for offset, request in enumerate(requests):
+            outputs.add(FakeMessage("numbers", 0, offset, key=b"k"), Applied(None, offset=offset), request)
+        assert helper.counts["chunks"] >= 2  # sent while records were added
+        await stage.flush()
+        assert [value for _, value in _sent(recording, "scaled")] == in_worker(requests)
+        assert helper.counts["lost_chunks"] == 0 and helper.counts["items"] == len(requests)
+
+        helper.close()  # a helper that is gone: the worker computes its chunks itself
+        helper._ready = lambda: False  # type: ignore[method-assign]
+        for offset, request in enumerate(requests, start=len(requests)):
+            outputs.add(FakeMessage("numbers", 0, offset, key=b"k"), Applied(None, offset=offset), request)
+        await stage.flush()
+        assert [value for _, value in _sent(recording, "scaled")] == in_worker(requests) * 2
+    finally:
+        helper.close()
