@@ -83,7 +83,9 @@ class Settings:
                 get("EDDY_FRAUD_LEGIT_SAMPLE_RATE", defaults.fraud_legit_sample_rate)
             ),
             reco_snapshot_every=int(get("EDDY_RECO_SNAPSHOT_EVERY", defaults.reco_snapshot_every)),
-            reco_ranking_helper=get("EDDY_RECO_RANKING_HELPER", "1").lower() in ("1", "true", "yes"),
+            # A helper process pays on a second core; on one it only adds its hand-over.
+            reco_ranking_helper=get("EDDY_RECO_RANKING_HELPER", int((os.cpu_count() or 1) > 1)).lower()
+            in ("1", "true", "yes"),
             # EDDY_FRAUD_SWEEP_INTERVAL_S: its name before the sweep served every pipeline.
             sweep_interval_s=float(
                 get("EDDY_SWEEP_INTERVAL_S", get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.sweep_interval_s))
