@@ -131,11 +131,15 @@ class HelperProcess:
         if not self._ready():
             return None
         chunk = next(self._ids)
-        if context_key is not None and context_key is not self._context_key:
-            self._send(("context", context()))
-            self._context_key = context_key
-            self.counts["contexts"] += 1
-        self._send(("chunk", chunk, items))
+        try:
+            if context_key is not None and context_key is not self._context_key:
+                self._send(("context", context()))
+                self._context_key = context_key
+                self.counts["contexts"] += 1
+            self._send(("chunk", chunk, items))
+        except Exception:  # a context or items that cannot be pickled: computed by the caller
+            logger.exception("helper %s: could not send a chunk of %d", self.computation, len(items))
+            return None
         self._pending.add(chunk)
         self.counts["chunks"] += 1
         self.counts["items"] += len(items)
@@ -214,7 +218,7 @@ class HelperProcess:
         logger.info("helper %s started (pid %d)", self.computation, process.pid)
 
     def _send(self, message: Any) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)  # before anything is queued
         self._outbox += _FRAME.pack(len(payload))
         self._outbox += payload
         self._write()
@@ -254,7 +258,12 @@ class HelperProcess:
             (size,) = _FRAME.unpack_from(inbox)
             if len(inbox) < _FRAME.size + size:
                 break
-            chunk, outputs = pickle.loads(inbox[_FRAME.size : _FRAME.size + size])
+            try:
+                chunk, outputs = pickle.loads(inbox[_FRAME.size : _FRAME.size + size])
+            except Exception:  # not what the child writes: nothing after it can be trusted
+                logger.exception("helper %s: an answer could not be read", self.computation)
+                self._lose_child()
+                return
             del inbox[: _FRAME.size + size]
             if chunk in self._pending:
                 self._pending.discard(chunk)

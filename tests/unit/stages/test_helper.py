@@ -85,3 +85,18 @@ def test_answers_arrive_through_the_event_loop_while_it_runs(helper_of):
         return helper.results(chunk)
 
     assert asyncio.run(submit_then_wait()) == [str(n * 10).encode() for n in range(20_000)]
+
+
+def test_a_chunk_that_cannot_be_sent_is_left_to_the_caller_and_the_next_ones_still_go(helper_of):
+    helper = helper_of("scaled")
+    assert helper.submit(object(), lambda: lambda: 2, [1]) is None  # a context that cannot be pickled
+    assert helper.submit(None, lambda: None, [(n for n in ())]) is None  # an item that cannot be
+    chunk = helper.submit(object(), lambda: 3, [1, 2])
+    assert helper.results(chunk) == [b"3", b"6"]
+
+
+def test_an_answer_that_cannot_be_read_gives_the_child_up(helper_of):
+    helper = helper_of("scaled", restart_interval=3600.0)
+    chunk = helper.submit(None, lambda: None, [1])
+    helper._inbox += b"\x00\x00\x00\x03bad"  # a frame that is no pickle, before the answer
+    assert helper.results(chunk) is None and not helper.report()["running"]
