@@ -95,8 +95,13 @@ class FlushedOutputs(Generic[R]):
     def add(self, message: Message, applied: Applied[Any], request: R) -> None:
         """Emit ``request``'s output for ``message`` (applied already to ``applied``) at the next flush."""
         self._waiting.append((message, applied, request))
-        if self.offloaded is not None and len(self._waiting) - self._sent_up_to >= self.offloaded.chunk:
-            self._send_unsent(self.offloaded)
+        offloaded = self.offloaded
+        # A full chunk, or whatever waits when the child has nothing to do: the child stays busy
+        # and the flush waits only for what came since its last answer.
+        if offloaded is not None and (
+            len(self._waiting) - self._sent_up_to >= offloaded.chunk or offloaded.helper.idle
+        ):
+            self._send_unsent(offloaded)
 
     def __len__(self) -> int:
         return len(self._waiting)

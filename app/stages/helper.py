@@ -166,6 +166,11 @@ class HelperProcess:
             self.counts["lost_chunks"] += 1
         return outputs
 
+    @property
+    def idle(self) -> bool:
+        """Whether the child has answered every chunk it was sent (as far as has been read)."""
+        return not self._pending
+
     def close(self) -> None:
         """Stop the child (it exits when its requests end)."""
         self._lose_child()
