@@ -31,6 +31,7 @@ import logging
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -319,6 +320,9 @@ def serve(computation: Computation, requests: BinaryIO, answers: BinaryIO) -> No
 
 
 def _main(computation: str) -> None:
+    # A Ctrl-C reaches the worker's whole process group: the worker stops, and the child with
+    # the end of its requests, not with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever the computation prints goes to the log, not into the answers

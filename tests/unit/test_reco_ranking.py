@@ -18,7 +18,7 @@ from models.reco_ranking import (
 )
 from models.reco_steps import RecoSettings, ranking_request, record_interaction
 from tables.user_history import UserHistory
-from tests.unit.test_reco_steps import popular, trained_model
+from tests.unit.test_reco_steps import flush_clicks, popular, trained_model
 
 
 def _entries(clicks: list[tuple[str, str, str]], k: int, new_model_midway: bool) -> list[RankingEntry]:
@@ -60,15 +60,7 @@ def _through_the_wire(entries: list[RankingEntry], settings_: RecoSettings) -> l
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["u1", "u2", "u3", "u4"]),
-            st.sampled_from([f"i{n}" for n in range(45)]),
-            st.sampled_from(CLICK_ACTIONS),
-        ),
-        min_size=1,
-        max_size=40,
-    ),
+    flush_clicks,
     st.integers(1, 12),
     st.booleans(),
     st.sampled_from([RecoSettings(), RecoSettings(similar_candidates=7, history_seeds=2)]),

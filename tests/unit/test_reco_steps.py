@@ -303,17 +303,21 @@ def test_asking_for_no_items_gets_none_whatever_the_model_knows():
     assert [s.item_id for s in recommend(user, popularity, Recommender(), 2, 60.0)] == ["a", "b"]
 
 
+# A flush's clicks: four users, some clicking again, 45 items of which the models learn at most 42.
+flush_clicks = st.lists(
+    st.tuples(
+        st.sampled_from(["u1", "u2", "u3", "u4"]),
+        st.sampled_from([f"i{n}" for n in range(45)]),
+        st.sampled_from(CLICK_ACTIONS),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["u1", "u2", "u3", "u4"]),
-            st.sampled_from([f"i{n}" for n in range(45)]),
-            st.sampled_from(CLICK_ACTIONS),
-        ),
-        min_size=1,
-        max_size=40,
-    ),
+    flush_clicks,
     st.integers(1, 12),
     st.booleans(),
 )
