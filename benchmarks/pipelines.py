@@ -38,7 +38,7 @@ from app.simulation.producer import OutgoingEvent, ensure_topics, produce_events
 from app.simulation.sensors import SensorStreamConfig, generate_sensor_stream
 from app.simulation.transactions import SimulatedEvent
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, report
+from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, remove_run_topics, report
 from broker import local_kafka
 
 
@@ -119,6 +119,7 @@ def throughput(bootstrap: str, workdir: Path, pipeline: Pipeline, n: int) -> dic
             time.sleep(0.25)  # a poll costs the worker a little (its reports): not too often
     finally:
         stop_worker(worker)
+        remove_run_topics(bootstrap, prefix)
     if first is None or last is None or last <= first:
         raise RuntimeError(f"{pipeline.name}: the worker did not work through the backlog in time")
     seconds = last - first
@@ -152,6 +153,7 @@ def latency(bootstrap: str, workdir: Path, pipeline: Pipeline, rate: float, seco
             raise RuntimeError(f"{pipeline.name}: the worker did not handle every event in time")
     finally:
         stop_worker(worker)
+        remove_run_topics(bootstrap, prefix)
     lag = report["event_to_output"] if report else {}
     return {"offered_per_second": rate, "events": len(measured), **lag}
 

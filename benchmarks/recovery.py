@@ -41,7 +41,7 @@ from app.contracts import Transaction
 from app.simulation.producer import ensure_topics
 from app.stages.outputs import key_partition
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, report
+from benchmarks.fraud import PARTITIONS, _worker_env, commit_of_checkout, remove_run_topics, report
 from broker import local_kafka
 from models.fraud_steps import count_in_card
 from tables.card_state import CardState
@@ -119,6 +119,7 @@ def recovery(bootstrap: str, workdir: Path, n: int) -> dict[str, Any]:
         restored = n == 0 or _serves(port, f"card-{n - 1:07d}")
     finally:
         stop_worker(worker)
+        remove_run_topics(bootstrap, prefix)
     return {"keys": n, "ready_seconds": seconds, "restored": restored, "fill_seconds": filled}
 
 
@@ -156,6 +157,7 @@ def failover(bootstrap: str, workdir: Path, n: int, standby_replicas: int) -> di
     finally:
         for worker in workers:
             stop_worker(worker)
+        remove_run_topics(bootstrap, prefix)
     return {"keys": n, "standby_replicas": standby_replicas, "served_after_seconds": served_after}
 
 

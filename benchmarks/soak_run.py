@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from app.simulation.producer import ensure_topics, produce_events
 from app.simulation.transactions import SimulatedEvent
 from app.worker_process import free_port, start_worker, stop_worker
-from benchmarks.fraud import PARTITIONS, _get_json, _worker_env
+from benchmarks.fraud import PARTITIONS, _get_json, _worker_env, remove_run_topics
 from benchmarks.in_process import quantile
 from broker import LocalKafka
 
@@ -122,6 +122,7 @@ def run_soak(
         topics = {
             name: asyncio.run(records(bootstrap, topic)) for name, topic in hooks.read_after(prefix).items()
         }
+        remove_run_topics(bootstrap, prefix)
     finally:
         if started:
             kafka.stop()

@@ -40,6 +40,20 @@ async def ensure_topics(bootstrap_servers: str, names: Iterable[str], partitions
         await admin.close()
 
 
+async def delete_topics(bootstrap_servers: str, prefixes: Iterable[str]) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``; the names deleted."""
+    prefixes = tuple(prefixes)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        doomed = sorted(name for name in await admin.list_topics() if name.startswith(prefixes))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
 async def produce_events(
     events: Iterable[Any],
     bootstrap_servers: str,
