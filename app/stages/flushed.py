@@ -107,9 +107,19 @@ class FlushedOutputs(Generic[R]):
         return len(self._waiting)
 
     def _send_unsent(self, offloaded: Offloaded[R]) -> None:
-        """Send the requests not sent yet, in runs of one context."""
-        waiting, start = self._waiting, self._sent_up_to
-        end = len(waiting)
+        """Send the requests not sent yet, in runs of one context (what cannot be sent is computed
+        here at the flush)."""
+        start, end = self._sent_up_to, len(self._waiting)
+        try:
+            self._send_runs(offloaded, start, end)
+        except Exception:  # a request's context or wire form failed: a bug, not the worker's end
+            logger.exception("%s: handing requests to the helper failed; computed here", self.stage.name)
+            covered = max(start, self._sent[-1][1]) if self._sent else start
+            self._sent.append((covered, end, None))
+        self._sent_up_to = end
+
+    def _send_runs(self, offloaded: Offloaded[R], start: int, end: int) -> None:
+        waiting = self._waiting
         run_start, run_context = start, None
         for position in range(start, end + 1):
             context = offloaded.context_of(waiting[position][2]) if position < end else None
@@ -122,7 +132,6 @@ class FlushedOutputs(Generic[R]):
                 chunk = offloaded.helper.submit(key, give, [offloaded.wire(request) for request in requests])
                 self._sent.append((run_start, position, chunk))
             run_start, run_context = position, context
-        self._sent_up_to = end
 
     def _emit(self) -> None:
         if self.offloaded is not None:

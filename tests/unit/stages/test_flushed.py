@@ -168,3 +168,26 @@ async def test_outputs_computed_by_a_helper_process_are_those_the_worker_compute
         assert [value for _, value in _sent(recording, "scaled")] == in_worker(requests) * 2
     finally:
         helper.close()
+
+
+async def test_requests_that_cannot_be_handed_to_the_helper_are_computed_in_the_worker(faust_app, recording):
+    helper = HelperProcess("tests.unit.stages.helper_computations:scaled", restart_interval=0.0)
+
+    def wire(n: int) -> int:
+        if n == 3:
+            raise ValueError("no wire form")
+        return n
+
+    offloaded: Offloaded[int] = Offloaded(helper, context_of=lambda n: None, wire=wire, chunk=2)
+    stage = BatchedStage(faust_app, "test", [])
+    stage.committed_offset = lambda message: 0  # type: ignore[method-assign]
+    outputs = FlushedOutputs(stage, "scaled", lambda ns: [str(n).encode() for n in ns], offloaded)
+    await stage.prepare([recording.topic("scaled")])
+    try:
+        for offset, n in enumerate([1, 2, 3, 4, 5]):
+            outputs.add(FakeMessage("numbers", 0, offset, key=b"k"), Applied(None, offset=offset), n)
+        await stage.flush()
+    finally:
+        helper.close()
+    assert [value for _, value in _sent(recording, "scaled")] == [b"1", b"2", b"3", b"4", b"5"]
+    assert not _sent(recording, "dead-letters")
