@@ -40,6 +40,7 @@ from app.settings import settings
 from app.stages.flushed import FlushedOutputs, Offloaded
 from app.stages.follower import TopicFollower
 from app.stages.helper import HelperProcess
+from app.stages.learner_process import LearnerProcess
 from app.stages.outputs import key_partition
 from app.stages.redelivery import Applied
 from app.stages.stage import BatchedStage
@@ -247,6 +248,10 @@ reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(
     restore=RecoLearner.from_snapshot,
     decode=decode_training,
     snapshot_every=settings.reco_snapshot_every,
+    # The one learner of the cluster, on a core of its own: this worker only hands it the bytes.
+    process=LearnerProcess(f"{decode_training.__module__}:{decode_training.__name__}")
+    if settings.reco_learner_process
+    else None,
 )
 
 

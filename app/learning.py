@@ -12,7 +12,11 @@ fragments.  :class:`LearnerLoop` is that learner's life on a worker:
   partition leaves this worker;
 * a message it cannot decode or a record it cannot apply is counted and logged, never
   fatal (a bad message must not stop learning for the whole cluster); a failed
-  publish is logged and retried by the timer.
+  publish is logged and retried by the timer;
+* with a :class:`~app.stages.learner_process.LearnerProcess` the learner lives in a
+  child process on another core, and the worker only hands it each message's bytes; a
+  child lost is a learner lost: it is rebuilt from the newest snapshot and replays, as
+  after a restart (without one, or when no child starts, it learns in the worker).
 
 The learner itself (:class:`models.learner.Learner`) is the model's pure part.
 """
@@ -31,6 +35,7 @@ from app import faust_fixes
 from app.faust_app import app
 from app.pipeline import never_stops_the_worker
 from app.settings import settings
+from app.stages.learner_process import LearnerProcess
 from app.stages.stage import BatchedStage
 from models.learner import Learner
 from models.snapshots import SnapshotSubscriber, read_partition_range
@@ -88,6 +93,45 @@ class TrainingLog(Generic[R]):
             self.stage.emit_to_partition(self.topic, 0, self.key, self.encode(chunk))
 
 
+class LearnerHere(Generic[L]):
+    """A learner in the worker's own process, placed as a :class:`LearnerProcess` is.
+
+    >>> from models.recommender import RecoLearner, Recommender, decode_training
+    >>> here = LearnerHere(RecoLearner(Recommender(n_factors=2)), decode_training, b"k" * 16)
+    >>> here.learn(b'[["i1", [0.1, 0.2], 0.0, 5.0]]', offset=0)
+    >>> here.training_offset, here.learned_offset, here.learner.counts["examples"]
+    (0, 0, 1)
+    """
+
+    def __init__(self, learner: L, decode: Callable[[bytes | None], list[Any]], signing_key: bytes) -> None:
+        self.learner = learner
+        self.decode = decode
+        self.signing_key = signing_key
+        self.learning = True
+
+    @property
+    def training_offset(self) -> int:
+        return self.learner.training_offset
+
+    learned_offset = training_offset
+
+    def learn(self, value: bytes | None, offset: int) -> None:
+        self.learner.learn_message(value, offset, self.decode)
+
+    async def caught_up_enough(self) -> None:
+        return None
+
+    async def encoded_snapshot(self) -> tuple[bytes, int]:
+        # Encoded on the event loop, between two training messages (a few ms for about 50 KB):
+        # the learner cannot change meanwhile, and nothing waits on a thread that a busy loop
+        # starves of the GIL (in a soak that kept the learner locked for seconds).
+        snapshot = self.learner.snapshot()
+        return snapshot.encode(key=self.signing_key), snapshot.version
+
+    def release(self) -> None:
+        self.learning = False
+
+
 class LearnerLoop(Generic[L]):
     """The learner of one model on this worker; see the module docstring.
 
@@ -111,6 +155,9 @@ class LearnerLoop(Generic[L]):
         Training messages between snapshots.
     snapshot_interval
         Seconds after which whatever was learned is published anyway.
+    process
+        A child process to learn in (its ``decode`` the same function as ``decode``, by name);
+        ``None``: the worker learns.
     """
 
     def __init__(
@@ -125,6 +172,7 @@ class LearnerLoop(Generic[L]):
         decode: Callable[[bytes | None], list[Any]],
         snapshot_every: int,
         snapshot_interval: float = 5.0,
+        process: LearnerProcess | None = None,
     ) -> None:
         self.name = name
         self.training = training_topic.get_topic_name()
@@ -135,9 +183,11 @@ class LearnerLoop(Generic[L]):
         self.restore = restore
         self.decode = decode
         self.snapshot_every = snapshot_every
-        self.learner: L | None = None
+        self.process = process
+        self.learner: LearnerHere[L] | LearnerProcess | None = None
         self.unsnapshotted = 0
         self.failed_publishes = 0
+        self.replayed = 0
         # Held while the learner changes (restore, replay, learn).
         self._lock = asyncio.Lock()
         # Held while a snapshot is sent: one at a time, so they reach the topic in version order.
@@ -152,15 +202,16 @@ class LearnerLoop(Generic[L]):
         async for event in stream.events():
             async with self._lock:
                 learner = self.learner
-                if learner is None:
+                if learner is None or not learner.learning:
                     learner = self.learner = await self._restored()
                 offset = event.message.offset
                 if offset <= learner.training_offset:
                     continue  # already in the restored snapshot
                 if offset > learner.training_offset + 1:
                     await self._replay(learner, event.message.partition, learner.training_offset + 1, offset)
-                self._learn(learner, event.message.value, offset)
+                learner.learn(event.message.value, offset)
                 self.unsnapshotted += 1
+            await learner.caught_up_enough()
             if self.unsnapshotted >= self.snapshot_every:
                 await self._publish(learner)
 
@@ -168,73 +219,67 @@ class LearnerLoop(Generic[L]):
         """Whether this worker runs the learner and, if so, how far behind the training log it is."""
         report: dict[str, Any] = {
             "failed_snapshot_publishes": self.failed_publishes,
+            "messages_replayed": self.replayed,
             "snapshots_refused": self.snapshots.refused,  # unsigned, forged or incompatible
         }
+        if self.process is not None:
+            report["process"] = self.process.report()
         learner = self.learner
-        if learner is not None:
+        if learner is not None and learner.learning:
             end = app.consumer.highwater(TP(self.training, 0))
             report.update(
-                training_offset=learner.training_offset,
+                training_offset=learner.learned_offset,
                 training_end_offset=end,
-                messages_behind=None if end is None else max(0, end - 1 - learner.training_offset),
+                messages_behind=None if end is None else max(0, end - 1 - learner.learned_offset),
             )
         return report
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _learn(self, learner: L, value: bytes | None, offset: int) -> None:
-        try:
-            records = self.decode(value)
-        except Exception as exc:  # a bad message must not stop learning for the whole cluster
-            logger.warning("%s: training message at offset %d refused: %r", self.name, offset, exc)
-            learner.counts["refused_training_records"] += 1
-            records = []
-        for record in records:
-            try:
-                learner.apply(record)
-            except Exception:
-                logger.exception("%s: training record at offset %d refused", self.name, offset)
-                learner.counts["refused_training_records"] += 1
-        learner.training_offset = offset
-
-    async def _restored(self) -> L:
+    async def _restored(self) -> LearnerHere[L] | LearnerProcess:
+        """The learner as of the newest snapshot, in the child process if one takes it."""
+        self.unsnapshotted = 0  # what the last one learned since its snapshot is replayed
         await self.snapshots.caught_up.wait()
         restored = self.snapshots.latest.get(self.name)
-        return self.fresh() if restored is None else self.restore(copy.deepcopy(restored))
+        if self.process is not None and self.process.begin(
+            self.fresh() if restored is None else self.restore(restored), self.signing_key
+        ):
+            return self.process  # pickled into the child: the snapshot stays as it was
+        learner = self.fresh() if restored is None else self.restore(copy.deepcopy(restored))
+        return LearnerHere(learner, self.decode, self.signing_key)
 
-    async def _replay(self, learner: L, partition: int, start: int, stop: int) -> None:
+    async def _replay(
+        self, learner: LearnerHere[L] | LearnerProcess, partition: int, start: int, stop: int
+    ) -> None:
         logger.info("%s learner replays training messages %d..%d", self.name, start, stop - 1)
-        replayed = 0
         async for offset, value in read_partition_range(
             settings.kafka_bootstrap, self.training, partition, start, stop
         ):
-            self._learn(learner, value, offset)
-            replayed += 1
-        learner.counts["replayed_after_restart"] += replayed
+            learner.learn(value, offset)
+            self.replayed += 1
+            await learner.caught_up_enough()
 
     async def _hand_over(self, app_: Any, revoked: set, **kwargs: Any) -> None:
         """When the training partition leaves this worker, publish what it learned and let go."""
         learner = self.learner
         if learner is None or not any(tp.topic == self.training for tp in revoked):
             return
-        if self.unsnapshotted:
+        if self.unsnapshotted and learner.learning:
             await self._publish(learner)
+        learner.release()
         self.learner = None
 
     async def _publish_pending(self) -> None:
         learner = self.learner
-        if learner is not None and self.unsnapshotted:
+        if learner is not None and learner.learning and self.unsnapshotted:
             await self._publish(learner)
 
-    async def _publish(self, learner: L) -> None:
+    async def _publish(self, learner: LearnerHere[L] | LearnerProcess) -> None:
         """Publish a snapshot; on failure keep learning and let the timer try again."""
         async with self._publishing:
+            taken = self.unsnapshotted  # the snapshot holds every message sent before it
             try:
-                # Encoded on the event loop, between two training messages (a few ms for about
-                # 50 KB): the learner cannot change meanwhile, and nothing waits on a thread that
-                # a busy loop starves of the GIL (in a soak that kept the learner locked for seconds).
-                encoded = learner.snapshot().encode(key=self.signing_key)
-                taken = self.unsnapshotted
+                encoded, version = await learner.encoded_snapshot()
                 # Awaited: the compacted topic keeps the last one written. Learning goes on meanwhile.
                 producer = app.producer._ensure_producer()
                 await asyncio.wait_for(
@@ -245,8 +290,7 @@ class LearnerLoop(Generic[L]):
                 raise
             except Exception:
                 self.failed_publishes += 1
-                logger.exception(
-                    "publishing %s snapshot %d failed; retrying later", self.name, learner.version
-                )
+                logger.exception("publishing a %s snapshot failed; retrying later", self.name)
                 return
+            logger.debug("%s snapshot %d published", self.name, version)
             self.unsnapshotted = max(0, self.unsnapshotted - taken)

@@ -18,14 +18,18 @@ records (a stage sends what one flush produced in a few messages):
 from __future__ import annotations
 
 import hashlib
+import logging
 import zlib
 from array import array
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from models.fraud import FraudModel
 from models.metrics import ScorerMetrics
 from models.snapshots import Snapshot
+
+logger = logging.getLogger(__name__)
 
 MODEL_NAME = "fraud"
 TRAFFIC_SAMPLE_RATE = 0.2
@@ -100,6 +104,29 @@ class Learner:
     def apply(self, record: Any) -> None:
         """Learn from, or count, one training record."""
         raise NotImplementedError
+
+    def learn_message(
+        self, value: bytes | None, offset: int, decode: Callable[[bytes | None], list[Any]]
+    ) -> None:
+        """Apply the training message at ``offset`` (its records are ``decode(value)``).
+
+        A message that does not decode, or a record that cannot be applied, is counted as
+        ``refused_training_records`` and logged, never raised: a bad message must not stop
+        learning for the whole cluster.
+        """
+        try:
+            records = decode(value)
+        except Exception as exc:
+            logger.warning("%s: training message at offset %d refused: %r", self.name, offset, exc)
+            self.counts["refused_training_records"] += 1
+            records = []
+        for record in records:
+            try:
+                self.apply(record)
+            except Exception:
+                logger.exception("%s: training record at offset %d refused", self.name, offset)
+                self.counts["refused_training_records"] += 1
+        self.training_offset = offset
 
     def snapshot_state(self) -> dict[str, Any]:
         """What a snapshot keeps besides the model (the counts, unless a subclass adds more)."""

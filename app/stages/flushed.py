@@ -163,13 +163,15 @@ class FlushedOutputs(Generic[R]):
         answers = None if chunk is None or self.offloaded is None else self.offloaded.helper.results(chunk)
         if answers is None:
             return self._outputs(requests)
-        return [RuntimeError(answer) if isinstance(answer, str) else answer for answer in answers]
+        return _as_outputs(answers)
 
     def _outputs(self, requests: list[R]) -> list[bytes | Exception]:
-        return [
-            RuntimeError(answer) if isinstance(answer, str) else answer
-            for answer in outputs_of(lambda _, batch: self.compute(batch), None, requests)
-        ]
+        return _as_outputs(outputs_of(lambda _, batch: self.compute(batch), None, requests))
+
+
+def _as_outputs(answers: Sequence[bytes | str]) -> list[bytes | Exception]:
+    """Answers of :func:`~app.stages.helper.outputs_of` with each failure's reason as an exception."""
+    return [RuntimeError(answer) if isinstance(answer, str) else answer for answer in answers]
 
 
 def _no_context() -> None:

@@ -1,10 +1,13 @@
-"""Computations for the helper-process tests (the child imports them by name)."""
+"""Computations and learners for the child-process tests (the child imports them by name)."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
+
+from models.recommender import RecoLearner
 
 
 def scaled(context: int | None, items: Sequence[int]) -> list[bytes]:
@@ -25,3 +28,16 @@ def pid_after(context: float | None, items: Sequence[int]) -> list[bytes]:
     """The child's pid for each item, after sleeping ``context`` seconds."""
     time.sleep(context or 0.0)
     return [str(os.getpid()).encode() for _ in items]
+
+
+def slow_records(value: bytes | None) -> list[Any]:
+    """No records, after sleeping as many seconds as ``value`` says."""
+    time.sleep(float(value or 0))
+    return []
+
+
+class UnsnapshottableLearner(RecoLearner):
+    """A learner whose snapshots cannot be pickled."""
+
+    def snapshot_state(self) -> dict[str, Any]:
+        return {**super().snapshot_state(), "unpicklable": lambda: None}
