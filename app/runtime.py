@@ -32,10 +32,11 @@ from app.stages.lag import LagSample
 _PAGE_SIZE = 4096
 
 
-def resident_mb() -> float | None:
-    """This process's resident memory in MB (``None`` where ``/proc`` is not available)."""
+def resident_mb(pid: int | None = None) -> float | None:
+    """This process's (or process ``pid``'s) resident memory in MB (``None`` where ``/proc`` is
+    not available, or no such process runs)."""
     try:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        resident_pages = int(Path(f"/proc/{pid or 'self'}/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return None
     return round(resident_pages * _PAGE_SIZE / 2**20, 1)

@@ -159,6 +159,8 @@ def reco_probe(state: dict[str, Any] | None) -> dict[str, Any] | None:
         "users_swept": counts.get("idle_users_swept", 0),
         "items_swept": counts.get("idle_items_swept", 0),
         "behind": state.get("learner", {}).get("messages_behind"),
+        "helper_rss": state.get("ranking_helper", {}).get("rss_mb"),
+        "learner_rss": state.get("learner", {}).get("process", {}).get("rss_mb"),
         "dead_letters": stages.get(USER_STAGE, {}).get("counts", {}).get("dead_letters", 0),
     }
 
@@ -306,6 +308,8 @@ def reco_markdown(report: dict[str, Any]) -> str:
         f"| users / items swept (total), along the run | {along(views, 'users_swept', 'items_swept')} |",
         f"| learner messages behind, along the run | {[v.get('behind') for v in views]} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| its children's RSS (MB), ranking helper / learner, along the run "
+        f"| {along(views, 'helper_rss', 'learner_rss')} |",
         f"| worker CPU while fed | {cpu_along(samples, done.clicks)} |",
         f"| largest record: user / item table | {report['users']['largest_record']} / "
         f"{report['items']['largest_record']} bytes |",

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from app.runtime import resident_mb
+
 logger = logging.getLogger(__name__)
 
 # The child imports its modules from the project (as the worker does).
@@ -83,6 +85,15 @@ class ChildProcess:
     def close(self) -> None:
         """Stop the child (it exits when its requests end)."""
         self._lose_child()
+
+    def report(self) -> dict[str, Any]:
+        """The counts, whether a child runs, and its resident memory (MB)."""
+        process = self._process
+        return {
+            **self.counts,
+            "running": self.running,
+            "rss_mb": None if process is None else resident_mb(process.pid),
+        }
 
     # --- for subclasses ----------------------------------------------------------------------
 

@@ -124,9 +124,6 @@ class HelperProcess(ChildProcess):
         """Whether the child has answered every chunk it was sent (as far as has been read)."""
         return not self._pending
 
-    def report(self) -> dict[str, Any]:
-        return {**self.counts, "running": self.running}
-
     def _answered(self, answer: tuple[int, list[bytes | str]]) -> None:
         chunk, outputs = answer
         if chunk in self._pending:

@@ -130,7 +130,7 @@ class LearnerProcess(ChildProcess):
             self._send(("end",))
 
     def report(self) -> dict[str, Any]:
-        return {**self.counts, "running": self.running, "learning": self.learning}
+        return {**super().report(), "learning": self.learning}
 
     def _answered(self, answer: tuple[Any, ...]) -> None:
         if answer[0] == "learned":

@@ -68,11 +68,12 @@ STATE = {
     },
     "items_in_popularity_view": 25,
     "model_version": 3,
-    "learner": {"messages_behind": 2},
+    "learner": {"messages_behind": 2, "process": {"running": True, "rss_mb": 80.5}},
+    "ranking_helper": {"running": True, "rss_mb": 95.0},
 }
 
 
-def test_probe_keeps_cached_keys_sweeps_popularity_and_learner_lag():
+def test_probe_keeps_cached_keys_sweeps_popularity_learner_lag_and_childrens_memory():
     assert reco_probe(STATE) == {
         "users_cached": 40,
         "items_cached": 30,
@@ -80,6 +81,8 @@ def test_probe_keeps_cached_keys_sweeps_popularity_and_learner_lag():
         "users_swept": 7,
         "items_swept": 0,
         "behind": 2,
+        "helper_rss": 95.0,
+        "learner_rss": 80.5,
         "dead_letters": 1,
     }
     assert reco_probe(None) is None
