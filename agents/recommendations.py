@@ -301,6 +301,18 @@ async def recommendations_view(web: View, request: Request, user_id: str) -> Res
     )
 
 
+def _newest_snapshot() -> dict[str, object] | None:
+    """What the newest model snapshot learned: its version, training offset and counts."""
+    snapshot = snapshots.latest.get(MODEL_NAME)
+    if snapshot is None:
+        return None
+    return {
+        "version": snapshot.version,
+        "training_offset": snapshot.training_offset,
+        "counts": snapshot.state.get("counts", {}),
+    }
+
+
 @app.page("/reco/state/")
 async def reco_state_view(web: View, request: Request) -> Response:
     """This worker's recommendation stages, popularity view and learner."""
@@ -313,6 +325,7 @@ async def reco_state_view(web: View, request: Request) -> Response:
             "stages": {stage.name: stage.report() for stage in (user_stage, item_stage)},
             "items_in_popularity_view": len(popularity),
             "model_version": scoring.version,
+            "model": _newest_snapshot(),
             "learner": reco_learner.report(),
             "ranking_helper": ranking_helper.report(),
         },

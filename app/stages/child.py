@@ -92,6 +92,7 @@ class ChildProcess:
         return {
             **self.counts,
             "running": self.running,
+            "pid": None if process is None else process.pid,
             "rss_mb": None if process is None else resident_mb(process.pid),
         }
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from app.simulation.producer import delete_topics
 from broker import local_kafka
 from tests.integration.kafka_helpers import Worker
 
@@ -37,3 +40,10 @@ def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator:
     yield start
     for worker in workers:
         worker.stop()
+    # The test's topics (its inputs, outputs, changelogs): a developer's broker, kept between
+    # runs, would otherwise hold every run's partitions, and every worker decodes them all.
+    prefixes = {prefix for worker in workers for prefix in (worker.prefix, worker.group_id)}
+    try:
+        asyncio.run(delete_topics(kafka_bootstrap, prefixes))
+    except Exception as exc:  # the test's verdict stands; only the broker keeps more
+        warnings.warn(f"could not delete the test's topics ({sorted(prefixes)}): {exc!r}", stacklevel=1)
