@@ -161,6 +161,18 @@ class Worker:
                 return status, body
             time.sleep(0.5)
 
+    def view_when(self, path: str, predicate: Callable[[Any], bool], timeout: float = 60.0) -> Any:
+        """The JSON body of ``path`` once it answers 200 with a body ``predicate`` accepts (asked
+        every 0.5 s); fails the test with the last body and the worker's log after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        body: Any = None
+        while time.monotonic() < deadline:
+            status, body = self.get_json(path)
+            if status == 200 and predicate(body):
+                return body
+            time.sleep(0.5)
+        raise AssertionError(f"{path} never satisfied the condition: {body}\n{self.log_tail()}")
+
     def _get_json_once(self, path: str, headers: dict[str, str] | None) -> tuple[int, Any]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}{path}", headers=headers or {})
         try:

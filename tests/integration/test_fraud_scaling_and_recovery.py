@@ -52,14 +52,7 @@ def _every_transaction_decided_once_or_repeated_identically(a, b, transactions):
 
 
 def _wait_for_model(worker, predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    model: dict = {}
-    while time.monotonic() < deadline:
-        status, model = worker.get_json("/fraud/model/")
-        if status == 200 and predicate(model):
-            return model
-        time.sleep(0.5)
-    raise AssertionError(f"model never satisfied the condition: {model}\n{worker.log_tail()}")
+    return worker.view_when("/fraud/model/", predicate, timeout)
 
 
 def _wait_for_same_model(a, b, predicate, timeout=60.0):

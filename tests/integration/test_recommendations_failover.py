@@ -13,17 +13,6 @@ from tests.integration.kafka_helpers import read_topic, run, wait_for_stable_gro
 STREAM = ClickStreamConfig(seed=4, n_users=80, n_items=60, days=3.0, sessions_per_user_per_day=3.0)
 
 
-def _state_once(worker, predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    state: dict = {}
-    while time.monotonic() < deadline:
-        status, state = worker.get_json("/reco/state/")
-        if status == 200 and predicate(state):
-            return state
-        time.sleep(0.5)
-    raise AssertionError(f"/reco/state/ never satisfied the condition: {state}\n{worker.log_tail()}")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -54,7 +43,7 @@ def test_when_the_learners_worker_is_killed_its_child_ends_and_another_worker_le
     run(ensure_topics(a.bootstrap, [a.topic("clicks")], 4))
     run(wait_for_stable_group(a.bootstrap, a.group_id, members=2))
     run(produce_events(first, a.bootstrap, topic_prefix=a.prefix))
-    _state_once(a, lambda state: (state["model"] or {}).get("version", 0) > 0)
+    a.view_when("/reco/state/", lambda state: (state["model"] or {}).get("version", 0) > 0, timeout=120)
 
     def learner_of(worker) -> dict:
         return worker.get_json("/reco/state/")[1]["learner"]
@@ -84,8 +73,8 @@ def test_when_the_learners_worker_is_killed_its_child_ends_and_another_worker_le
         read_topic(survivor.bootstrap, survivor.topic("reco-training"), until=lambda _: False, timeout=5.0)
     )
     examples = sum(len(value) for _, value in training)
-    state = _state_once(
-        survivor,
+    state = survivor.view_when(
+        "/reco/state/",
         lambda state: (state["model"] or {}).get("training_offset") == len(training) - 1,
         timeout=60,
     )
