@@ -36,6 +36,7 @@ from app.pipeline import PARTITIONS, never_stops_the_worker, pipeline_topic, reg
 from app.settings import settings
 from app.stages.follower import TopicFollower
 from app.stages.lag import LagSample
+from app.stages.learner_process import LearnerProcess
 from app.stages.outputs import key_partition
 from app.stages.stage import BatchedStage
 from app.stages.state import sweep, sweep_idle
@@ -50,7 +51,7 @@ from models.fraud_steps import (
     learns_from,
     traffic_record,
 )
-from models.learner import MODEL_NAME, FraudLearner
+from models.learner import MODEL_NAME, FraudLearner, decode_training_records
 from models.snapshots import ScoringModel, Snapshot, SnapshotSubscriber, signing_key
 from tables import label_join as join
 from tables.card_features import ConflictingTransaction, card_features_at
@@ -357,14 +358,6 @@ def _forget_emitted(partition: int, key: bytes, entry: dict[str, Any]) -> dict[s
 # --- the learner -------------------------------------------------------------------------
 
 
-def _training_records(value: bytes | None) -> list[dict[str, Any]]:
-    """A training message's records (a stage sends what one flush produced in a few messages)."""
-    records = codecs.loads(value)
-    if not isinstance(records, list):
-        raise TypeError(f"expected a list of training records, got {type(records).__name__}")
-    return records
-
-
 fraud_learner: LearnerLoop[FraudLearner] = LearnerLoop(
     MODEL_NAME,
     training_topic,
@@ -373,9 +366,11 @@ fraud_learner: LearnerLoop[FraudLearner] = LearnerLoop(
     SNAPSHOT_KEY,
     fresh=lambda: FraudLearner(FraudModel(legit_sample_rate=settings.fraud_legit_sample_rate)),
     restore=FraudLearner.from_snapshot,
-    decode=_training_records,
+    decode=decode_training_records,
     snapshot_every=settings.fraud_snapshot_every,
     snapshot_interval=SNAPSHOT_INTERVAL,
+    # The one learner of the cluster, on a core of its own: this worker only hands it the bytes.
+    process=LearnerProcess("models.learner:decode_training_records") if settings.learner_process else None,
 )
 
 

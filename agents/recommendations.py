@@ -249,9 +249,7 @@ reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(
     decode=decode_training,
     snapshot_every=settings.reco_snapshot_every,
     # The one learner of the cluster, on a core of its own: this worker only hands it the bytes.
-    process=LearnerProcess(f"{decode_training.__module__}:{decode_training.__name__}")
-    if settings.reco_learner_process
-    else None,
+    process=LearnerProcess("models.recommender:decode_training") if settings.learner_process else None,
 )
 
 

@@ -41,7 +41,7 @@ class Settings:
     fraud_legit_sample_rate: float = 0.25
     reco_snapshot_every: int = 500
     reco_ranking_helper: bool = True
-    reco_learner_process: bool = True
+    learner_process: bool = True
     sweep_interval_s: float = 300.0
     gc_young_threshold: int = 10_000
     gc_freeze_survivors: bool = False
@@ -87,7 +87,7 @@ class Settings:
             # A helper process pays on a second core; on one it only adds its hand-over.
             reco_ranking_helper=get("EDDY_RECO_RANKING_HELPER", int((os.cpu_count() or 1) > 1)).lower()
             in ("1", "true", "yes"),
-            reco_learner_process=get("EDDY_RECO_LEARNER_PROCESS", int((os.cpu_count() or 1) > 1)).lower()
+            learner_process=get("EDDY_LEARNER_PROCESS", int((os.cpu_count() or 1) > 1)).lower()
             in ("1", "true", "yes"),
             # EDDY_FRAUD_SWEEP_INTERVAL_S: its name before the sweep served every pipeline.
             sweep_interval_s=float(

@@ -25,6 +25,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from models.fraud import FraudModel
 from models.metrics import ScorerMetrics
 from models.snapshots import Snapshot
@@ -81,6 +83,20 @@ class RecentIds:
         keys.frombytes(state["order"])
         self._order = deque(keys)
         self._seen = set(keys)
+
+
+def decode_training_records(value: bytes | None) -> list[dict[str, Any]]:
+    """A fraud training message's records (a stage sends what one flush produced in a few messages).
+
+    >>> decode_training_records(b'[{"kind": "traffic", "features": {"amount": 5.0}}]')[0]["kind"]
+    'traffic'
+    """
+    # JSON as app.codecs writes it, read as app.codecs.loads reads it (orjson), without importing
+    # faust's codec registry into the learner's child process.
+    records = orjson.loads(value or b"null")
+    if not isinstance(records, list):
+        raise TypeError(f"expected a list of training records, got {type(records).__name__}")
+    return records
 
 
 class Learner:

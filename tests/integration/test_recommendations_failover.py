@@ -34,7 +34,7 @@ def test_when_the_learners_worker_is_killed_its_child_ends_and_another_worker_le
     fast = {
         "EDDY_SESSION_TIMEOUT_S": "6",
         "EDDY_RECO_SNAPSHOT_EVERY": "100000",
-        "EDDY_RECO_LEARNER_PROCESS": "1",
+        "EDDY_LEARNER_PROCESS": "1",
     }
     a = worker_factory(extra_env=fast)
     b = worker_factory(prefix=a.prefix, extra_env=fast)
