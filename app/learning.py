@@ -271,8 +271,24 @@ class LearnerLoop(Generic[L]):
 
     async def _publish_pending(self) -> None:
         learner = self.learner
+        if learner is not None and not learner.learning and self.unsnapshotted:
+            learner = await self._rebuilt(learner)
         if learner is not None and learner.learning and self.unsnapshotted:
             await self._publish(learner)
+
+    async def _rebuilt(self, lost: LearnerHere[L] | LearnerProcess) -> LearnerHere[L] | LearnerProcess | None:
+        """A learner lost (its child gone) while no training message comes: rebuilt from the newest
+        snapshot with what it had been sent replayed, so that it can be published now."""
+        async with self._lock:
+            if self.learner is not lost:
+                return self.learner  # the agent rebuilt it meanwhile
+            sent = lost.training_offset
+            learner = self.learner = await self._restored()
+            start = learner.training_offset + 1
+            if sent >= start:
+                await self._replay(learner, 0, start, sent + 1)  # the training topic's one partition
+                self.unsnapshotted = sent + 1 - start
+            return learner
 
     async def _publish(self, learner: LearnerHere[L] | LearnerProcess) -> None:
         """Publish a snapshot; on failure keep learning and let the timer try again."""

@@ -131,3 +131,23 @@ async def _learn_then_snapshot(loop: LearnerLoop, stream: Stream) -> Snapshot:
 async def _snapshot_of_here(offsets: Iterable[int]) -> Snapshot:
     encoded, _ = await learned_here(offsets).encoded_snapshot()
     return Snapshot.decode(encoded, key=KEY)
+
+
+def test_a_child_lost_while_no_message_comes_is_rebuilt_by_the_snapshot_timer(loop_with):
+    snapshot = Snapshot.decode(asyncio.run(learned_here(range(5)).encoded_snapshot())[0], key=KEY)
+    process = LearnerProcess(DECODE, restart_interval=0.0)
+    loop = loop_with(snapshot, process)
+
+    async def learn_lose_then_tick() -> Snapshot:
+        await loop.run(Stream(events(range(5, 14)), {}))
+        await process.encoded_snapshot()  # the child has learned 5..13 (none published)
+        os.kill(process._process.pid, signal.SIGKILL)
+        process.wait_until(lambda: not process.learning, patience=5.0)
+        await loop._publish_pending()  # no producer here: the publish itself fails, and is retried
+        assert loop.learner is process and process.learning
+        return await _snapshot_of(loop)
+
+    learned = asyncio.run(learn_lose_then_tick())
+    assert item_state(learned) == item_state(asyncio.run(_snapshot_of_here(range(14))))
+    assert learned.version == 14 and loop.replayed == 9 and loop.unsnapshotted == 9
+    assert loop.failed_publishes == 1 and process.counts["starts"] == 2
