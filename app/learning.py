@@ -132,6 +132,10 @@ class LearnerHere(Generic[L]):
         self.learning = False
 
 
+#: Where a learner runs: in the worker, or in its child process (the same interface).
+PlacedLearner = LearnerHere[Any] | LearnerProcess
+
+
 class LearnerLoop(Generic[L]):
     """The learner of one model on this worker; see the module docstring.
 
@@ -184,7 +188,7 @@ class LearnerLoop(Generic[L]):
         self.decode = decode
         self.snapshot_every = snapshot_every
         self.process = process
-        self.learner: LearnerHere[L] | LearnerProcess | None = None
+        self.learner: PlacedLearner | None = None
         self.unsnapshotted = 0
         self.failed_publishes = 0
         self.replayed = 0
@@ -236,7 +240,7 @@ class LearnerLoop(Generic[L]):
 
     # --- internals ---------------------------------------------------------------------------
 
-    async def _restored(self) -> LearnerHere[L] | LearnerProcess:
+    async def _restored(self) -> PlacedLearner:
         """The learner as of the newest snapshot, in the child process if one takes it."""
         self.unsnapshotted = 0  # what the last one learned since its snapshot is replayed
         await self.snapshots.caught_up.wait()
@@ -248,9 +252,7 @@ class LearnerLoop(Generic[L]):
         learner = self.fresh() if restored is None else self.restore(copy.deepcopy(restored))
         return LearnerHere(learner, self.decode, self.signing_key)
 
-    async def _replay(
-        self, learner: LearnerHere[L] | LearnerProcess, partition: int, start: int, stop: int
-    ) -> None:
+    async def _replay(self, learner: PlacedLearner, partition: int, start: int, stop: int) -> None:
         logger.info("%s learner replays training messages %d..%d", self.name, start, stop - 1)
         async for offset, value in read_partition_range(
             settings.kafka_bootstrap, self.training, partition, start, stop
@@ -276,7 +278,7 @@ class LearnerLoop(Generic[L]):
         if learner is not None and learner.learning and self.unsnapshotted:
             await self._publish(learner)
 
-    async def _rebuilt(self, lost: LearnerHere[L] | LearnerProcess) -> LearnerHere[L] | LearnerProcess | None:
+    async def _rebuilt(self, lost: PlacedLearner) -> PlacedLearner | None:
         """A learner lost (its child gone) while no training message comes: rebuilt from the newest
         snapshot with what it had been sent replayed, so that it can be published now."""
         async with self._lock:
@@ -290,7 +292,7 @@ class LearnerLoop(Generic[L]):
                 self.unsnapshotted = sent + 1 - start
             return learner
 
-    async def _publish(self, learner: LearnerHere[L] | LearnerProcess) -> None:
+    async def _publish(self, learner: PlacedLearner) -> None:
         """Publish a snapshot; on failure keep learning and let the timer try again."""
         async with self._publishing:
             taken = self.unsnapshotted  # the snapshot holds every message sent before it
