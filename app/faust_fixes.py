@@ -27,7 +27,8 @@ The patches (each function's docstring says why it is needed and why it is safe)
   never a record fetched before the last seek (counted by the seek above, noted per batch
   by ``AIOKafkaConsumerThread._fetch_records`` -> :func:`_fetch_records_counted`); and
   fetch records again that were fetched and never handed over (:class:`_HandOverOrder`,
-  the safety net).
+  the safety net).  It hands the records of the topics given to :func:`hand_over_directly`
+  straight to an inbox (:mod:`app.stages.inbox`) instead of faust's conductor and streams.
 * ``AIOKafkaConsumerThread.verify_event_path`` -> :func:`_verify_event_path_once_positioned`:
   faust's livelock detector no longer crashes the worker on a partition without a position.
 * ``Stream.__aiter__`` -> :func:`_stream_aiter_cython_loop`: always run faust's Cython
@@ -60,10 +61,11 @@ import importlib.metadata
 import inspect
 import logging
 import os
-from collections.abc import Callable, Coroutine, Mapping
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ from faust.tables.recovery import Recovery  # noqa: E402
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer  # noqa: E402
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread  # noqa: E402
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumerDriver  # noqa: E402
-from faust.types import TP, Message  # noqa: E402
+from faust.types import TP, AppT, Message  # noqa: E402
 from faust.types.enums import ProcessingGuarantee  # noqa: E402
 from faust.utils.functional import consecutive_numbers  # noqa: E402
 from mode.utils.futures import notify  # noqa: E402
@@ -238,6 +240,17 @@ RELIED_ON: dict[str, str] = {
     # Resuming flow control clears the stream queues: why recovery stops the flow before its seek.
     "mode.utils.queues:FlowControlEvent.resume": (
         "4dcdc1253fd0dcb40de18a3702503c01d21e9da7e5e55b122fb92615f27648d9"
+    ),
+    # An inbox (hand_over_directly) is cleared with the stream queues, and its taker tracks what it
+    # takes as faust's stream loop does.
+    "mode.utils.queues:FlowControlEvent.clear": (
+        "dda5e40d80288a8f4244cffdf3e7a648773579a72e64b40182bbbc2424752524"
+    ),
+    "mode.utils.queues:FlowControlEvent.manage_queue": (
+        "a9a01679eaacf42cbecc5a8be55a3bf85af83fa95a251469bd56de24ef8d3018"
+    ),
+    "faust.transport.consumer:Consumer.track_message": (
+        "217d7f1399a4cd8e15a43a64ecf50413b9b738058e5433e057f0dc3927a3fc03"
     ),
     "mode.utils.queues:ThrowableQueue.clear": (
         "d18f09e451acf62e1cfa4e957497403d287463595b2dff70ea1c7a1271a95036"
@@ -806,6 +819,10 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     was.  The one difference is scheduling: faust's per-record ``wait_first`` let the agents
     run after every record; now they run at those yields every 100 records (about a
     millisecond of hand-overs) or whenever a hand-over waits.
+
+    A record of a topic given to :func:`hand_over_directly` passes the same checks and is
+    appended to its inbox instead (its read offset moves as after a hand-over); a full inbox
+    is waited for like a blocked hand-over, raced against ``suspend_flow``.
     """
     app = self.app
     callback = self.callback
@@ -825,6 +842,7 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
     # The seek moves stream partitions only; changelog records are never stale by it.
     is_changelog = self._is_changelog_tp
     wait_first = self.wait_first
+    inbox_of = _inboxes(app).get
 
     yield_every = 100
     num_since_yield = 0
@@ -887,6 +905,12 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
                         # We have a gap in income messages
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             _add_gap_now(self, tp, r_offset + 1, offset)
+                        inbox = inbox_of(tp.topic)
+                        if inbox is not None:
+                            set_read_offset(tp, offset)
+                            if not inbox.put(message):  # full: the next record waits for room
+                                await wait_first(inbox.room(), suspend_flow.wait())
+                            continue
                         delivery = callback(message)
                         try:
                             waits_for = delivery.send(None)
@@ -930,6 +954,44 @@ async def _drain_messages_awaiting_directly(self: Consumer, fetcher: Any) -> Non
         raise
     finally:
         unset_flag(flag_consumer_fetching)
+
+
+class _Inbox(Protocol):
+    """What :func:`hand_over_directly` hands records to (:class:`app.stages.inbox.Inbox`)."""
+
+    def put(self, message: Message) -> bool: ...
+
+    async def room(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+_INBOXES: weakref.WeakKeyDictionary[AppT, dict[str, _Inbox]] = weakref.WeakKeyDictionary()
+
+
+def _inboxes(app: AppT) -> dict[str, _Inbox]:
+    return _INBOXES.setdefault(app, {})
+
+
+def hand_over_directly(app: AppT, topics: Iterable[str], inbox: _Inbox) -> None:
+    """Hand the records of ``topics`` to ``inbox`` instead of faust's conductor and streams.
+
+    The fetch loop (:func:`_drain_messages_awaiting_directly`) appends each record it would
+    hand to the conductor, under exactly the same checks (current generation, flow not
+    suspended, not fetched before a seek, hand-over order), and moves the read offset; when
+    ``inbox.put`` reports it full, the loop waits for ``inbox.room()`` raced against
+    ``suspend_flow`` as it waits for a blocked hand-over.  ``app.flow_control`` clears the
+    inbox whenever it clears the stream queues.  The taker tracks each record it processes
+    (``consumer.track_message``) and skips, as faust's Cython stream loop does, a record of
+    an older generation or taken while flow control is suspended
+    (:meth:`app.stages.stage.BatchedStage.run`).
+    """
+    inboxes = _inboxes(app)
+    for topic in topics:
+        if topic in inboxes and inboxes[topic] is not inbox:
+            raise ValueError(f"the records of {topic} are handed over to another inbox already")
+        inboxes[topic] = inbox
+    app.flow_control.manage_queue(inbox)
 
 
 # --- nothing handed over while recovery seeks -------------------------------------------------

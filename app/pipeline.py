@@ -67,9 +67,12 @@ _stages: list[tuple[BatchedStage, frozenset[str]]] = []
 
 
 def register_stage(stage: BatchedStage, inputs: Iterable[TopicT]) -> BatchedStage:
-    """Flush ``stage`` with every other, and forget its cached state of revoked ``inputs`` partitions."""
+    """Flush ``stage`` with every other, forget its cached state of revoked ``inputs`` partitions,
+    and hand it their records directly (``EDDY_DIRECT_HANDOVER``, :mod:`app.stages.inbox`)."""
     names = frozenset(name for topic in inputs for name in topic.topics)
     _stages.append((stage, names))
+    if settings.direct_handover:
+        stage.take_directly(names)
     return stage
 
 

@@ -42,6 +42,7 @@ class Settings:
     reco_snapshot_every: int = 500
     reco_ranking_helper: bool = True
     learner_process: bool = True
+    direct_handover: bool = True
     sweep_interval_s: float = 300.0
     gc_young_threshold: int = 10_000
     gc_freeze_survivors: bool = False
@@ -89,6 +90,7 @@ class Settings:
             in ("1", "true", "yes"),
             learner_process=get("EDDY_LEARNER_PROCESS", int((os.cpu_count() or 1) > 1)).lower()
             in ("1", "true", "yes"),
+            direct_handover=get("EDDY_DIRECT_HANDOVER", "1").lower() in ("1", "true", "yes"),
             # EDDY_FRAUD_SWEEP_INTERVAL_S: its name before the sweep served every pipeline.
             sweep_interval_s=float(
                 get("EDDY_SWEEP_INTERVAL_S", get("EDDY_FRAUD_SWEEP_INTERVAL_S", defaults.sweep_interval_s))

@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 from faust.types import AppT, Message, TopicT
 
 from app.dead_letters import dead_letter_record, dead_letters_topic
-from app.faust_fixes import ack_processed
+from app.faust_fixes import ack_processed, hand_over_directly
+from app.stages.inbox import Inbox
 from app.stages.lag import LagSample
 from app.stages.outputs import KEYS_PER_RECORD, PartitionedRecords, key_partition, records_by_partition
 from app.stages.state import KeyedState
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Share of its newest events' lag a stage waits between flushes (see :func:`flush_interval_for`).
 LAG_SHARE = 0.5
+#: Records of an inbox handled between two yields to the event loop.
+YIELD_EVERY = 32
 V = TypeVar("V")
 
 
@@ -95,6 +98,8 @@ class BatchedStage:
         self._ready = asyncio.Event()
         # Called at the start of each flush: emit what is coalesced per flush (one record per key).
         self.before_flush: list[Callable[[], None]] = []
+        # Set by take_directly: records come from it instead of the agent's stream.
+        self.inbox: Inbox | None = None
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -184,24 +189,60 @@ class BatchedStage:
         if len(self._processed) >= self.max_pending:
             await self.flush()
 
+    def take_directly(self, topics: Iterable[str]) -> None:
+        """Take the records of ``topics`` from an :class:`~app.stages.inbox.Inbox` the consumer's
+        fetch loop fills, instead of through faust's streams (see :mod:`app.stages.inbox`)."""
+        self.inbox = Inbox()
+        hand_over_directly(self.app, topics, self.inbox)
+
     async def run(self, stream: Any, handle: Callable[[Message], None]) -> None:
-        """Hand every event of ``stream`` to ``handle``, then to this stage, which acks it
-        once the flush after it is durable.  An exception in ``handle`` costs that one
-        record, which goes to ``dead-letters`` with the reason, never the worker."""
+        """Hand every record of ``stream`` (of the stage's inbox, if it takes records directly) to
+        ``handle``, then to this stage, which acks it once the flush after it is durable.  An
+        exception in ``handle`` costs that one record, which goes to ``dead-letters`` with the
+        reason, never the worker."""
+        if self.inbox is not None:
+            await self._run_inbox(self.inbox, handle)
+            return
         async for event in stream.noack().events():
-            message = event.message
-            try:
-                if message.topic in self._keyed_inputs and (misplaced := self._misplaced(message)):
-                    self.dead_letter(message, misplaced)
-                else:
-                    handle(message)
-            except Exception as exc:
-                logger.exception(
-                    "%s failed on %s[%d]@%d", self.name, message.topic, message.partition, message.offset
-                )
-                self.dead_letter(message, f"{self.name} failed: {exc!r}")
-            self.processed(message)
+            self._handle(event.message, handle)
             await self.after_event()
+
+    async def _run_inbox(self, inbox: Inbox, handle: Callable[[Message], None]) -> None:
+        app = self.app
+        consumer = app.consumer
+        flow_active = app.flow_control.is_active
+        track = consumer.track_message
+        inbound = app.monitor.stream_inbound_time
+        while True:
+            taken = await inbox.take()
+            now = time.monotonic()
+            for count, message in enumerate(taken, 1):
+                if message.generation_id != app.consumer_generation_id or not flow_active():
+                    # Fetched for an earlier assignment, or a rebalance is under way: faust's
+                    # stream loop skips it too, and it is fetched again from the committed offset.
+                    self.counts["skipped_in_rebalance"] += 1
+                    continue
+                message.tracked = True
+                track(message)  # the revoke handler waits for its ack
+                inbound[message.tp] = now  # faust's livelock detector reads it
+                self._handle(message, handle)
+                if count % YIELD_EVERY == 0 or len(self._processed) >= self.max_pending:
+                    await self.after_event()
+                    await asyncio.sleep(0)  # the flush timer and the helpers' pipes run meanwhile
+            await asyncio.sleep(0)
+
+    def _handle(self, message: Message, handle: Callable[[Message], None]) -> None:
+        try:
+            if message.topic in self._keyed_inputs and (misplaced := self._misplaced(message)):
+                self.dead_letter(message, misplaced)
+            else:
+                handle(message)
+        except Exception as exc:
+            logger.exception(
+                "%s failed on %s[%d]@%d", self.name, message.topic, message.partition, message.offset
+            )
+            self.dead_letter(message, f"{self.name} failed: {exc!r}")
+        self.processed(message)
 
     def _misplaced(self, message: Message) -> str | None:
         """Why ``message`` is not on the partition its key belongs to (``None``: it is)."""

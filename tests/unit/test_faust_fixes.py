@@ -29,6 +29,7 @@ from faust.types.tuples import ConsumerMessage
 from intervaltree import IntervalTree
 
 from app import faust_fixes
+from app.stages.inbox import Inbox
 from app.faust_fixes import (
     FAUST_VERSION,
     LeanMonitor,
@@ -832,6 +833,83 @@ async def test_records_fetched_for_an_earlier_assignment_are_not_handed_over_nor
     app.consumer_generation_id = GENERATION + 1  # a rebalance happened after the fetch
     await asyncio.wait_for(drain.start(), 5)
     assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
+
+
+async def test_records_of_a_topic_handed_over_directly_go_to_its_inbox_in_order_without_the_conductor():
+    conducted = []
+
+    async def callback(msg):
+        conducted.append(msg.offset)
+
+    app = make_app()
+    inbox = Inbox()
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
+    drain = Drain(app, range(250), callback)
+    await asyncio.wait_for(drain.start(), 5)
+    assert [message.offset for message in await inbox.take()] == list(range(250))
+    assert conducted == [] and drain.wait_first_calls == 0
+    assert drain.consumer._read_offset[PARTITION] == 249
+
+
+async def test_a_full_inbox_holds_the_drain_until_its_agent_takes_the_records():
+    app = make_app()
+    inbox = Inbox(maxsize=2)
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
+    drain = Drain(app, range(5), callback=None)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1)
+    await asyncio.sleep(0.01)
+    assert len(inbox) == 2 and not draining.done()
+    taken = [message.offset for message in await inbox.take()]
+    await until(lambda: drain.wait_first_calls == 2)
+    taken += [message.offset for message in await inbox.take()]
+    await asyncio.wait_for(draining, 5)
+    taken += [message.offset for message in await inbox.take()]
+    assert taken == [0, 1, 2, 3, 4]
+
+
+async def test_a_rebalance_interrupts_a_drain_waiting_for_room_and_clears_the_inbox():
+    app = make_app()
+    inbox = Inbox(maxsize=2)
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
+    drain = Drain(app, range(4), callback=None)
+    draining = drain.start()
+    await until(lambda: drain.wait_first_calls == 1)
+    app.consumer.stop_flow()  # what the revoke handler does, then:
+    app.flow_control.suspend()
+    app.flow_control.clear()
+    await asyncio.wait_for(draining, 5)
+    # Offsets 0 and 1 were put and cleared, 2 and 3 arrive with flow suspended: all are read
+    # again from the committed offset after the rebalance.
+    assert len(inbox) == 0 and inbox.cleared == 2
+    assert drain.consumer._read_offset[PARTITION] == 1
+
+
+async def test_records_fetched_for_an_earlier_assignment_are_not_put_in_an_inbox():
+    app = make_app()
+    inbox = Inbox()
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
+    drain = Drain(app, range(3), callback=None)
+    app.consumer_generation_id = GENERATION + 1
+    await asyncio.wait_for(drain.start(), 5)
+    assert len(inbox) == 0 and drain.consumer._read_offset[PARTITION] is None
+
+
+def test_a_topic_is_handed_over_to_one_inbox_only():
+    app = make_app()
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], Inbox())
+    with pytest.raises(ValueError, match="another inbox"):
+        faust_fixes.hand_over_directly(app, [PARTITION.topic], Inbox())
+
+
+def test_resuming_flow_clears_an_inbox_as_it_clears_the_stream_queues():
+    app = make_app()
+    inbox = Inbox()
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
+    inbox.put(message(0))
+    app.flow_control.suspend()
+    app.flow_control.resume()
+    assert len(inbox) == 0 and inbox.cleared == 1
 
 
 def seek_in_the_consumer_thread(consumer) -> None:

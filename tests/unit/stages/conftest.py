@@ -74,6 +74,12 @@ class FakeMessage:
     key: bytes | None = None
     value: bytes | None = None
     timestamp: float = 0.0
+    generation_id: int = 0
+    tracked: bool = False
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
 
 
 @pytest.fixture

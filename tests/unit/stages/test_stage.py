@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -196,3 +198,81 @@ async def test_a_stage_whose_newest_events_are_late_flushes_less_often_up_to_a_m
     assert stage.newest_lag < 1.0
     expected = 1000 * min(0.1, max(0.02, LAG_SHARE * stage.newest_lag))
     assert stage.report()["flush_interval_ms"] == pytest.approx(expected, abs=0.01)
+
+
+# --- records taken directly from the fetch loop ------------------------------------------------
+
+
+@pytest.fixture
+def direct_stage(faust_app, recording, monkeypatch):
+    """A stage of ``clicks`` that takes records from its inbox; ``tracked`` holds what the consumer tracked."""
+    tracked: list[int] = []
+    consumer = SimpleNamespace(track_message=lambda message: tracked.append(message.offset))
+    monkeypatch.setattr(type(faust_app), "consumer", property(lambda app: consumer))
+    faust_app.flow_control.resume()
+    faust_app.consumer_generation_id = 3
+
+    async def make(**kwargs) -> BatchedStage:
+        stage = BatchedStage(faust_app, "test", [], **kwargs)
+        await stage.prepare([recording.topic("decisions")])
+        stage.take_directly(["clicks"])
+        stage.tracked = tracked  # type: ignore[attr-defined]
+        return stage
+
+    return make
+
+
+async def _until(condition) -> None:
+    for _ in range(1_000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+async def test_a_stage_taking_records_directly_handles_the_current_ones_in_order_and_tracks_them(
+    faust_app, recording, direct_stage
+):
+    stage = await direct_stage()
+    handled: list[int] = []
+    for offset in range(3):
+        stage.inbox.put(FakeMessage("clicks", 0, offset, generation_id=3))
+    stage.inbox.put(FakeMessage("clicks", 0, 3, generation_id=2))  # fetched before the last rebalance
+    running = asyncio.ensure_future(stage.run(None, lambda message: handled.append(message.offset)))
+    await _until(lambda: stage.counts["skipped_in_rebalance"] == 1)
+    faust_app.flow_control.suspend()  # a rebalance begins: what is taken now is skipped too
+    stage.inbox.put(FakeMessage("clicks", 0, 4, generation_id=3))
+    await _until(lambda: stage.counts["skipped_in_rebalance"] == 2)
+    running.cancel()
+    await stage.flush()
+
+    assert handled == [0, 1, 2]
+    assert stage.tracked == [0, 1, 2]  # type: ignore[attr-defined]
+    assert [offset for step, offset in recording.log if step == "acked"] == [0, 1, 2]
+
+
+async def test_a_stage_taking_a_large_batch_flushes_at_max_pending_and_lets_other_tasks_run(
+    faust_app, recording, direct_stage
+):
+    stage = await direct_stage(max_pending=50)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.ensure_future(ticker())
+    handled: list[tuple[int, int]] = []
+    for offset in range(100):
+        stage.inbox.put(FakeMessage("clicks", 0, offset, generation_id=3))
+    running = asyncio.ensure_future(stage.run(None, lambda message: handled.append((message.offset, ticks))))
+    await _until(lambda: len(handled) == 100)
+    running.cancel()
+    ticking.cancel()
+
+    assert [offset for offset, _ in handled] == list(range(100))
+    assert stage.counts["flushes"] == 2  # at 50 pending records, twice
+    # The other task ran while the batch was handled, at least every 32 records (YIELD_EVERY).
+    assert all(later - earlier >= 1 for (_, earlier), (_, later) in zip(handled[::32], handled[32::32]))

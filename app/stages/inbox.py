@@ -1,0 +1,76 @@
+"""Records handed by the consumer's fetch loop straight to one stage's agent.
+
+faust hands each fetched record to a stream through its conductor, a channel queue and
+the stream loop: an ``Event`` per record, a schema decode, sensors, a context variable
+and a yield to the event loop per record.  A :class:`~app.stages.stage.BatchedStage`
+needs none of it (its handler takes the ``Message`` and acks once its flush is durable),
+so the fetch loop (:func:`app.faust_fixes.hand_over_directly`) appends the stage's
+records to an :class:`Inbox` and the stage's agent takes them in batches.
+
+Like faust's stream queues, an inbox is cleared whenever faust clears those (a rebalance
+begins or ends, a recovery seeks): records not taken yet were never tracked nor acked,
+and are fetched again from the committed offset.  A record taken from an older consumer
+generation, or while flow is suspended, is skipped the same way (as faust's Cython stream
+loop skips it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from faust.types import Message
+
+#: Records an inbox holds before the fetch loop waits for its agent to take them.
+INBOX_SIZE = 4_096
+
+
+class Inbox:
+    """Records of one stage's input topics, in fetch order; see the module docstring.
+
+    >>> inbox = Inbox(maxsize=2)
+    >>> inbox.put("a"), inbox.put("b")
+    (True, False)
+    >>> asyncio.run(inbox.take())
+    ['a', 'b']
+    """
+
+    def __init__(self, maxsize: int = INBOX_SIZE) -> None:
+        self.maxsize = maxsize
+        self.cleared = 0  # records dropped by clear(): fetched again
+        self._messages: list[Message] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def put(self, message: Message) -> bool:
+        """Append ``message``; ``False`` if the inbox is full now (wait for :meth:`room`)."""
+        messages = self._messages
+        messages.append(message)
+        if len(messages) == 1:
+            self._arrived.set()
+        if len(messages) >= self.maxsize:
+            self._room.clear()
+            return False
+        return True
+
+    async def room(self) -> None:
+        """Wait until the agent has taken what fills the inbox."""
+        await self._room.wait()
+
+    async def take(self) -> list[Message]:
+        """Every record in the inbox, in order, once there is at least one."""
+        while not self._messages:
+            self._arrived.clear()
+            await self._arrived.wait()
+        taken, self._messages = self._messages, []
+        self._room.set()
+        return taken
+
+    def clear(self) -> None:
+        """Drop the records not taken yet (faust's flow control calls this with its queues)."""
+        self.cleared += len(self._messages)
+        self._messages = []
+        self._room.set()
