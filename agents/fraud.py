@@ -371,6 +371,7 @@ fraud_learner: LearnerLoop[FraudLearner] = LearnerLoop(
     snapshot_interval=SNAPSHOT_INTERVAL,
     # The one learner of the cluster, on a core of its own: this worker only hands it the bytes.
     process=LearnerProcess("models.learner:decode_training_records") if settings.learner_process else None,
+    direct_handover=settings.direct_handover,
 )
 
 

@@ -250,6 +250,7 @@ reco_learner: LearnerLoop[RecoLearner] = LearnerLoop(
     snapshot_every=settings.reco_snapshot_every,
     # The one learner of the cluster, on a core of its own: this worker only hands it the bytes.
     process=LearnerProcess("models.recommender:decode_training") if settings.learner_process else None,
+    direct_handover=settings.direct_handover,
 )
 
 

@@ -26,15 +26,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
-from faust.types import TP, TopicT
+from faust.types import TP, Message, TopicT
 
 from app import faust_fixes
 from app.faust_app import app
 from app.pipeline import never_stops_the_worker
 from app.settings import settings
+from app.stages.inbox import Inbox
 from app.stages.learner_process import LearnerProcess
 from app.stages.stage import BatchedStage
 from models.learner import Learner
@@ -162,6 +163,9 @@ class LearnerLoop(Generic[L]):
     process
         A child process to learn in (its ``decode`` the same function as ``decode``, by name);
         ``None``: the worker learns.
+    direct_handover
+        Take the training messages from an :class:`~app.stages.inbox.Inbox` the consumer's fetch
+        loop fills (as registered stages do) instead of from the agent's stream.
     """
 
     def __init__(
@@ -177,6 +181,7 @@ class LearnerLoop(Generic[L]):
         snapshot_every: int,
         snapshot_interval: float = 5.0,
         process: LearnerProcess | None = None,
+        direct_handover: bool = False,
     ) -> None:
         self.name = name
         self.training = training_topic.get_topic_name()
@@ -200,24 +205,41 @@ class LearnerLoop(Generic[L]):
         # Its records outweigh the events that made them: a backlog's fetches must not starve it.
         faust_fixes.fetch_more_from(self.training, settings.training_fetch_bytes)
         never_stops_the_worker(snapshot_interval)(self._publish_pending)
+        # faust's stream loop yields to the event loop per record: behind a stage taking its
+        # records in batches, the learner would get a record per batch.
+        self.inbox: Inbox | None = None
+        if direct_handover:
+            self.inbox = Inbox(app)
+            faust_fixes.hand_over_directly(app, [self.training], self.inbox)
 
     async def run(self, stream: Any) -> None:
         """The agent body: apply training messages in order, publish snapshots as they are due."""
-        async for event in stream.events():
+        async for message in self._training_messages(stream):
             async with self._lock:
                 learner = self.learner
                 if learner is None or not learner.learning:
                     learner = self.learner = await self._restored()
-                offset = event.message.offset
-                if offset <= learner.training_offset:
-                    continue  # already in the restored snapshot
-                if offset > learner.training_offset + 1:
-                    await self._replay(learner, event.message.partition, learner.training_offset + 1, offset)
-                learner.learn(event.message.value, offset)
-                self.unsnapshotted += 1
+                offset = message.offset
+                new = offset > learner.training_offset  # else in the restored snapshot already
+                if new:
+                    if offset > learner.training_offset + 1:
+                        await self._replay(learner, message.partition, learner.training_offset + 1, offset)
+                    learner.learn(message.value, offset)
+                    self.unsnapshotted += 1
+            if self.inbox is not None:
+                # What faust's stream does after each event.  The learner's progress is its
+                # snapshots' training offset, not the committed one: a next owner replays from it.
+                faust_fixes.ack_processed(app.consumer, message)
+            if not new:
+                continue
             await learner.caught_up_enough()
             if self.unsnapshotted >= self.snapshot_every:
                 await self._publish(learner)
+
+    def _training_messages(self, stream: Any) -> AsyncIterator[Message]:
+        if self.inbox is not None:
+            return self.inbox.records()
+        return (event.message async for event in stream.events())
 
     def report(self) -> dict[str, Any]:
         """Whether this worker runs the learner and, if so, how far behind the training log it is."""
@@ -228,6 +250,8 @@ class LearnerLoop(Generic[L]):
         }
         if self.process is not None:
             report["process"] = self.process.report()
+        if self.inbox is not None:
+            report["inbox"] = self.inbox.report()
         learner = self.learner
         if learner is not None and learner.learning:
             end = app.consumer.highwater(TP(self.training, 0))

@@ -17,26 +17,32 @@ loop skips it).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from time import monotonic
 
-from faust.types import Message
+from faust.types import AppT, Message
 
 #: Records an inbox holds before the fetch loop waits for its agent to take them.
 INBOX_SIZE = 4_096
+#: Records taken between two yields to the event loop.
+YIELD_EVERY = 32
 
 
 class Inbox:
-    """Records of one stage's input topics, in fetch order; see the module docstring.
+    """Records of some input topics of ``app``, in fetch order; see the module docstring.
 
-    >>> inbox = Inbox(maxsize=2)
+    >>> inbox = Inbox(app=None, maxsize=2)
     >>> inbox.put("a"), inbox.put("b")
     (True, False)
     >>> asyncio.run(inbox.take())
     ['a', 'b']
     """
 
-    def __init__(self, maxsize: int = INBOX_SIZE) -> None:
+    def __init__(self, app: AppT, maxsize: int = INBOX_SIZE) -> None:
+        self.app = app
         self.maxsize = maxsize
         self.cleared = 0  # records dropped by clear(): fetched again
+        self.skipped = 0  # records taken during a rebalance or of an older generation: fetched again
         self._messages: list[Message] = []
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -69,8 +75,41 @@ class Inbox:
         self._room.set()
         return taken
 
+    def report(self) -> dict[str, int]:
+        return {"waiting": len(self._messages), "skipped": self.skipped, "cleared": self.cleared}
+
     def clear(self) -> None:
         """Drop the records not taken yet (faust's flow control calls this with its queues)."""
         self.cleared += len(self._messages)
         self._messages = []
         self._room.set()
+
+    async def records(self) -> AsyncIterator[Message]:
+        """The records to process, forever, as faust's Cython stream loop gives its events.
+
+        A record of an older consumer generation, or taken while flow control is suspended
+        (a rebalance is under way), is skipped and counted: never tracked nor acked, it is
+        fetched again from the committed offset.  A record given out is tracked
+        (``consumer.track_message``: the revoke handler waits for its ack) and marks its
+        partition's stream as active for faust's livelock detector.  Other tasks run at least
+        every :data:`YIELD_EVERY` records.
+        """
+        app = self.app
+        consumer = app.consumer
+        flow_active = app.flow_control.is_active
+        track = consumer.track_message
+        inbound = app.monitor.stream_inbound_time
+        while True:
+            taken = await self.take()
+            now = monotonic()
+            for count, message in enumerate(taken, 1):
+                if message.generation_id != app.consumer_generation_id or not flow_active():
+                    self.skipped += 1
+                    continue
+                message.tracked = True
+                track(message)
+                inbound[message.tp] = now
+                yield message
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0)

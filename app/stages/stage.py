@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 RETRY_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 #: Share of its newest events' lag a stage waits between flushes (see :func:`flush_interval_for`).
 LAG_SHARE = 0.5
-#: Records of an inbox handled between two yields to the event loop.
-YIELD_EVERY = 32
 V = TypeVar("V")
 
 
@@ -192,7 +190,7 @@ class BatchedStage:
     def take_directly(self, topics: Iterable[str]) -> None:
         """Take the records of ``topics`` from an :class:`~app.stages.inbox.Inbox` the consumer's
         fetch loop fills, instead of through faust's streams (see :mod:`app.stages.inbox`)."""
-        self.inbox = Inbox()
+        self.inbox = Inbox(self.app)
         hand_over_directly(self.app, topics, self.inbox)
 
     async def run(self, stream: Any, handle: Callable[[Message], None]) -> None:
@@ -208,28 +206,9 @@ class BatchedStage:
             await self.after_event()
 
     async def _run_inbox(self, inbox: Inbox, handle: Callable[[Message], None]) -> None:
-        app = self.app
-        consumer = app.consumer
-        flow_active = app.flow_control.is_active
-        track = consumer.track_message
-        inbound = app.monitor.stream_inbound_time
-        while True:
-            taken = await inbox.take()
-            now = time.monotonic()
-            for count, message in enumerate(taken, 1):
-                if message.generation_id != app.consumer_generation_id or not flow_active():
-                    # Fetched for an earlier assignment, or a rebalance is under way: faust's
-                    # stream loop skips it too, and it is fetched again from the committed offset.
-                    self.counts["skipped_in_rebalance"] += 1
-                    continue
-                message.tracked = True
-                track(message)  # the revoke handler waits for its ack
-                inbound[message.tp] = now  # faust's livelock detector reads it
-                self._handle(message, handle)
-                if count % YIELD_EVERY == 0 or len(self._processed) >= self.max_pending:
-                    await self.after_event()
-                    await asyncio.sleep(0)  # the flush timer and the helpers' pipes run meanwhile
-            await asyncio.sleep(0)
+        async for message in inbox.records():
+            self._handle(message, handle)
+            await self.after_event()
 
     def _handle(self, message: Message, handle: Callable[[Message], None]) -> None:
         try:
@@ -353,6 +332,7 @@ class BatchedStage:
             "counts": dict(self.counts),
             "pending_events": len(self._processed),
             "cached_keys": {state.name: len(state) for state in self.states},
+            **({} if self.inbox is None else {"inbox": self.inbox.report()}),
             "sweep_failures": {state.name: state.sweep_failures for state in self.states},
             "last_flush_ms": round(self.last_flush_seconds * 1000.0, 2),
             "flush_interval_ms": round(

@@ -29,7 +29,6 @@ from faust.types.tuples import ConsumerMessage
 from intervaltree import IntervalTree
 
 from app import faust_fixes
-from app.stages.inbox import Inbox
 from app.faust_fixes import (
     FAUST_VERSION,
     LeanMonitor,
@@ -40,6 +39,7 @@ from app.faust_fixes import (
     changed_sources,
     check_faust_version,
 )
+from app.stages.inbox import Inbox
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PARTITION = TP("transactions", 0)
@@ -842,7 +842,7 @@ async def test_records_of_a_topic_handed_over_directly_go_to_its_inbox_in_order_
         conducted.append(msg.offset)
 
     app = make_app()
-    inbox = Inbox()
+    inbox = Inbox(app)
     faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
     drain = Drain(app, range(250), callback)
     await asyncio.wait_for(drain.start(), 5)
@@ -853,7 +853,7 @@ async def test_records_of_a_topic_handed_over_directly_go_to_its_inbox_in_order_
 
 async def test_a_full_inbox_holds_the_drain_until_its_agent_takes_the_records():
     app = make_app()
-    inbox = Inbox(maxsize=2)
+    inbox = Inbox(app, maxsize=2)
     faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
     drain = Drain(app, range(5), callback=None)
     draining = drain.start()
@@ -870,7 +870,7 @@ async def test_a_full_inbox_holds_the_drain_until_its_agent_takes_the_records():
 
 async def test_a_rebalance_interrupts_a_drain_waiting_for_room_and_clears_the_inbox():
     app = make_app()
-    inbox = Inbox(maxsize=2)
+    inbox = Inbox(app, maxsize=2)
     faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
     drain = Drain(app, range(4), callback=None)
     draining = drain.start()
@@ -887,7 +887,7 @@ async def test_a_rebalance_interrupts_a_drain_waiting_for_room_and_clears_the_in
 
 async def test_records_fetched_for_an_earlier_assignment_are_not_put_in_an_inbox():
     app = make_app()
-    inbox = Inbox()
+    inbox = Inbox(app)
     faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
     drain = Drain(app, range(3), callback=None)
     app.consumer_generation_id = GENERATION + 1
@@ -897,14 +897,14 @@ async def test_records_fetched_for_an_earlier_assignment_are_not_put_in_an_inbox
 
 def test_a_topic_is_handed_over_to_one_inbox_only():
     app = make_app()
-    faust_fixes.hand_over_directly(app, [PARTITION.topic], Inbox())
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], Inbox(app))
     with pytest.raises(ValueError, match="another inbox"):
-        faust_fixes.hand_over_directly(app, [PARTITION.topic], Inbox())
+        faust_fixes.hand_over_directly(app, [PARTITION.topic], Inbox(app))
 
 
 def test_resuming_flow_clears_an_inbox_as_it_clears_the_stream_queues():
     app = make_app()
-    inbox = Inbox()
+    inbox = Inbox(app)
     faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
     inbox.put(message(0))
     app.flow_control.suspend()

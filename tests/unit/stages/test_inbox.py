@@ -8,7 +8,7 @@ from app.stages.inbox import Inbox
 
 
 async def test_records_are_taken_in_order_all_at_once_when_the_first_arrives():
-    inbox = Inbox()
+    inbox = Inbox(app=None)
     taking = asyncio.ensure_future(inbox.take())
     await asyncio.sleep(0)
     assert not taking.done()
@@ -19,7 +19,7 @@ async def test_records_are_taken_in_order_all_at_once_when_the_first_arrives():
 
 
 async def test_a_full_inbox_has_room_again_once_its_records_are_taken():
-    inbox = Inbox(maxsize=2)
+    inbox = Inbox(app=None, maxsize=2)
     assert inbox.put("a") is True
     assert inbox.put("b") is False
     waiting = asyncio.ensure_future(inbox.room())
@@ -30,7 +30,7 @@ async def test_a_full_inbox_has_room_again_once_its_records_are_taken():
 
 
 async def test_clearing_drops_what_was_not_taken_counts_it_and_makes_room():
-    inbox = Inbox(maxsize=2)
+    inbox = Inbox(app=None, maxsize=2)
     inbox.put("a")
     inbox.put("b")
     inbox.clear()
