@@ -44,6 +44,7 @@ class Inbox:
         self.cleared = 0  # records dropped by clear(): fetched again
         self.skipped = 0  # records taken during a rebalance or of an older generation: fetched again
         self._messages: list[Message] = []
+        self._clears = 0  # a batch taken before a clear is dropped with it
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -82,14 +83,16 @@ class Inbox:
         """Drop the records not taken yet (faust's flow control calls this with its queues)."""
         self.cleared += len(self._messages)
         self._messages = []
+        self._clears += 1
         self._room.set()
 
     async def records(self) -> AsyncIterator[Message]:
         """The records to process, forever, as faust's Cython stream loop gives its events.
 
-        A record of an older consumer generation, or taken while flow control is suspended
-        (a rebalance is under way), is skipped and counted: never tracked nor acked, it is
-        fetched again from the committed offset.  A record given out is tracked
+        A record of an older consumer generation, taken while flow control is suspended (a
+        rebalance is under way), or of a batch taken before the inbox was last cleared (while
+        its taker waited, e.g. for a flush), is skipped and counted: never tracked nor acked,
+        it is fetched again from the committed offset.  A record given out is tracked
         (``consumer.track_message``: the revoke handler waits for its ack) and marks its
         partition's stream as active for faust's livelock detector.  Other tasks run at least
         every :data:`YIELD_EVERY` records.
@@ -101,9 +104,13 @@ class Inbox:
         inbound = app.monitor.stream_inbound_time
         while True:
             taken = await self.take()
-            now = monotonic()
+            clears, now = self._clears, monotonic()
             for count, message in enumerate(taken, 1):
-                if message.generation_id != app.consumer_generation_id or not flow_active():
+                if (
+                    message.generation_id != app.consumer_generation_id
+                    or not flow_active()
+                    or clears != self._clears
+                ):
                     self.skipped += 1
                     continue
                 message.tracked = True

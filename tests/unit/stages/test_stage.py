@@ -278,3 +278,23 @@ async def test_a_stage_taking_a_large_batch_flushes_at_max_pending_and_lets_othe
     # The other task ran while the batch was handled, at least every 32 records (Inbox.records).
     ticks_every_32 = [ticked for _, ticked in handled[::32]]
     assert all(later > earlier for earlier, later in itertools.pairwise(ticks_every_32))
+
+
+async def test_the_rest_of_a_batch_taken_before_the_inbox_is_cleared_is_skipped(
+    faust_app, recording, direct_stage
+):
+    stage = await direct_stage()
+    handled: list[int] = []
+
+    def handle(message) -> None:
+        handled.append(message.offset)
+        if message.offset == 1:
+            stage.inbox.clear()  # a rebalance or a recovery's seek while the batch is handled
+
+    for offset in range(4):
+        stage.inbox.put(FakeMessage("clicks", 0, offset, generation_id=3))
+    running = asyncio.ensure_future(stage.run(None, handle))
+    await _until(lambda: stage.inbox.skipped == 2)
+    running.cancel()
+    assert handled == [0, 1]
+    assert stage.tracked == [0, 1]  # type: ignore[attr-defined]
