@@ -835,16 +835,23 @@ async def test_records_fetched_for_an_earlier_assignment_are_not_handed_over_nor
     assert delivered == [] and drain.consumer._read_offset[PARTITION] is None
 
 
+def inbox_drain(offsets, callback=None, maxsize: int = 4_096, generation: int = GENERATION):
+    """A drain loop over ``offsets`` whose topic is handed over directly to a new inbox."""
+    app = make_app()
+    inbox = Inbox(app, maxsize=maxsize)
+    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
+    drain = Drain(app, offsets, callback)
+    app.consumer_generation_id = generation
+    return app, inbox, drain
+
+
 async def test_records_of_a_topic_handed_over_directly_go_to_its_inbox_in_order_without_the_conductor():
     conducted = []
 
     async def callback(msg):
         conducted.append(msg.offset)
 
-    app = make_app()
-    inbox = Inbox(app)
-    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
-    drain = Drain(app, range(250), callback)
+    _, inbox, drain = inbox_drain(range(250), callback)
     await asyncio.wait_for(drain.start(), 5)
     assert [message.offset for message in await inbox.take()] == list(range(250))
     assert conducted == [] and drain.wait_first_calls == 0
@@ -852,10 +859,7 @@ async def test_records_of_a_topic_handed_over_directly_go_to_its_inbox_in_order_
 
 
 async def test_a_full_inbox_holds_the_drain_until_its_agent_takes_the_records():
-    app = make_app()
-    inbox = Inbox(app, maxsize=2)
-    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
-    drain = Drain(app, range(5), callback=None)
+    _, inbox, drain = inbox_drain(range(5), maxsize=2)
     draining = drain.start()
     await until(lambda: drain.wait_first_calls == 1)
     await asyncio.sleep(0.01)
@@ -869,10 +873,7 @@ async def test_a_full_inbox_holds_the_drain_until_its_agent_takes_the_records():
 
 
 async def test_a_rebalance_interrupts_a_drain_waiting_for_room_and_clears_the_inbox():
-    app = make_app()
-    inbox = Inbox(app, maxsize=2)
-    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
-    drain = Drain(app, range(4), callback=None)
+    app, inbox, drain = inbox_drain(range(4), maxsize=2)
     draining = drain.start()
     await until(lambda: drain.wait_first_calls == 1)
     app.consumer.stop_flow()  # what the revoke handler does, then:
@@ -886,11 +887,8 @@ async def test_a_rebalance_interrupts_a_drain_waiting_for_room_and_clears_the_in
 
 
 async def test_records_fetched_for_an_earlier_assignment_are_not_put_in_an_inbox():
-    app = make_app()
-    inbox = Inbox(app)
-    faust_fixes.hand_over_directly(app, [PARTITION.topic], inbox)
-    drain = Drain(app, range(3), callback=None)
-    app.consumer_generation_id = GENERATION + 1
+    # A rebalance happened after the fetch.
+    _, inbox, drain = inbox_drain(range(3), generation=GENERATION + 1)
     await asyncio.wait_for(drain.start(), 5)
     assert len(inbox) == 0 and drain.consumer._read_offset[PARTITION] is None
 
