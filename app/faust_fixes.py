@@ -984,7 +984,7 @@ def hand_over_directly(app: AppT, topics: Iterable[str], inbox: _Inbox) -> None:
     inbox whenever it clears the stream queues.  The taker tracks each record it processes
     (``consumer.track_message``) and skips, as faust's Cython stream loop does, a record of
     an older generation or taken while flow control is suspended
-    (:meth:`app.stages.stage.BatchedStage.run`).
+    (:meth:`app.stages.inbox.Inbox.records`).
     """
     inboxes = _inboxes(app)
     for topic in topics:
