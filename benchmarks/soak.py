@@ -46,6 +46,7 @@ from benchmarks.soak_run import (
     by_tenths,
     changelog,
     cpu_along,
+    memory_along,
     rss_along,
     run_soak,
     tenths,
@@ -240,6 +241,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"| ROC AUC **{report['roc_auc']:.3f}**, AP **{report['average_precision']:.3f}** |",
         f"| model snapshot size (bytes): max; along the run | **{max(sizes, default=0)}**; {tenths(sizes)} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| worker memory (MB) along the run: RocksDB cache and memtables / malloc in use / malloc free "
+        f"| {memory_along(samples)} |",
         f"| worker CPU while fed (events: transactions and labels) "
         f"| {cpu_along(samples, done.transactions + report['labels'])} |",
         f"| largest card-state record | {report['largest_card_record']} bytes |",

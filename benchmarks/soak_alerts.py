@@ -51,6 +51,7 @@ from benchmarks.soak_run import (
     cohorts,
     cpu_along,
     live_keys,
+    memory_along,
     renamed,
     rss_along,
     run_soak,
@@ -267,6 +268,8 @@ def alerts_markdown(report: dict[str, Any]) -> str:
         *alerts_rows(report),
         f"| cached devices / devices swept (total), along the run | {along(views, 'cached', 'swept')} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| worker memory (MB) along the run: RocksDB cache and memtables / malloc in use / malloc free "
+        f"| {memory_along(samples)} |",
         f"| worker CPU while fed | {cpu_along(samples, done.fed)} |",
         f"| largest device record | {report['devices']['largest_record']} bytes |",
         "",

@@ -53,6 +53,7 @@ from benchmarks.soak_run import (
     changelog_view,
     cohorts,
     cpu_along,
+    memory_along,
     percentiles,
     renamed,
     rss_along,
@@ -308,6 +309,8 @@ def reco_markdown(report: dict[str, Any]) -> str:
         f"| users / items swept (total), along the run | {along(views, 'users_swept', 'items_swept')} |",
         f"| learner messages behind, along the run | {[v.get('behind') for v in views]} |",
         f"| worker RSS (MB) along the run | {rss_along(samples)} |",
+        f"| worker memory (MB) along the run: RocksDB cache and memtables / malloc in use / malloc free "
+        f"| {memory_along(samples)} |",
         f"| its children's RSS (MB), ranking helper / learner, along the run "
         f"| {along(views, 'helper_rss', 'learner_rss')} |",
         f"| worker CPU while fed | {cpu_along(samples, done.clicks)} |",

@@ -49,6 +49,24 @@ class Sample:
     rss_mb: float
     view: Any
     cpu_seconds: float = float("nan")  # the worker's CPU time (user + system) since it started
+    memory: WorkerMemory | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMemory:
+    """Where the worker's resident memory is held (MB), from its ``/worker/`` view."""
+
+    rocksdb: float  # RocksDB's shared block cache, memtables charged to it (its budget bounds it)
+    malloc_in_use: float
+    malloc_free: float  # resident inside malloc's heap but not in use: fragmentation
+
+    @classmethod
+    def of(cls, view: Mapping[str, Any] | None) -> WorkerMemory | None:
+        """From a ``/worker/`` view (``None``: no view, or no malloc statistics on this libc)."""
+        if view is None or "malloc_in_use_mb" not in view.get("heap", {}):
+            return None
+        heap = view["heap"]
+        return cls(view["rocksdb_memory"]["used_mb"], heap["malloc_in_use_mb"], heap["malloc_free_mb"])
 
 
 @dataclass(frozen=True)
@@ -106,12 +124,12 @@ def run_soak(
             feed.start()
             try:
                 while feed.is_alive() and worker.poll() is None:
-                    samples.append(_sample(began, worker.pid, hooks.probe(port)))
+                    samples.append(_sample(began, worker.pid, port, hooks.probe(port)))
                     feed.join(SAMPLE_EVERY)
                 fed = time.monotonic() - began
                 drained = hooks.drain(bootstrap, prefix, port, worker)
                 alive = worker.poll() is None
-                samples.append(_sample(began, worker.pid, hooks.probe(port)))
+                samples.append(_sample(began, worker.pid, port, hooks.probe(port)))
                 if hold:
                     print(f"worker web views on http://127.0.0.1:{port}/ for {hold:g} s", flush=True)
                     time.sleep(hold)
@@ -176,8 +194,9 @@ async def records(bootstrap: str, topic: str) -> list[Any]:
     return found
 
 
-def _sample(began: float, pid: int, view: Any) -> Sample:
-    return Sample(time.monotonic() - began, resident_mb(pid), view, cpu_seconds(pid))
+def _sample(began: float, pid: int, port: int, view: Any) -> Sample:
+    memory = WorkerMemory.of(state_view(port, "/worker/"))
+    return Sample(time.monotonic() - began, resident_mb(pid), view, cpu_seconds(pid), memory)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -359,3 +378,14 @@ def cpu_along(samples: list[Sample], events: int) -> str:
 def rss_along(samples: list[Sample]) -> str:
     """The worker's RSS at tenths of the run, as one markdown cell."""
     return "; ".join(f"{s.elapsed:.0f} s: {s.rss_mb:.0f}" for s in tenths(samples))
+
+
+def memory_along(samples: list[Sample]) -> str:
+    """Where the worker's RSS was held at tenths of the run (RocksDB / malloc in use / malloc free, MB)."""
+
+    def cell(memory: WorkerMemory | None) -> str:
+        if memory is None:
+            return "-"
+        return f"{memory.rocksdb:.0f}/{memory.malloc_in_use:.0f}/{memory.malloc_free:.0f}"
+
+    return "; ".join(f"{s.elapsed:.0f} s: {cell(s.memory)}" for s in tenths(samples))

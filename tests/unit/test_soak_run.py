@@ -4,11 +4,13 @@ from app.simulation.transactions import SimulatedEvent
 from benchmarks.soak import _pipeline, _without_pipeline
 from benchmarks.soak_run import (
     Sample,
+    WorkerMemory,
     by_tenths,
     changelog,
     changelog_view,
     cohorts,
     live_keys,
+    memory_along,
     renamed,
     rss_along,
     run_tenths,
@@ -105,3 +107,23 @@ def test_pipeline_choice_defaults_to_fraud_and_is_taken_out_for_the_others():
     assert _pipeline([]) == "fraud"
     assert _pipeline(["--rate", "5", "--pipeline", "alerts"]) == "alerts"
     assert _without_pipeline(["--pipeline", "recommendations", "--days", "3"]) == ["--days", "3"]
+
+
+def test_memory_along_says_where_the_rss_was_held_and_marks_samples_without_a_view():
+    samples = [
+        Sample(0.0, 150.0, None, memory=WorkerMemory.of(WORKER_VIEW)),
+        Sample(10.0, 151.0, None, memory=WorkerMemory.of(None)),
+    ]
+    assert memory_along(samples) == "0 s: 3/60/9; 10 s: -; 10 s: -"
+
+
+def test_worker_memory_needs_mallocs_statistics():
+    assert WorkerMemory.of(WORKER_VIEW) == WorkerMemory(rocksdb=3.0, malloc_in_use=60.5, malloc_free=9.1)
+    assert WorkerMemory.of({**WORKER_VIEW, "heap": {"python_allocated_blocks": 7}}) is None
+
+
+WORKER_VIEW = {
+    "resident_mb": 150.0,
+    "heap": {"python_allocated_blocks": 7, "malloc_in_use_mb": 60.5, "malloc_free_mb": 9.1},
+    "rocksdb_memory": {"budget_mb": 256.0, "used_mb": 3.0, "memtables_mb": 1.0},
+}
