@@ -35,7 +35,7 @@ from app import faust_fixes
 from app.faust_app import app
 from app.pipeline import never_stops_the_worker
 from app.settings import settings
-from app.stages.inbox import Inbox
+from app.stages.inbox import Inbox, direct_inbox
 from app.stages.learner_process import LearnerProcess
 from app.stages.stage import BatchedStage
 from models.learner import Learner
@@ -207,10 +207,7 @@ class LearnerLoop(Generic[L]):
         never_stops_the_worker(snapshot_interval)(self._publish_pending)
         # faust's stream loop yields to the event loop per record: behind a stage taking its
         # records in batches, the learner would get a record per batch.
-        self.inbox: Inbox | None = None
-        if direct_handover:
-            self.inbox = Inbox(app)
-            faust_fixes.hand_over_directly(app, [self.training], self.inbox)
+        self.inbox: Inbox | None = direct_inbox(app, [self.training]) if direct_handover else None
 
     async def run(self, stream: Any) -> None:
         """The agent body: apply training messages in order, publish snapshots as they are due."""

@@ -17,15 +17,24 @@ loop skips it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from time import monotonic
 
 from faust.types import AppT, Message
+
+from app.faust_fixes import hand_over_directly
 
 #: Records an inbox holds before the fetch loop waits for its agent to take them.
 INBOX_SIZE = 4_096
 #: Records taken between two yields to the event loop.
 YIELD_EVERY = 32
+
+
+def direct_inbox(app: AppT, topics: Iterable[str]) -> Inbox:
+    """A new inbox the fetch loop hands the records of ``topics`` to, instead of faust's streams."""
+    inbox = Inbox(app)
+    hand_over_directly(app, topics, inbox)
+    return inbox
 
 
 class Inbox:

@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 from faust.types import AppT, Message, TopicT
 
 from app.dead_letters import dead_letter_record, dead_letters_topic
-from app.faust_fixes import ack_processed, hand_over_directly
-from app.stages.inbox import Inbox
+from app.faust_fixes import ack_processed
+from app.stages.inbox import Inbox, direct_inbox
 from app.stages.lag import LagSample
 from app.stages.outputs import KEYS_PER_RECORD, PartitionedRecords, key_partition, records_by_partition
 from app.stages.state import KeyedState
@@ -190,8 +190,7 @@ class BatchedStage:
     def take_directly(self, topics: Iterable[str]) -> None:
         """Take the records of ``topics`` from an :class:`~app.stages.inbox.Inbox` the consumer's
         fetch loop fills, instead of through faust's streams (see :mod:`app.stages.inbox`)."""
-        self.inbox = Inbox(self.app)
-        hand_over_directly(self.app, topics, self.inbox)
+        self.inbox = direct_inbox(self.app, topics)
 
     async def run(self, stream: Any, handle: Callable[[Message], None]) -> None:
         """Hand every record of ``stream`` (of the stage's inbox, if it takes records directly) to
